@@ -1,0 +1,93 @@
+"""How one raw record becomes a prepared row: id, the exact text to embed, its hash, metadata.
+
+A record that cannot give a usable id or text becomes an error row with the reason and the
+raw record, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from vectorize import rows
+from vectorize.text import TextTemplate, clean_text, content_hash
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    id_field: str
+    template: TextTemplate
+
+
+def _raw_text(record: Any) -> str:
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(record)
+
+
+def _fallback_key(raw: str, position: str | None) -> str:
+    return position or "record:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, raw: str | None = None) -> dict:
+    """A row of :data:`vectorize.rows.PREPARED_SCHEMA` with status ``embed`` or ``error``."""
+    raw = raw if raw is not None else _raw_text(record)
+    if not isinstance(record, dict):
+        return rows.error_row(
+            _fallback_key(raw, position), "prepare", "not_an_object", f"record is {_type_name(record)}, not an object", raw
+        )
+    key = record.get(spec.id_field)
+    if key is None or key == "":
+        return rows.error_row(
+            _fallback_key(raw, position), "prepare", "missing_id", f"no {spec.id_field!r} field", raw
+        )
+    if isinstance(key, bool) or not isinstance(key, str | int):
+        return rows.error_row(
+            _fallback_key(raw, position), "prepare", "bad_id",
+            f"id field {spec.id_field!r} is {_type_name(key)}, expected a string or an integer", raw,
+        )
+    key = str(key)
+    values: dict[str, str] = {}
+    for name in spec.template.fields:
+        value = record.get(name)
+        if value is None:
+            return rows.error_row(key, "prepare", "missing_text", f"no {name!r} field", raw)
+        if not isinstance(value, str):
+            return rows.error_row(
+                key, "prepare", "not_a_string", f"text field {name!r} is {_type_name(value)}, not a string", raw
+            )
+        values[name] = value
+    text = clean_text(spec.template.render(values))
+    if not text:
+        return rows.error_row(key, "prepare", "empty_text", "the text is empty after cleaning", raw)
+    used = {spec.id_field, *spec.template.fields}
+    metadata = {k: v for k, v in record.items() if k not in used}
+    return {
+        "id": key,
+        "chunk": 0,
+        "text": text,
+        "text_sha256": content_hash(text),
+        "metadata": json.dumps(metadata, ensure_ascii=False, default=str, sort_keys=True),
+        "status": rows.EMBED,
+        "stage": None,
+        "reason": None,
+        "message": None,
+        "raw": None,
+    }
+
+
+def prepare_json_line(raw: str, position: str, spec: RecordSpec) -> dict:
+    try:
+        record = json.loads(raw)
+    except ValueError as exc:
+        return rows.error_row(position, "read", "malformed_json", f"malformed JSON: {exc}", raw)
+    return prepare_record(record, spec, position, raw)

@@ -1,0 +1,143 @@
+"""Naming a source: ``git:/path``, a file, or a folder of files, checked before any work.
+
+Files are read by Ray Data's own readers (Parquet, CSV); JSON and JSON Lines by the tolerant
+reader in :mod:`extract.json_source`. A field the run needs that the source does not have
+stops the run here, naming the fields it does have.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vectorize.errors import SourceError
+from vectorize.text import TextTemplate
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE_RECORDS = 200
+_KINDS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    **{suffix: "json" for suffix in (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz")},
+}
+
+
+def _kind_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in sorted(_KINDS, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _KINDS[suffix]
+    return None
+
+
+@dataclass
+class SourcePlan:
+    spec: str
+    kind: str  # git | json | parquet | csv
+    paths: list[str] = field(default_factory=list)
+    fields: tuple[str, ...] = ()
+    fields_exact: bool = True  # False: fields seen in a sample of the records
+
+    def check_fields(self, id_field: str, template: TextTemplate) -> None:
+        known = set(self.fields)
+        for name in (id_field, *template.fields):
+            if name not in known:
+                where = "in its first records" if not self.fields_exact else ""
+                raise SourceError(
+                    f"field {name!r} is not in the source {self.spec} {where}".rstrip()
+                    + f" (its fields: {', '.join(self.fields) or 'none'})"
+                )
+
+    def read(self, num_cpus: float):  # -> ray.data.Dataset
+        """A Ray dataset of the source; each read task takes ``num_cpus``."""
+        import ray.data
+
+        if self.kind == "git":
+            from extract.git_source import GitDatasource
+
+            return ray.data.read_datasource(GitDatasource(self.paths[0]), num_cpus=num_cpus)
+        if self.kind == "json":
+            from extract.json_source import JsonRecordsDatasource
+
+            return ray.data.read_datasource(JsonRecordsDatasource(self.paths), num_cpus=num_cpus)
+        if self.kind == "parquet":
+            return ray.data.read_parquet(self.paths, num_cpus=num_cpus)
+        return ray.data.read_csv(self.paths, num_cpus=num_cpus)
+
+
+def open_source(spec: str) -> SourcePlan:
+    if spec.startswith("git:"):
+        from extract.git_source import GIT_FIELDS, check_repository
+
+        repo = check_repository(Path(spec[4:] or ".").expanduser())
+        return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SourceError(f"cannot read {spec}: no such file or directory")
+    if not os.access(path, os.R_OK):
+        raise SourceError(f"cannot read {spec}: permission denied")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p))
+        kinds = {_kind_of(p) for p in files}
+        if not files:
+            raise SourceError(f"{spec} holds no Parquet, CSV, JSON or JSON Lines files")
+        if len(kinds) > 1:
+            raise SourceError(f"{spec} mixes {' and '.join(sorted(kinds))} files: point at one kind")
+    else:
+        files = [path]
+        if _kind_of(path) is None:
+            raise SourceError(
+                f"cannot read {spec}: unknown file type (use .parquet, .csv, .json, .jsonl, .ndjson, optionally .gz)"
+            )
+    kind = _kind_of(files[0])
+    assert kind is not None
+    paths = [str(p.resolve()) for p in files]
+    fields, exact = _discover_fields(kind, files[0])
+    return SourcePlan(spec, kind, paths, fields, exact)
+
+
+def _discover_fields(kind: str, first: Path) -> tuple[tuple[str, ...], bool]:
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return tuple(pq.read_schema(first).names), True
+        if kind == "csv":
+            import pyarrow.csv as pcsv
+
+            with pcsv.open_csv(first) as reader:
+                return tuple(reader.schema.names), True
+        return _sample_json_fields(first), False
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read {first}: {exc}") from None
+
+
+def _sample_json_fields(path: Path) -> tuple[str, ...]:
+    from extract.json_source import iter_json_records
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(8 << 20)
+        if head.lstrip().startswith(b"["):
+            head += fh.read()  # an array parses only whole
+        elif b"\n" in head:
+            head = head.rsplit(b"\n", 1)[0]
+    seen: dict[str, None] = {}
+    for i, (raw, _) in enumerate(iter_json_records(head, str(path))):
+        if i >= _SAMPLE_RECORDS:
+            break
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            seen.update(dict.fromkeys(record))
+    return tuple(seen)

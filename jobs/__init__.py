@@ -1,0 +1,1 @@
+"""Ray Data pipelines and Ray Jobs entrypoints (`python -m jobs.embed ...`)."""

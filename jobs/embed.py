@@ -1,0 +1,123 @@
+"""The embedding job: ``python -m jobs.embed SOURCE --table T ...`` (the same arguments as
+``vectorize run``), for ``ray job submit`` and for the CLI.
+
+Everything that can be checked is checked before Ray starts: the source and its fields, the
+model, the database and the collection's model identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from extract.records import RecordSpec
+from extract.sources import open_source
+from vectorize.config import RunSettings
+from vectorize.db import connect
+from vectorize.embedded_pg import default_data_dir, start_embedded_postgres
+from vectorize.errors import StoreError, VectorizeError
+from vectorize.models import read_identity
+from vectorize.store.collection import Collection
+from vectorize.store.registry import prepare_collection
+from vectorize.store.runs import record_end, record_start
+from vectorize.store.writer import build_vector_index, resolve_pending
+from vectorize.summary import RunSummary
+from vectorize.text import TextTemplate
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_database(settings: RunSettings) -> str:
+    return settings.resolved_dsn() or start_embedded_postgres(settings.data_dir or default_data_dir())
+
+
+def model_source(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
+    """The VectorizeError inside a Ray error, if a worker raised one."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, VectorizeError):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
+def run_job(settings: RunSettings) -> RunSummary:
+    started = time.perf_counter()
+    collection = Collection(settings.table)
+    template = TextTemplate.parse(settings.text)
+    source = open_source(settings.source)
+    source.check_fields(settings.id_field, template)
+    identity = read_identity(settings.model)
+    dsn = resolve_database(settings)
+    prepare_collection(dsn, collection, identity, model_source(settings.model))
+
+    import ray
+
+    from jobs.dedupe import TextClaims
+    from jobs.pipeline import run_pipeline
+    from jobs.prepare import PrepareContext
+    from jobs.ray_runtime import ensure_ray, plan_actors
+    from jobs.sink import PgvectorDatasink
+
+    ensure_ray(settings.ray_address, progress=settings.progress)
+    plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
+    summary = RunSummary(str(uuid.uuid4()), collection.name, settings.source, identity.key)
+    record_start(dsn, summary)
+    logger.info("run %s: %s -> %s with %s, actors %s", summary.run_id, settings.source, collection.name, identity.key, plan)
+    claims = TextClaims.remote()
+    sink = PgvectorDatasink(
+        dsn, collection, identity.dimensions, identity.key, summary.run_id, settings.fail_first_write_marker
+    )
+    spec = RecordSpec(settings.id_field, template)
+    try:
+        run_pipeline(
+            source, settings, spec, identity,
+            PrepareContext(dsn, collection, identity.key, spec, claims), plan, sink,
+        )
+        with connect(dsn) as conn:
+            reused, orphans = resolve_pending(conn, collection, identity.key, summary.run_id)
+            build_vector_index(conn, collection)
+    except BaseException as exc:
+        summary.seconds = time.perf_counter() - started
+        cause = _vectorize_cause(exc)
+        record_end(dsn, summary, error=str(cause or exc)[:2000])
+        if cause is not None and cause is not exc:
+            raise cause from None
+        if isinstance(exc, VectorizeError | KeyboardInterrupt):
+            raise
+        raise StoreError(f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        ray.kill(claims)
+    totals = sink.totals
+    failed_by_reason = dict(totals.failed_by_reason + orphans)
+    summary.rows_read = totals.rows
+    summary.embedded = totals.embedded
+    summary.reused = reused
+    summary.unchanged = totals.unchanged
+    summary.failed = sum(failed_by_reason.values())
+    summary.failed_by_reason = failed_by_reason
+    summary.truncated = totals.truncated
+    summary.tokens = totals.tokens
+    summary.seconds = time.perf_counter() - started
+    record_end(dsn, summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vectorize.cli import main as cli_main
+
+    return cli_main(["run", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The Ray Data pipeline: read → prepare and skip known → embed on an actor pool → pgvector."""
+
+from __future__ import annotations
+
+import logging
+
+import ray.data
+
+from extract.records import RecordSpec
+from extract.sources import SourcePlan
+from jobs.embedder import EmbedBatches
+from jobs.prepare import PrepareContext, prepare_batch
+from jobs.ray_runtime import LIGHT_STAGE_CPUS, ActorPlan
+from jobs.sink import PgvectorDatasink
+from vectorize.config import RunSettings
+from vectorize.identity import ModelIdentity
+
+logger = logging.getLogger(__name__)
+
+
+def run_pipeline(
+    source: SourcePlan,
+    settings: RunSettings,
+    spec: RecordSpec,
+    identity: ModelIdentity,
+    prepare_ctx: PrepareContext,
+    plan: ActorPlan,
+    sink: PgvectorDatasink,
+) -> None:
+    dataset = source.read(num_cpus=LIGHT_STAGE_CPUS)
+    if settings.limit is not None:
+        dataset = dataset.limit(settings.limit)
+    dataset = dataset.map_batches(
+        prepare_batch,
+        batch_format="pyarrow",
+        fn_kwargs={"ctx": prepare_ctx},
+        num_cpus=LIGHT_STAGE_CPUS,
+    )
+    dataset = dataset.map_batches(
+        EmbedBatches,
+        batch_format="pyarrow",
+        batch_size=settings.batch_size,
+        compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
+        fn_constructor_kwargs={
+            "identity": identity,
+            "model_spec": settings.model,
+            "cpu_threads": plan.torch_threads,
+            "encode_batch_size": settings.encode_batch_size,
+        },
+        num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor or None,
+    )
+    dataset.write_datasink(
+        sink,
+        ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS, "max_retries": 3},
+        concurrency=settings.writers,
+    )

@@ -1,0 +1,96 @@
+"""Preparation: raw records to prepared rows, then what is already known is marked.
+
+Runs as Ray tasks over the read blocks. Each batch costs one database round trip for the
+keys and hashes it holds, and one call to the run's :class:`TextClaims` actor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import ray
+from psycopg import sql
+
+from extract.json_source import POSITION_COLUMN, RAW_COLUMN
+from extract.records import RecordSpec, prepare_json_line, prepare_record
+from vectorize import rows
+from vectorize.db import connect
+from vectorize.store.collection import Collection
+
+logger = logging.getLogger(__name__)
+_connections: dict[str, object] = {}
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    dsn: str
+    collection: Collection
+    model_key: str
+    spec: RecordSpec
+    claims: ray.actor.ActorHandle
+
+
+def _connection(dsn: str):
+    conn = _connections.get(dsn)
+    if conn is None or conn.closed or conn.broken:
+        conn = connect(dsn, vector=False)
+        _connections[dsn] = conn
+    return conn
+
+
+def to_prepared_rows(batch: pa.Table, spec: RecordSpec) -> list[dict]:
+    if RAW_COLUMN in batch.column_names:
+        raws = batch.column(RAW_COLUMN).to_pylist()
+        positions = batch.column(POSITION_COLUMN).to_pylist()
+        return [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, positions, strict=True)]
+    return [prepare_record(record, spec) for record in batch.to_pylist()]
+
+
+def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
+    conn = _connection(ctx.dsn)
+    stored = conn.execute(
+        sql.SQL(
+            """SELECT t.id, t.chunk, t.text_sha256 FROM {t} t
+               JOIN unnest(%s::text[], %s::int[]) AS k(id, chunk) USING (id, chunk)
+               WHERE t.model = %s"""
+        ).format(t=ctx.collection.table),
+        (keys, chunks, ctx.model_key),
+    ).fetchall()
+    present = conn.execute(
+        sql.SQL("SELECT DISTINCT text_sha256 FROM {t} WHERE text_sha256 = ANY(%s) AND model = %s").format(
+            t=ctx.collection.table
+        ),
+        (list(set(hashes)), ctx.model_key),
+    ).fetchall()
+    return {(k, c): h for k, c, h in stored}, {h for (h,) in present}
+
+
+def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
+    prepared = to_prepared_rows(batch, ctx.spec)
+    live = [row for row in prepared if row["status"] == rows.EMBED]
+    if live:
+        stored, present = _known(
+            ctx, [r["id"] for r in live], [r["chunk"] for r in live], [r["text_sha256"] for r in live]
+        )
+        to_claim = []
+        for row in live:
+            digest = row["text_sha256"]
+            if stored.get((row["id"], row["chunk"])) == digest:
+                row["status"] = rows.UNCHANGED
+                row["text"] = None
+            elif digest in present:
+                row["status"] = rows.REUSE
+            else:
+                to_claim.append(row)
+        if to_claim:
+            owned = ray.get(
+                ctx.claims.claim.remote(
+                    [r["text_sha256"] for r in to_claim], [f"{r['id']}\x00{r['chunk']}" for r in to_claim]
+                )
+            )
+            for row, mine in zip(to_claim, owned, strict=True):
+                if not mine:
+                    row["status"] = rows.REUSE
+    return pa.Table.from_pylist(prepared, schema=rows.PREPARED_SCHEMA)

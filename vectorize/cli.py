@@ -1,0 +1,143 @@
+"""The `vectorize` command: run an embedding job, search a collection.
+
+Configuration errors print one line and exit 2; the layers above the core (jobs, extract)
+are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from vectorize.config import RunSettings, parse_actors
+from vectorize.errors import ConfigError, VectorizeError
+from vectorize.models import DEFAULT_MODEL
+
+logger = logging.getLogger("vectorize")
+
+
+def _database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dsn", help="Postgres DSN (default: $VECTORIZE_DSN, else the embedded server)")
+    parser.add_argument("--data-dir", type=Path, help="where the embedded Postgres keeps its data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vectorize", description="Batch embeddings into Postgres + pgvector.")
+    parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="embed a source into a collection")
+    run.add_argument("source", help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), or git:/path/to/repo")
+    run.add_argument("--table", required=True, help="the collection (table) to write")
+    run.add_argument("--id-field", default="id", help="the field that identifies a record (default: id)")
+    run.add_argument("--text", default="{text}", help='field or template of the text, e.g. "{title}\\n\\n{body}"')
+    run.add_argument("--model", default=DEFAULT_MODEL, help="SentenceTransformers folder or cached name")
+    _database_options(run)
+    run.add_argument("--batch-size", type=int, default=256, help="rows per call of an embedding actor")
+    run.add_argument("--encode-batch-size", type=int, default=64, help="texts per forward pass")
+    run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
+    run.add_argument("--cpus-per-actor", type=float)
+    run.add_argument("--gpus-per-actor", type=float)
+    run.add_argument("--writers", type=int, default=2, help="concurrent database write tasks")
+    run.add_argument("--limit", type=int, help="embed only the first N records")
+    run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    search = commands.add_parser("search", help="nearest stored texts to a query")
+    search.add_argument("query")
+    search.add_argument("--table", required=True)
+    search.add_argument("-k", type=int, default=5, help="how many hits (default 5)")
+    search.add_argument("--model", help="where the collection's model is, if not where it was loaded from")
+    _database_options(search)
+    search.add_argument("--json", action="store_true")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jobs.embed import run_job
+
+    settings = RunSettings(
+        source=args.source,
+        table=args.table,
+        id_field=args.id_field,
+        text=args.text,
+        model=args.model,
+        dsn=args.dsn,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        encode_batch_size=args.encode_batch_size,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        gpus_per_actor=args.gpus_per_actor,
+        writers=args.writers,
+        limit=args.limit,
+        ray_address=args.address,
+        progress=not args.json,
+    )
+    summary = run_job(settings)
+    print(summary.to_json() if args.json else summary.render())
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from jobs.embed import resolve_database
+    from vectorize.db import connect
+    from vectorize.models import read_identity
+    from vectorize.providers.local import SentenceTransformerProvider
+    from vectorize.store.collection import Collection
+    from vectorize.store.registry import registered_model
+    from vectorize.store.search import nearest
+    from vectorize.text import clean_text
+
+    if args.k < 1:
+        raise ConfigError("-k must be at least 1")
+    collection = Collection(args.table)
+    dsn = resolve_database(RunSettings(source="", table=args.table, dsn=args.dsn, data_dir=args.data_dir))
+    identity, source = registered_model(dsn, collection)
+    model = args.model or source
+    found = read_identity(model)
+    if not found.same_model(identity):
+        raise ConfigError(
+            f"the model at {model} is not the one collection {collection.name!r} was embedded with "
+            f"({'; '.join(found.differences(identity))}); pass --model with that model"
+        )
+    provider = SentenceTransformerProvider(identity, model, device="cpu")
+    query = clean_text(args.query)
+    if not query:
+        raise ConfigError("the query is empty")
+    vector = provider.embed([query]).vectors[0]
+    with connect(dsn) as conn:
+        hits = nearest(conn, collection, vector, args.k)
+    if args.json:
+        print(json.dumps([{"id": h.id, "chunk": h.chunk, "similarity": round(h.similarity, 4), "text": h.text, "metadata": h.metadata} for h in hits]))
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        first = " ".join(hit.text.split())[:100]
+        print(f"{rank:>2}. {hit.similarity:.3f}  {hit.id}  {first}")
+    if not hits:
+        print(f"collection {collection.name!r} is empty")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args) if args.command == "run" else _search(args)
+    except VectorizeError as exc:
+        if debug:
+            logger.exception("failed")
+        print(f"vectorize: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vectorize: interrupted; run the same command again to finish the rest", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

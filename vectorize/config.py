@@ -1,0 +1,58 @@
+"""The settings of an embedding run, as the CLI and `python -m jobs.embed` give them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vectorize.errors import ConfigError
+from vectorize.models import DEFAULT_MODEL
+
+
+@dataclass
+class RunSettings:
+    source: str
+    table: str
+    id_field: str = "id"
+    text: str = "{text}"
+    model: str = DEFAULT_MODEL
+    dsn: str | None = None
+    data_dir: Path | None = None
+    batch_size: int = 256  # rows per call of an embedding actor
+    encode_batch_size: int = 64  # texts per forward pass inside it
+    actors: tuple[int, int] | None = None  # (min, max); None: one per GPU, or sized to the CPUs
+    cpus_per_actor: float | None = None
+    gpus_per_actor: float | None = None
+    writers: int = 2
+    limit: int | None = None
+    ray_address: str | None = None
+    progress: bool = False
+    fail_first_write_marker: str | None = None  # test hook: the first write task dies once, after committing
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.encode_batch_size < 1:
+            raise ConfigError("--batch-size and --encode-batch-size must be at least 1")
+        if self.writers < 1:
+            raise ConfigError("--writers must be at least 1")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError("--limit must be 0 or more")
+        if self.actors is not None:
+            low, high = self.actors
+            if low < 1 or high < low:
+                raise ConfigError("--actors MIN,MAX needs 1 <= MIN <= MAX")
+
+    def resolved_dsn(self) -> str | None:
+        return self.dsn or os.environ.get("VECTORIZE_DSN") or None
+
+
+def parse_actors(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--actors {text!r}: give MIN,MAX or N, like 1,4") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ConfigError(f"--actors {text!r}: give MIN,MAX or N, like 1,4")

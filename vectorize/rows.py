@@ -1,0 +1,58 @@
+"""The columns a row carries through the pipeline, from preparation to the sink.
+
+Every row read reaches the sink with one status, so the sink's counts add up to the rows
+read and nothing is dropped silently:
+
+- ``embed``: new or changed text; the embedder fills ``embedding``, ``tokens``, ``truncated``
+- ``reuse``: the same text is stored already, or an earlier row of this run claimed it;
+  its vector is copied from there at the end of the run
+- ``unchanged``: this (id, chunk) already holds this text under this model
+- ``error``: ``stage``, ``reason``, ``message`` and ``raw`` say what went wrong
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+EMBED = "embed"
+REUSE = "reuse"
+UNCHANGED = "unchanged"
+ERROR = "error"
+
+PREPARED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("chunk", pa.int32()),
+        ("text", pa.string()),
+        ("text_sha256", pa.string()),
+        ("metadata", pa.string()),
+        ("status", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+
+def embedded_fields(dimensions: int) -> list[pa.Field]:
+    return [
+        pa.field("embedding", pa.list_(pa.float32(), dimensions)),
+        pa.field("tokens", pa.int32()),
+        pa.field("truncated", pa.bool_()),
+    ]
+
+
+def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) -> dict:
+    return {
+        "id": key,
+        "chunk": 0,
+        "text": None,
+        "text_sha256": None,
+        "metadata": None,
+        "status": ERROR,
+        "stage": stage,
+        "reason": reason,
+        "message": message,
+        "raw": raw[:20_000] if raw else raw,
+    }

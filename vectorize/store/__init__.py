@@ -1,0 +1,1 @@
+"""The pgvector store: collection tables, the model registry, writes, runs and search."""

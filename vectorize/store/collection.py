@@ -1,0 +1,127 @@
+"""A collection's tables and their DDL."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from vectorize.errors import ConfigError
+
+REGISTRY_TABLE = "vectorize_collections"
+RUNS_TABLE = "vectorize_runs"
+_VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Target table ``name`` with its errors table and its pending-reuse table beside it."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not _VALID_NAME.match(self.name):
+            raise ConfigError(
+                f"--table {self.name!r}: use lower-case letters, digits and _ (at most 48, not starting with a digit)"
+            )
+
+    @property
+    def table(self) -> sql.Identifier:
+        return sql.Identifier(self.name)
+
+    @property
+    def errors(self) -> sql.Identifier:
+        return sql.Identifier(f"{self.name}_errors")
+
+    @property
+    def pending(self) -> sql.Identifier:
+        return sql.Identifier(f"{self.name}_pending")
+
+    def index(self, suffix: str) -> sql.Identifier:
+        return sql.Identifier(f"{self.name}_{suffix}")
+
+    def create_statements(self, dimensions: int) -> list[sql.Composed]:
+        ident = {"t": self.table, "e": self.errors, "p": self.pending}
+        return [
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {t} (
+                    id text NOT NULL,
+                    chunk integer NOT NULL DEFAULT 0,
+                    text text NOT NULL,
+                    text_sha256 text NOT NULL,
+                    model text NOT NULL,
+                    embedding vector({dims}) NOT NULL,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    embedded_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (id, chunk))"""
+            ).format(dims=sql.Literal(dimensions), **ident),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(
+                i=self.index("sha256_idx"), **ident
+            ),
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {e} (
+                    id text NOT NULL,
+                    chunk integer NOT NULL DEFAULT 0,
+                    stage text NOT NULL,
+                    reason text NOT NULL,
+                    message text NOT NULL,
+                    raw text,
+                    attempts integer NOT NULL DEFAULT 1,
+                    run_id uuid,
+                    first_seen timestamptz NOT NULL DEFAULT now(),
+                    last_seen timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (id, chunk))"""
+            ).format(**ident),
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {p} (
+                    run_id uuid NOT NULL,
+                    id text NOT NULL,
+                    chunk integer NOT NULL,
+                    text text NOT NULL,
+                    text_sha256 text NOT NULL,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    PRIMARY KEY (run_id, id, chunk))"""
+            ).format(**ident),
+        ]
+
+    def vector_index_statement(self) -> sql.Composed:
+        return sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)"
+        ).format(i=self.index("embedding_hnsw"), t=self.table)
+
+
+def create_shared_tables() -> list[sql.SQL]:
+    return [
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {r} (
+                collection text PRIMARY KEY,
+                model_name text NOT NULL,
+                model_source text NOT NULL,
+                identity jsonb NOT NULL,
+                identity_key text NOT NULL,
+                dimensions integer NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now())"""
+        ).format(r=sql.Identifier(REGISTRY_TABLE)),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {r} (
+                run_id uuid PRIMARY KEY,
+                collection text NOT NULL,
+                source text NOT NULL,
+                model text NOT NULL,
+                status text NOT NULL,
+                error text,
+                started_at timestamptz NOT NULL DEFAULT now(),
+                finished_at timestamptz,
+                rows_read bigint,
+                embedded bigint,
+                reused bigint,
+                unchanged bigint,
+                failed bigint,
+                failed_by_reason jsonb,
+                truncated bigint,
+                tokens bigint,
+                seconds double precision,
+                texts_per_second double precision)"""
+        ).format(r=sql.Identifier(RUNS_TABLE)),
+    ]

@@ -1,0 +1,50 @@
+"""The run history: one row per run, written at its start and completed at its end."""
+
+from __future__ import annotations
+
+import json
+
+from psycopg import sql
+
+from vectorize.db import connect
+from vectorize.store.collection import RUNS_TABLE
+from vectorize.summary import RunSummary
+
+_RUNS = sql.Identifier(RUNS_TABLE)
+
+
+def record_start(dsn: str, summary: RunSummary) -> None:
+    with connect(dsn, vector=False) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {r} (run_id, collection, source, model, status) VALUES (%s, %s, %s, %s, 'running')"
+            ).format(r=_RUNS),
+            (summary.run_id, summary.collection, summary.source, summary.model),
+        )
+
+
+def record_end(dsn: str, summary: RunSummary, *, error: str | None = None) -> None:
+    with connect(dsn, vector=False) as conn:
+        conn.execute(
+            sql.SQL(
+                """UPDATE {r} SET status = %s, error = %s, finished_at = now(), rows_read = %s,
+                   embedded = %s, reused = %s, unchanged = %s, failed = %s, failed_by_reason = %s,
+                   truncated = %s, tokens = %s, seconds = %s, texts_per_second = %s
+                   WHERE run_id = %s"""
+            ).format(r=_RUNS),
+            (
+                "failed" if error else "succeeded",
+                error,
+                summary.rows_read,
+                summary.embedded,
+                summary.reused,
+                summary.unchanged,
+                summary.failed,
+                json.dumps(summary.failed_by_reason),
+                summary.truncated,
+                summary.tokens,
+                summary.seconds,
+                summary.rows_per_second,
+                summary.run_id,
+            ),
+        )

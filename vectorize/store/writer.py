@@ -1,0 +1,184 @@
+"""Idempotent writes of one block of pipeline rows, in one transaction.
+
+Vectors go by binary COPY into a session-local staging table, then one upsert on
+(id, chunk) moves them into the collection: a write that Ray retries writes the same rows
+again and leaves no duplicate. Error rows are upserted into the errors table; rows whose
+vector is to be reused wait in the pending table until the run resolves them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from vectorize import rows
+from vectorize.store.collection import Collection
+from vectorize.summary import WriteCounts
+
+logger = logging.getLogger(__name__)
+
+
+def _last_per_key(table: pa.Table) -> pa.Table:
+    """Keep the last row of each (id, chunk): an upsert may not touch a row twice."""
+    keys = list(zip(table.column("id").to_pylist(), table.column("chunk").to_pylist(), strict=True))
+    if len(set(keys)) == len(keys):
+        return table
+    last = {key: i for i, key in enumerate(keys)}
+    return table.take(sorted(last.values()))
+
+
+def _by_status(table: pa.Table, status: str) -> pa.Table:
+    return table.filter(pc.equal(table.column("status"), status))
+
+
+def write_block(
+    conn, collection: Collection, dimensions: int, model_key: str, run_id: str, block: pa.Table
+) -> WriteCounts:
+    counts = WriteCounts()
+    block = _last_per_key(block)
+    embedded = _by_status(block, rows.EMBED)
+    reuse = _by_status(block, rows.REUSE)
+    failed = _by_status(block, rows.ERROR)
+    counts.unchanged = _by_status(block, rows.UNCHANGED).num_rows
+    counts.embedded = embedded.num_rows
+    counts.reuse_pending = reuse.num_rows
+    counts.failed_by_reason = Counter(failed.column("reason").to_pylist())
+    if embedded.num_rows:
+        counts.tokens = int(pc.sum(embedded.column("tokens")).as_py() or 0)
+        counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
+    with conn.transaction():
+        if embedded.num_rows:
+            _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+        if reuse.num_rows:
+            _add_pending(conn, collection, run_id, reuse)
+        if failed.num_rows:
+            _upsert_errors(conn, collection, run_id, failed)
+    return counts
+
+
+def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> None:
+    stage = sql.Identifier(f"{collection.name}_stage")
+    conn.execute(
+        sql.SQL(
+            """CREATE TEMP TABLE IF NOT EXISTS {s} (id text, chunk integer, text text,
+               text_sha256 text, embedding vector({d}), metadata text) ON COMMIT DELETE ROWS"""
+        ).format(s=stage, d=sql.Literal(dimensions))
+    )
+    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
+    columns = [table.column(name).to_pylist() for name in ("id", "chunk", "text", "text_sha256", "metadata")]
+    with conn.cursor() as cur:
+        with cur.copy(
+            sql.SQL(
+                "COPY {s} (id, chunk, text, text_sha256, embedding, metadata) FROM STDIN (FORMAT BINARY)"
+            ).format(s=stage)
+        ) as copy:
+            copy.set_types(["text", "int4", "text", "text", "vector", "text"])
+            for (key, chunk, text, digest, metadata), vector in zip(zip(*columns), vectors, strict=True):
+                copy.write_row((key, chunk, text, digest, np.ascontiguousarray(vector), metadata or "{}"))
+        cur.execute(
+            sql.SQL(
+                """INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at)
+                   SELECT id, chunk, text, text_sha256, %s, embedding, metadata::jsonb, now() FROM {s}
+                   ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
+                     text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
+                     embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
+                     embedded_at = EXCLUDED.embedded_at"""
+            ).format(t=collection.table, s=stage),
+            (model_key,),
+        )
+        cur.execute(
+            sql.SQL("DELETE FROM {e} e USING {s} s WHERE e.id = s.id AND e.chunk = s.chunk").format(
+                e=collection.errors, s=stage
+            )
+        )
+
+
+def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
+    values = zip(
+        *(table.column(name).to_pylist() for name in ("id", "chunk", "text", "text_sha256", "metadata")),
+        strict=True,
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                """INSERT INTO {p} (run_id, id, chunk, text, text_sha256, metadata)
+                   VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING"""
+            ).format(p=collection.pending),
+            [(run_id, k, c, t, h, m or "{}") for k, c, t, h, m in values],
+        )
+
+
+def _upsert_errors(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
+    values = zip(
+        *(table.column(name).to_pylist() for name in ("id", "chunk", "stage", "reason", "message", "raw")),
+        strict=True,
+    )
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                """INSERT INTO {e} (id, chunk, stage, reason, message, raw, run_id)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
+                     reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
+                     run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()"""
+            ).format(e=collection.errors),
+            [(k, c, s, r, m, raw, run_id) for k, c, s, r, m, raw in values],
+        )
+
+
+def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -> tuple[int, Counter]:
+    """Give each pending row the vector already stored for its text; the rest become errors."""
+    with conn.transaction():
+        reused = conn.execute(
+            sql.SQL(
+                """WITH moved AS (
+                     INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at)
+                     SELECT p.id, p.chunk, p.text, p.text_sha256, %(model)s, s.embedding, p.metadata, now()
+                     FROM {p} p CROSS JOIN LATERAL (
+                       SELECT embedding FROM {t} WHERE text_sha256 = p.text_sha256 AND model = %(model)s
+                       LIMIT 1) s
+                     WHERE p.run_id = %(run)s
+                     ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
+                       text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
+                       embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
+                       embedded_at = EXCLUDED.embedded_at
+                     RETURNING id, chunk),
+                   cleared AS (
+                     DELETE FROM {e} e USING moved m WHERE e.id = m.id AND e.chunk = m.chunk)
+                   SELECT count(*) FROM moved"""
+            ).format(t=collection.table, p=collection.pending, e=collection.errors),
+            {"model": model_key, "run": run_id},
+        ).fetchone()[0]
+        orphans = conn.execute(
+            sql.SQL(
+                """WITH orphans AS (
+                     DELETE FROM {p} p WHERE p.run_id = %(run)s AND NOT EXISTS (
+                       SELECT 1 FROM {t} t WHERE t.id = p.id AND t.chunk = p.chunk
+                         AND t.text_sha256 = p.text_sha256 AND t.model = %(model)s)
+                     RETURNING p.id, p.chunk, p.text)
+                   INSERT INTO {e} (id, chunk, stage, reason, message, raw, run_id)
+                   SELECT id, chunk, 'embed', 'duplicate_of_failed',
+                     'the same text failed to embed under another id in this run', text, %(run)s
+                   FROM orphans
+                   ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
+                     reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
+                     run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()
+                   RETURNING 1"""
+            ).format(t=collection.table, p=collection.pending, e=collection.errors),
+            {"model": model_key, "run": run_id},
+        ).fetchall()
+        conn.execute(
+            sql.SQL("DELETE FROM {p} WHERE run_id = %s").format(p=collection.pending), (run_id,)
+        )
+    return int(reused), Counter({"duplicate_of_failed": len(orphans)} if orphans else {})
+
+
+def build_vector_index(conn, collection: Collection) -> None:
+    """HNSW cosine index, built once after the first bulk load; then fresh statistics."""
+    conn.execute(collection.vector_index_statement())
+    conn.execute(sql.SQL("ANALYZE {t}").format(t=collection.table))

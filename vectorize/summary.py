@@ -1,0 +1,82 @@
+"""The figures of one run: counted by the sink, printed at the end, kept in the run history."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class WriteCounts:
+    """What one write task stored; summed over all write tasks for the run."""
+
+    embedded: int = 0
+    reuse_pending: int = 0
+    unchanged: int = 0
+    failed_by_reason: Counter = field(default_factory=Counter)
+    truncated: int = 0
+    tokens: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.embedded + self.reuse_pending + self.unchanged + sum(self.failed_by_reason.values())
+
+    def add(self, other: WriteCounts) -> None:
+        self.embedded += other.embedded
+        self.reuse_pending += other.reuse_pending
+        self.unchanged += other.unchanged
+        self.failed_by_reason.update(other.failed_by_reason)
+        self.truncated += other.truncated
+        self.tokens += other.tokens
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    collection: str
+    source: str
+    model: str
+    rows_read: int = 0
+    embedded: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def embedded_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["rows_per_second"] = round(self.rows_per_second, 2)
+        data["embedded_per_second"] = round(self.embedded_per_second, 2)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def render(self) -> str:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failed_by_reason.items()))
+        lines = [
+            f"collection   {self.collection}  ({self.model})",
+            f"rows read    {self.rows_read}",
+            f"embedded     {self.embedded}",
+            f"reused       {self.reused}  (same text already stored or repeated in this run)",
+            f"unchanged    {self.unchanged}",
+            f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
+            f"truncated    {self.truncated}  (longer than the model's window)",
+            f"tokens       {self.tokens}",
+            f"seconds      {self.seconds:.1f}",
+            f"texts/s      {self.rows_per_second:.1f} rows read, {self.embedded_per_second:.1f} embedded",
+        ]
+        return "\n".join(lines)

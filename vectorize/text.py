@@ -1,0 +1,74 @@
+"""Text preparation: the exact text that is embedded, and its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+
+from vectorize.errors import ConfigError
+
+# C0/C1 control characters except the whitespace ones, which collapse instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+_LINE_EDGES = re.compile(r" *\n *")
+
+
+def clean_text(text: str) -> str:
+    """Unicode NFC, control characters removed, runs of whitespace collapsed.
+
+    Paragraph breaks survive as one blank line and line breaks as one newline, so that
+    commit messages and tickets keep their shape; everything else collapses to one space.
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = _LINE_EDGES.sub("\n", text)
+    text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
+
+
+def content_hash(text: str) -> str:
+    """Hex sha256 of the exact text that is embedded."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TextTemplate:
+    """How a record becomes the text to embed: ``"{title}\\n\\n{body}"`` or a bare field name."""
+
+    pattern: str
+
+    @classmethod
+    def parse(cls, spec: str) -> TextTemplate:
+        spec = spec.replace("\\n", "\n").replace("\\t", "\t")
+        if "{" not in spec:
+            spec = "{" + spec + "}"
+        template = cls(spec)
+        template.fields  # noqa: B018  (validates the pattern now, not per row)
+        return template
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        names: list[str] = []
+        try:
+            parsed = list(string.Formatter().parse(self.pattern))
+        except ValueError as exc:
+            raise ConfigError(f"--text {self.pattern!r} is not a valid template: {exc}") from None
+        for _, field, _, _ in parsed:
+            if field is None:
+                continue
+            if not field or not field.isidentifier():
+                raise ConfigError(
+                    f"--text {self.pattern!r}: use plain field names in braces, like {{title}}"
+                )
+            if field not in names:
+                names.append(field)
+        return tuple(names)
+
+    def render(self, values: dict[str, str]) -> str:
+        return self.pattern.format_map(values)
