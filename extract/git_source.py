@@ -96,7 +96,9 @@ class GitDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return len(self.shas) * 600
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context: object | None = None
+    ) -> list[ReadTask]:
         if not self.shas:
             return []
         parts = max(1, min(parallelism, len(self.shas) // 500 + 1))

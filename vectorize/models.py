@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2", "default"}
 _SKIPPED_FILES = {"README.md", ".gitattributes"}
+_SINGLE_POOLING_MODES = {"cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"}
 
 
 def resolve_model_dir(spec: str) -> tuple[str, Path]:
@@ -83,15 +84,25 @@ def _dimensions_from_files(model_dir: Path, modules: list[dict]) -> int | None:
         config = _read_json(model_dir / module.get("path", "") / "config.json")
         if kind == "Pooling":
             width = config.get("word_embedding_dimension") or config.get("embedding_dimension")
-            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
-            if not width:
+            mode = config.get("pooling_mode")
+            if isinstance(mode, str):
+                modes = [mode] if mode in _SINGLE_POOLING_MODES else []
+            else:
+                modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
+            if not width or not modes:
                 return None
-            dims = int(width) * max(1, len(modes))
+            dims = int(width) * len(modes)
         elif kind == "Dense":
             dims = config.get("out_features") or dims
         elif kind not in {"Transformer", "Normalize"}:
             return None
     return dims
+
+
+def _tokenizer_window(model_dir: Path) -> int | None:
+    """Sentence Transformers 6 keeps the window as the tokenizer's model_max_length."""
+    window = _read_json(model_dir / "tokenizer_config.json").get("model_max_length")
+    return int(window) if isinstance(window, int) and 0 < window < 1_000_000 else None
 
 
 def read_identity(spec: str) -> ModelIdentity:
@@ -104,11 +115,11 @@ def read_identity(spec: str) -> ModelIdentity:
     prefix = (prompts.get("prompts") or {}).get(default_prompt, "") if default_prompt else ""
     dims = _dimensions_from_files(model_dir, modules)
     normalized = any(m.get("type", "").endswith("Normalize") for m in modules)
-    max_tokens = st_config.get("max_seq_length")
+    max_tokens = st_config.get("max_seq_length") or _tokenizer_window(model_dir)
     if dims is None or max_tokens is None:
         logger.info("reading the identity of %s by loading it", name)
         model = load_sentence_transformer(model_dir, device="cpu")
-        dims = int(model.get_sentence_embedding_dimension())
+        dims = int(model.get_embedding_dimension())
         max_tokens = int(model.max_seq_length)
     return ModelIdentity(
         name=name,
@@ -126,7 +137,11 @@ def load_sentence_transformer(model_dir: Path, device: str):  # -> SentenceTrans
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
     try:
         return SentenceTransformer(str(model_dir), device=device, local_files_only=True)

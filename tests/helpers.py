@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from jobs.embed import run_job
+from vectorize.config import RunSettings
+from vectorize.summary import RunSummary
+
+
+def run(source: Path | str, table: str, model: str, dsn: str, **settings) -> RunSummary:
+    settings.setdefault("batch_size", 16)
+    return run_job(RunSettings(source=str(source), table=table, model=model, dsn=dsn, **settings))
+
+
+def query(dsn: str, statement: str, *params, table: str | None = None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        text = sql.SQL(statement).format(t=sql.Identifier(table)) if table else statement
+        return conn.execute(text, params).fetchall()
+
+
+def stored(dsn: str, table: str) -> dict[str, tuple[str, np.ndarray]]:
+    """id -> (text, vector) of every stored row (chunk 0)."""
+    return {i: (t, v.to_numpy().astype(np.float32)) for i, t, v in query(dsn, "SELECT id, text, embedding FROM {t}", table=table)}
+
+
+def errors(dsn: str, table: str) -> dict[str, tuple[str, str]]:
+    """id -> (reason, raw) of every row in the errors table."""
+    return {i: (r, raw) for i, r, raw in query(dsn, "SELECT id, reason, raw FROM {t}", table=f"{table}_errors")}

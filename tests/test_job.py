@@ -1,0 +1,162 @@
+"""The whole job against a real Ray and a real Postgres + pgvector, with the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.corpus import commit_rows, write_jsonl
+from tests.helpers import errors, query, run, stored
+from vectorize.errors import ModelMismatchError
+from vectorize.text import clean_text, content_hash
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def test_every_row_is_stored_once_with_its_hash_and_metadata(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = commit_rows(60)
+    summary = run(write_jsonl(tmp_path / "c.jsonl", rows), table_name, tiny_model, pg_dsn)
+    distinct_texts = len({clean_text(r["text"]) for r in rows})
+    assert (summary.rows_read, summary.failed) == (60, 0)
+    assert summary.embedded == distinct_texts
+    assert summary.embedded + summary.reused == 60
+    got = query(pg_dsn, "SELECT id, text, text_sha256, metadata, vector_dims(embedding) FROM {t}", table=table_name)
+    assert len(got) == 60
+    by_id = {r["id"]: r for r in rows}
+    for key, text, digest, metadata, dims in got:
+        assert text == clean_text(by_id[key]["text"])
+        assert digest == content_hash(text)
+        assert metadata == {"author": by_id[key]["author"], "date": by_id[key]["date"]}
+        assert dims == 32
+    assert query(pg_dsn, "SELECT count(*) FROM pg_indexes WHERE indexname = %s", f"{table_name}_embedding_hnsw")[0][0] == 1
+    history = query(
+        pg_dsn, "SELECT status, rows_read, embedded, failed FROM vectorize_runs WHERE run_id = %s", summary.run_id
+    )
+    assert history == [("succeeded", 60, summary.embedded, 0)]
+
+
+def test_rerun_embeds_nothing_and_three_edits_embed_three(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = [{"id": f"r{i}", "text": f"row number {i} about topic {i % 7}"} for i in range(40)]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    first = run(source, table_name, tiny_model, pg_dsn)
+    assert first.embedded == 40
+    before = stored(pg_dsn, table_name)
+
+    again = run(source, table_name, tiny_model, pg_dsn)
+    assert (again.embedded, again.unchanged, again.reused, again.failed) == (0, 40, 0, 0)
+
+    for i in (3, 17, 31):
+        rows[i]["text"] += " (edited)"
+    write_jsonl(source, rows)
+    edited = run(source, table_name, tiny_model, pg_dsn)
+    assert (edited.embedded, edited.unchanged) == (3, 37)
+    after = stored(pg_dsn, table_name)
+    changed = {key for key in after if not np.array_equal(after[key][1], before[key][1])}
+    assert changed == {"r3", "r17", "r31"}
+    assert after["r17"][0].endswith("(edited)")
+
+
+def test_identical_texts_are_embedded_once_across_batches(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = [{"id": f"d{i}", "text": "the very same message" if i % 5 == 0 else f"unique text {i}"} for i in range(50)]
+    summary = run(write_jsonl(tmp_path / "dups.jsonl", rows), table_name, tiny_model, pg_dsn, batch_size=4)
+    assert summary.embedded == 41  # 40 unique texts + one copy of the repeated one
+    assert summary.reused == 9
+    vectors = stored(pg_dsn, table_name)
+    assert len(vectors) == 50
+    repeated = [vectors[f"d{i}"][1] for i in range(0, 50, 5)]
+    assert all(np.array_equal(v, repeated[0]) for v in repeated)
+
+
+def test_text_already_stored_under_another_id_is_reused(tmp_path, tiny_model, pg_dsn, table_name):
+    run(write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "text": "shared words"}]), table_name, tiny_model, pg_dsn)
+    summary = run(write_jsonl(tmp_path / "b.jsonl", [{"id": "b", "text": "shared words"}]), table_name, tiny_model, pg_dsn)
+    assert (summary.embedded, summary.reused) == (0, 1)
+    vectors = stored(pg_dsn, table_name)
+    assert np.array_equal(vectors["a"][1], vectors["b"][1])
+
+
+def test_bad_rows_go_to_the_errors_table_and_the_rest_are_stored(tmp_path, tiny_model, pg_dsn, table_name):
+    good = [{"id": f"g{i}", "title": f"title {i}", "body": f"body {i}"} for i in range(20)]
+    bad_lines = [
+        '{"id": "m1", "title": "broken',
+        json.dumps({"title": "no id", "body": "x"}),
+        json.dumps({"id": "e1", "title": "", "body": "  "}),
+        json.dumps({"id": "n1", "title": "num", "body": 12}),
+        json.dumps({"id": "x1", "title": "missing body"}),
+        "[1, 2, 3]",
+    ]
+    source = write_jsonl(tmp_path / "mixed.jsonl", good, bad_lines)
+    summary = run(source, table_name, tiny_model, pg_dsn, text="{title}\\n\\n{body}")
+    assert summary.rows_read == 26
+    assert summary.embedded == 20
+    assert summary.failed_by_reason == {
+        "malformed_json": 1, "missing_id": 1, "empty_text": 1, "not_a_string": 1, "missing_text": 1, "not_an_object": 1,
+    }
+    assert set(stored(pg_dsn, table_name)) == {f"g{i}" for i in range(20)}
+    failed = errors(pg_dsn, table_name)
+    assert failed[f"{source}:21"] == ("malformed_json", bad_lines[0])
+    assert failed[f"{source}:22"][0] == "missing_id"
+    assert failed["e1"][0] == "empty_text"
+    assert failed["n1"][0] == "not_a_string"
+    assert failed["x1"][0] == "missing_text"
+    assert failed[f"{source}:26"] == ("not_an_object", "[1, 2, 3]")
+
+
+def test_a_fixed_row_leaves_the_errors_table(tmp_path, tiny_model, pg_dsn, table_name):
+    source = write_jsonl(tmp_path / "fix.jsonl", [{"id": "a", "text": ""}, {"id": "b", "text": "fine"}])
+    run(source, table_name, tiny_model, pg_dsn)
+    assert set(errors(pg_dsn, table_name)) == {"a"}
+    write_jsonl(source, [{"id": "a", "text": "now it has words"}, {"id": "b", "text": "fine"}])
+    run(source, table_name, tiny_model, pg_dsn)
+    assert errors(pg_dsn, table_name) == {}
+    assert set(stored(pg_dsn, table_name)) == {"a", "b"}
+
+
+def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = [{"id": f"w{i}", "text": f"write retry row {i}"} for i in range(48)]
+    marker = tmp_path / "write-died"
+    summary = run(
+        write_jsonl(tmp_path / "w.jsonl", rows), table_name, tiny_model, pg_dsn, fail_first_write_marker=str(marker)
+    )
+    assert marker.exists(), "the write task was not killed, so nothing was retried"
+    assert summary.failed == 0
+    got = query(pg_dsn, "SELECT id, count(*) FROM {t} GROUP BY id", table=table_name)
+    assert len(got) == 48 and all(count == 1 for _, count in got)
+
+
+def test_another_model_on_the_same_collection_is_refused_before_any_work(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    source = write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "text": "some text"}])
+    run(source, table_name, tiny_model, pg_dsn)
+    runs_before = query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0]
+    with pytest.raises(ModelMismatchError, match="Use another --table"):
+        run(source, table_name, other_tiny_model, pg_dsn)
+    assert query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0] == runs_before
+
+
+def test_parquet_and_csv_sources(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = [{"id": i, "text": f"columnar row {i}", "score": i / 2} for i in range(10)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    summary = run(tmp_path / "rows.parquet", table_name, tiny_model, pg_dsn)
+    assert (summary.embedded, summary.failed) == (10, 0)
+    meta = dict(query(pg_dsn, "SELECT id, metadata FROM {t}", table=table_name))
+    assert meta["3"] == {"score": 1.5}
+
+    (tmp_path / "csvdir").mkdir()
+    (tmp_path / "csvdir" / "a.csv").write_text("key,body\nk1,first csv row\nk2,second csv row\n")
+    summary = run(tmp_path / "csvdir", table_name + "_csv", tiny_model, pg_dsn, id_field="key", text="body")
+    assert summary.embedded == 2
+    assert set(stored(pg_dsn, table_name + "_csv")) == {"k1", "k2"}
+
+
+def test_long_texts_are_truncated_and_counted(tmp_path, tiny_model, pg_dsn, table_name):
+    long_text = " ".join(f"word{i}" for i in range(400))
+    source = write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "text": long_text}, {"id": "short", "text": "tiny"}])
+    summary = run(source, table_name, tiny_model, pg_dsn)
+    assert (summary.embedded, summary.truncated) == (2, 1)
+    assert summary.tokens > 400
