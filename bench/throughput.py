@@ -123,7 +123,7 @@ def main() -> None:
     print("| round | plain encode texts/s | job texts/s | ratio | Ray start s | steal s (encode / job) |")
     print("|---|---|---|---|---|---|")
     hz = os.sysconf("SC_CLK_TCK")
-    for i, (encode_s, job_s, ray_s, summary, cpu, steal_e, steal_j) in enumerate(results, 1):
+    for i, (encode_s, job_s, ray_s, _summary, _cpu, steal_e, steal_j) in enumerate(results, 1):
         print(
             f"| {i} | {n / encode_s:.1f} | {n / job_s:.1f} | {encode_s / job_s:.2f}x | {ray_s:.1f} "
             f"| {steal_e / hz:.0f} / {steal_j / hz:.0f} |"
@@ -136,7 +136,12 @@ def main() -> None:
         f"| **{total_encode / total_job:.2f}x** | ratio with Ray start: {total_encode / total_job_with_ray:.2f}x | |"
     )
     last = results[-1]
-    print("\nlast job's summary:", json.dumps({k: last[3][k] for k in ("rows_read", "embedded", "reused", "failed", "truncated", "tokens", "seconds")}))
+    print(
+        "\nlast job's summary:",
+        json.dumps(
+            {k: last[3][k] for k in ("rows_read", "embedded", "reused", "failed", "truncated", "tokens", "seconds")}
+        ),
+    )
     print("CPU seconds during the last job, by process:", {k: round(v, 1) for k, v in sorted(last[4].items())})
     server.cleanup()
 

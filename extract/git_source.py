@@ -26,9 +26,7 @@ _SCHEMA = pa.schema([(name, pa.string()) for name in GIT_FIELDS])
 
 
 def _git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=False
-    )
+    result = subprocess.run(["git", "-C", str(repo), *args], input=stdin, capture_output=True, check=False)
     if result.returncode != 0:
         raise subprocess.CalledProcessError(result.returncode, args, result.stdout, result.stderr)
     return result.stdout
@@ -78,7 +76,13 @@ def parse_log(output: bytes) -> list[dict[str, str]]:
 
 def read_commits(repo: Path, shas: list[str]) -> Iterable[Block]:
     output = _git(
-        repo, "log", "--no-walk=unsorted", "--stdin", "-z", "--name-only", f"--format={_FORMAT}",
+        repo,
+        "log",
+        "--no-walk=unsorted",
+        "--stdin",
+        "-z",
+        "--name-only",
+        f"--format={_FORMAT}",
         stdin="\n".join(shas).encode(),
     )
     commits = parse_log(output)

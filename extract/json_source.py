@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pyarrow as pa
 from ray.data.block import Block
@@ -39,7 +40,7 @@ def iter_json_records(data: bytes, path: str) -> Iterator[tuple[str, str]]:
 
 
 class JsonRecordsDatasource(FileBasedDatasource):
-    _FILE_EXTENSIONS = ["json", "jsonl", "ndjson", "gz"]
+    _FILE_EXTENSIONS: ClassVar[list[str]] = ["json", "jsonl", "ndjson", "gz"]
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[Block]:
         raws: list[str] = []

@@ -43,17 +43,22 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
     raw = raw if raw is not None else _raw_text(record)
     if not isinstance(record, dict):
         return rows.error_row(
-            _fallback_key(raw, position), "prepare", "not_an_object", f"record is {_type_name(record)}, not an object", raw
+            _fallback_key(raw, position),
+            "prepare",
+            "not_an_object",
+            f"record is {_type_name(record)}, not an object",
+            raw,
         )
     key = record.get(spec.id_field)
     if key is None or key == "":
-        return rows.error_row(
-            _fallback_key(raw, position), "prepare", "missing_id", f"no {spec.id_field!r} field", raw
-        )
+        return rows.error_row(_fallback_key(raw, position), "prepare", "missing_id", f"no {spec.id_field!r} field", raw)
     if isinstance(key, bool) or not isinstance(key, str | int):
         return rows.error_row(
-            _fallback_key(raw, position), "prepare", "bad_id",
-            f"id field {spec.id_field!r} is {_type_name(key)}, expected a string or an integer", raw,
+            _fallback_key(raw, position),
+            "prepare",
+            "bad_id",
+            f"id field {spec.id_field!r} is {_type_name(key)}, expected a string or an integer",
+            raw,
         )
     key = str(key)
     values: dict[str, str] = {}

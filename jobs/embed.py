@@ -73,7 +73,9 @@ def run_job(settings: RunSettings) -> RunSummary:
     plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
     summary = RunSummary(str(uuid.uuid4()), collection.name, settings.source, identity.key)
     record_start(dsn, summary)
-    logger.info("run %s: %s -> %s with %s, actors %s", summary.run_id, settings.source, collection.name, identity.key, plan)
+    logger.info(
+        "run %s: %s -> %s with %s, actors %s", summary.run_id, settings.source, collection.name, identity.key, plan
+    )
     claims = TextClaims.remote()
     sink = PgvectorDatasink(
         dsn, collection, identity.dimensions, identity.key, summary.run_id, settings.fail_first_write_marker
@@ -81,8 +83,13 @@ def run_job(settings: RunSettings) -> RunSummary:
     spec = RecordSpec(settings.id_field, template)
     try:
         run_pipeline(
-            source, settings, spec, identity,
-            PrepareContext(dsn, collection, identity.key, spec, claims), plan, sink,
+            source,
+            settings,
+            spec,
+            identity,
+            PrepareContext(dsn, collection, identity.key, spec, claims),
+            plan,
+            sink,
         )
         with connect(dsn) as conn:
             reused, orphans = resolve_pending(conn, collection, identity.key, summary.run_id)
@@ -90,12 +97,14 @@ def run_job(settings: RunSettings) -> RunSummary:
     except BaseException as exc:
         summary.seconds = time.perf_counter() - started
         cause = _vectorize_cause(exc)
-        record_end(dsn, summary, error=str(cause or exc)[:2000])
+        record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
             raise cause from None
         if isinstance(exc, VectorizeError | KeyboardInterrupt):
             raise
-        raise StoreError(f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise StoreError(
+            f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
     finally:
         ray.kill(claims)
     totals = sink.totals

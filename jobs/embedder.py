@@ -109,11 +109,15 @@ class EmbedBatches:
             has_vector[i] = True
             tokens[i] = result.token_counts[j]
             truncated[i] = result.truncated[j]
-        embedding = pa.FixedSizeListArray.from_arrays(
-            pa.array(values.reshape(-1)), dims, mask=pa.array(~has_vector)
-        )
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), dims, mask=pa.array(~has_vector))
         out = batch
-        for name, column in (("status", status), ("stage", stage), ("reason", reason), ("message", message), ("raw", raw)):
+        for name, column in (
+            ("status", status),
+            ("stage", stage),
+            ("reason", reason),
+            ("message", message),
+            ("raw", raw),
+        ):
             out = out.set_column(out.schema.get_field_index(name), name, pa.array(column, pa.string()))
         return (
             out.append_column(pa.field("embedding", pa.list_(pa.float32(), dims)), embedding)

@@ -45,9 +45,7 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         with connect(self.dsn) as conn:
             for block in blocks:
                 if block.num_rows:
-                    counts.add(
-                        write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block)
-                    )
+                    counts.add(write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block))
         self._maybe_die_once()
         return counts
 

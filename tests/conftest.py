@@ -32,9 +32,9 @@ def pg_dsn():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    from jobs.ray_runtime import ensure_ray
-
     import ray
+
+    from jobs.ray_runtime import ensure_ray
 
     ensure_ray()
     yield ray

@@ -16,7 +16,9 @@ def _from_git(limit: int) -> list[dict]:
     try:
         out = subprocess.run(
             ["git", "-C", str(ROOT), "log", f"-{limit}", "--format=%H%x1f%an%x1f%aI%x1f%B%x1e"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return []
@@ -32,8 +34,12 @@ def _fixture(limit: int) -> list[dict]:
     topics = ["index build", "query planner", "write path", "retry logic", "tokenizer", "cache"]
     verbs = ["Fix race in", "Speed up", "Refactor", "Document", "Add tests for", "Remove dead code in"]
     return [
-        {"id": f"fixture-{i}", "author": "Test Author", "date": "2026-01-01T00:00:00+00:00",
-         "text": f"{verbs[i % len(verbs)]} the {topics[(i // len(verbs)) % len(topics)]} (change {i})"}
+        {
+            "id": f"fixture-{i}",
+            "author": "Test Author",
+            "date": "2026-01-01T00:00:00+00:00",
+            "text": f"{verbs[i % len(verbs)]} the {topics[(i // len(verbs)) % len(topics)]} (change {i})",
+        }
         for i in range(limit)
     ]
 

@@ -26,7 +26,10 @@ def query(dsn: str, statement: str, *params, table: str | None = None) -> list[t
 
 def stored(dsn: str, table: str) -> dict[str, tuple[str, np.ndarray]]:
     """id -> (text, vector) of every stored row (chunk 0)."""
-    return {i: (t, v.to_numpy().astype(np.float32)) for i, t, v in query(dsn, "SELECT id, text, embedding FROM {t}", table=table)}
+    return {
+        i: (t, v.to_numpy().astype(np.float32))
+        for i, t, v in query(dsn, "SELECT id, text, embedding FROM {t}", table=table)
+    }
 
 
 def errors(dsn: str, table: str) -> dict[str, tuple[str, str]]:

@@ -55,7 +55,9 @@ def test_bad_dsn_names_the_server_but_not_the_password(capsys, source):
 
 
 def test_unknown_model(capsys, source, pg_dsn):
-    assert main(["run", str(source), "--table", "t", "--text", "title", "--model", "no/such-model", "--dsn", pg_dsn]) == 2
+    assert (
+        main(["run", str(source), "--table", "t", "--text", "title", "--model", "no/such-model", "--dsn", pg_dsn]) == 2
+    )
     assert "unknown model 'no/such-model'" in _error_line(capsys)
 
 
@@ -72,10 +74,15 @@ def test_search_of_an_unknown_collection(capsys, pg_dsn):
 def test_error_from_a_fresh_process_is_one_line_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "vectorize.cli", "run", str(tmp_path / "nope.jsonl"), "--table", "t"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"vectorize: error: cannot read {tmp_path / 'nope.jsonl'}: no such file or directory"]
+    assert result.stderr.strip().splitlines() == [
+        f"vectorize: error: cannot read {tmp_path / 'nope.jsonl'}: no such file or directory"
+    ]
 
 
 @pytest.mark.usefixtures("ray_cluster")

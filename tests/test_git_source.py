@@ -70,4 +70,6 @@ def test_repository_without_commits_has_no_rows(tmp_path):
 
 def test_parse_log_handles_a_message_without_paths():
     out = b"\x1eabc\x1fA <a@b>\x1f2026-01-01T00:00:00+00:00\x1fsubject\n\x1f\x00"
-    assert parse_log(out) == [{"id": "abc", "text": "subject", "author": "A <a@b>", "date": "2026-01-01T00:00:00+00:00"}]
+    assert parse_log(out) == [
+        {"id": "abc", "text": "subject", "author": "A <a@b>", "date": "2026-01-01T00:00:00+00:00"}
+    ]

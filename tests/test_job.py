@@ -32,7 +32,9 @@ def test_every_row_is_stored_once_with_its_hash_and_metadata(tmp_path, tiny_mode
         assert digest == content_hash(text)
         assert metadata == {"author": by_id[key]["author"], "date": by_id[key]["date"]}
         assert dims == 32
-    assert query(pg_dsn, "SELECT count(*) FROM pg_indexes WHERE indexname = %s", f"{table_name}_embedding_hnsw")[0][0] == 1
+    assert (
+        query(pg_dsn, "SELECT count(*) FROM pg_indexes WHERE indexname = %s", f"{table_name}_embedding_hnsw")[0][0] == 1
+    )
     history = query(
         pg_dsn, "SELECT status, rows_read, embedded, failed FROM vectorize_runs WHERE run_id = %s", summary.run_id
     )
@@ -73,7 +75,9 @@ def test_identical_texts_are_embedded_once_across_batches(tmp_path, tiny_model, 
 
 def test_text_already_stored_under_another_id_is_reused(tmp_path, tiny_model, pg_dsn, table_name):
     run(write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "text": "shared words"}]), table_name, tiny_model, pg_dsn)
-    summary = run(write_jsonl(tmp_path / "b.jsonl", [{"id": "b", "text": "shared words"}]), table_name, tiny_model, pg_dsn)
+    summary = run(
+        write_jsonl(tmp_path / "b.jsonl", [{"id": "b", "text": "shared words"}]), table_name, tiny_model, pg_dsn
+    )
     assert (summary.embedded, summary.reused) == (0, 1)
     vectors = stored(pg_dsn, table_name)
     assert np.array_equal(vectors["a"][1], vectors["b"][1])
@@ -94,7 +98,12 @@ def test_bad_rows_go_to_the_errors_table_and_the_rest_are_stored(tmp_path, tiny_
     assert summary.rows_read == 26
     assert summary.embedded == 20
     assert summary.failed_by_reason == {
-        "malformed_json": 1, "missing_id": 1, "empty_text": 1, "not_a_string": 1, "missing_text": 1, "not_an_object": 1,
+        "malformed_json": 1,
+        "missing_id": 1,
+        "empty_text": 1,
+        "not_a_string": 1,
+        "missing_text": 1,
+        "not_an_object": 1,
     }
     assert set(stored(pg_dsn, table_name)) == {f"g{i}" for i in range(20)}
     failed = errors(pg_dsn, table_name)

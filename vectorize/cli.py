@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--text", default="{text}", help='field or template of the text, e.g. "{title}\\n\\n{body}"')
     run.add_argument("--model", default=DEFAULT_MODEL, help="SentenceTransformers folder or cached name")
     _database_options(run)
-    run.add_argument("--batch-size", type=int, default=256, help="rows per call of an embedding actor")
+    run.add_argument("--batch-size", type=int, default=1024, help="rows per call of an embedding actor")
     run.add_argument("--encode-batch-size", type=int, default=64, help="texts per forward pass")
     run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
     run.add_argument("--cpus-per-actor", type=float)
@@ -115,7 +115,20 @@ def _search(args: argparse.Namespace) -> int:
     with connect(dsn) as conn:
         hits = nearest(conn, collection, vector, args.k)
     if args.json:
-        print(json.dumps([{"id": h.id, "chunk": h.chunk, "similarity": round(h.similarity, 4), "text": h.text, "metadata": h.metadata} for h in hits]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": h.id,
+                        "chunk": h.chunk,
+                        "similarity": round(h.similarity, 4),
+                        "text": h.text,
+                        "metadata": h.metadata,
+                    }
+                    for h in hits
+                ]
+            )
+        )
         return 0
     for rank, hit in enumerate(hits, 1):
         first = " ".join(hit.text.split())[:100]

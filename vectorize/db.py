@@ -30,13 +30,9 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True) -> psycop
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
     except psycopg.ProgrammingError as exc:
-        raise DatabaseConfigError(
-            f"bad DSN {redact_dsn(dsn)!r}: {_describe(exc, dsn)}"
-        ) from None
+        raise DatabaseConfigError(f"bad DSN {redact_dsn(dsn)!r}: {_describe(exc, dsn)}") from None
     except psycopg.OperationalError as exc:
-        raise DatabaseConfigError(
-            f"cannot connect to Postgres at {redact_dsn(dsn)}: {_describe(exc, dsn)}"
-        ) from None
+        raise DatabaseConfigError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {_describe(exc, dsn)}") from None
     if vector:
         from pgvector.psycopg import register_vector
 

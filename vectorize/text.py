@@ -63,9 +63,7 @@ class TextTemplate:
             if field is None:
                 continue
             if not field or not field.isidentifier():
-                raise ConfigError(
-                    f"--text {self.pattern!r}: use plain field names in braces, like {{title}}"
-                )
+                raise ConfigError(f"--text {self.pattern!r}: use plain field names in braces, like {{title}}")
             if field not in names:
                 names.append(field)
         return tuple(names)

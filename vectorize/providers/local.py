@@ -59,16 +59,12 @@ class SentenceTransformerProvider:
             raise ModelError(
                 f"model {identity.name} loads with {loaded_dims} dimensions, its files said {identity.dimensions}"
             )
-        logger.info(
-            "loaded %s on %s (threads=%s)", identity.name, self.device, torch.get_num_threads()
-        )
+        logger.info("loaded %s on %s (threads=%s)", identity.name, self.device, torch.get_num_threads())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=False, verbose=False
-        )["input_ids"]
+        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def embed(self, texts: Sequence[str]) -> EmbeddedBatch:

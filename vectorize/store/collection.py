@@ -56,9 +56,7 @@ class Collection:
                     embedded_at timestamptz NOT NULL DEFAULT now(),
                     PRIMARY KEY (id, chunk))"""
             ).format(dims=sql.Literal(dimensions), **ident),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(
-                i=self.index("sha256_idx"), **ident
-            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(i=self.index("sha256_idx"), **ident),
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {e} (
                     id text NOT NULL,
@@ -86,9 +84,9 @@ class Collection:
         ]
 
     def vector_index_statement(self) -> sql.Composed:
-        return sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)"
-        ).format(i=self.index("embedding_hnsw"), t=self.table)
+        return sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)").format(
+            i=self.index("embedding_hnsw"), t=self.table
+        )
 
 
 def create_shared_tables() -> list[sql.SQL]:

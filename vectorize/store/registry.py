@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 
 def _registered(conn, collection: Collection) -> tuple[ModelIdentity, str] | None:
     row = conn.execute(
-        sql.SQL("SELECT identity, model_source FROM {r} WHERE collection = %s").format(r=sql.Identifier(REGISTRY_TABLE)),
+        sql.SQL("SELECT identity, model_source FROM {r} WHERE collection = %s").format(
+            r=sql.Identifier(REGISTRY_TABLE)
+        ),
         (collection.name,),
     ).fetchone()
     if row is None:
@@ -71,5 +73,8 @@ def registered_model(dsn: str, collection: Collection) -> tuple[ModelIdentity, s
         exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
         found = _registered(conn, collection) if exists else None
     if found is None:
-        raise ConfigError(f"no collection {collection.name!r} in this database: run `vectorize run ... --table {collection.name}` first")
+        raise ConfigError(
+            f"no collection {collection.name!r} in this database: "
+            f"run `vectorize run ... --table {collection.name}` first"
+        )
     return found

@@ -73,12 +73,12 @@ def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: st
     columns = [table.column(name).to_pylist() for name in ("id", "chunk", "text", "text_sha256", "metadata")]
     with conn.cursor() as cur:
         with cur.copy(
-            sql.SQL(
-                "COPY {s} (id, chunk, text, text_sha256, embedding, metadata) FROM STDIN (FORMAT BINARY)"
-            ).format(s=stage)
+            sql.SQL("COPY {s} (id, chunk, text, text_sha256, embedding, metadata) FROM STDIN (FORMAT BINARY)").format(
+                s=stage
+            )
         ) as copy:
             copy.set_types(["text", "int4", "text", "text", "vector", "text"])
-            for (key, chunk, text, digest, metadata), vector in zip(zip(*columns), vectors, strict=True):
+            for (key, chunk, text, digest, metadata), vector in zip(zip(*columns, strict=True), vectors, strict=True):
                 copy.write_row((key, chunk, text, digest, np.ascontiguousarray(vector), metadata or "{}"))
         cur.execute(
             sql.SQL(
@@ -172,9 +172,7 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
             ).format(t=collection.table, p=collection.pending, e=collection.errors),
             {"model": model_key, "run": run_id},
         ).fetchall()
-        conn.execute(
-            sql.SQL("DELETE FROM {p} WHERE run_id = %s").format(p=collection.pending), (run_id,)
-        )
+        conn.execute(sql.SQL("DELETE FROM {p} WHERE run_id = %s").format(p=collection.pending), (run_id,))
     return int(reused), Counter({"duplicate_of_failed": len(orphans)} if orphans else {})
 
 
