@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,21 +39,57 @@ def load_rows(limit: int) -> list[dict]:
     return rows
 
 
-def cpu_by_role() -> dict[str, float]:
-    """CPU seconds so far of this process and of every Ray process under it, by role."""
-    import psutil
+class CpuSampler:
+    """CPU seconds spent by role during a job: this process, the embedding actors, other Ray
+    processes and the Postgres server. Processes are sampled twice a second, so actors that
+    Ray stops at the end of the job still count."""
 
-    me = psutil.Process()
-    roles: dict[str, float] = {"driver": sum(me.cpu_times()[:2])}
-    for child in me.children(recursive=True):
-        try:
-            name = " ".join(child.cmdline())[:200]
-            seconds = sum(child.cpu_times()[:2])
-        except psutil.Error:
-            continue
-        role = "embedding actor" if "EmbedBatches" in name else "other Ray processes"
-        roles[role] = roles.get(role, 0.0) + seconds
-    return roles
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._seen: dict[int, tuple[str, float, float]] = {}  # pid -> (role, first, last)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _role(self, proc) -> str:
+        name = " ".join(proc.cmdline())[:300]
+        return "embedding actors" if "EmbedBatches" in name else "other Ray processes"
+
+    def _sample(self) -> None:
+        psutil = self._psutil
+        me = psutil.Process()
+        procs = [(me, "driver"), *((p, None) for p in me.children(recursive=True))]
+        postgres = [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postgres")]
+        procs += [(p, "postgres") for p in postgres]
+        for proc, role in procs:
+            try:
+                seconds = sum(proc.cpu_times()[:2])
+                role = role or self._role(proc)
+            except psutil.Error:
+                continue
+            first = self._seen.get(proc.pid, (role, seconds, seconds))[1]
+            self._seen[proc.pid] = (role, first, seconds)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for role, first, last in self._seen.values():
+            out[role] = out.get(role, 0.0) + last - first
+        return out
 
 
 def steal_ticks() -> int:
@@ -81,14 +118,12 @@ def run_job_once(source: Path, dsn: str, table: str) -> tuple[float, float, dict
     started = time.perf_counter()
     ensure_ray()
     ray_start = time.perf_counter() - started
-    before = cpu_by_role()
-    started = time.perf_counter()
-    summary = run_job(RunSettings(source=str(source), table=table, dsn=dsn))
-    seconds = time.perf_counter() - started
-    after = cpu_by_role()
+    with CpuSampler() as sampler:
+        started = time.perf_counter()
+        summary = run_job(RunSettings(source=str(source), table=table, dsn=dsn))
+        seconds = time.perf_counter() - started
     ray.shutdown()
-    cpu = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in after}
-    return seconds, ray_start, summary.to_dict(), cpu
+    return seconds, ray_start, summary.to_dict(), sampler.by_role()
 
 
 def main() -> None:
@@ -142,7 +177,9 @@ def main() -> None:
             {k: last[3][k] for k in ("rows_read", "embedded", "reused", "failed", "truncated", "tokens", "seconds")}
         ),
     )
-    print("CPU seconds during the last job, by process:", {k: round(v, 1) for k, v in sorted(last[4].items())})
+    print("CPU seconds during each job, by process:")
+    for i, result in enumerate(results, 1):
+        print(f"  round {i}:", {k: round(v, 1) for k, v in sorted(result[4].items())})
     server.cleanup()
 
 
