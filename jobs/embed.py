@@ -18,7 +18,7 @@ from extract.sources import open_source
 from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import default_data_dir, start_embedded_postgres
-from vectorize.errors import StoreError, VectorizeError
+from vectorize.errors import VectorizeError
 from vectorize.models import read_identity
 from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
@@ -102,7 +102,7 @@ def run_job(settings: RunSettings) -> RunSummary:
             raise cause from None
         if isinstance(exc, VectorizeError | KeyboardInterrupt):
             raise
-        raise StoreError(
+        raise VectorizeError(
             f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     finally:
