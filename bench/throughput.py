@@ -53,8 +53,15 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _role(self, proc) -> str:
-        name = " ".join(proc.cmdline())[:300]
-        return "embedding actors" if "EmbedBatches" in name else "other Ray processes"
+        """The Ray process title (``ray::_StatsActor``, ``raylet``, ...) or the script it runs."""
+        words = proc.cmdline() or [proc.name()]
+        if "EmbedBatches" in " ".join(words):
+            return "embedding actors"
+        first = words[0]
+        if first.startswith("ray::"):
+            return first.split(" ")[0].split("(")[0]
+        script = next((w for w in words[1:] if w.endswith(".py")), first)
+        return Path(script).name
 
     def _sample(self) -> None:
         psutil = self._psutil
@@ -177,9 +184,12 @@ def main() -> None:
             {k: last[3][k] for k in ("rows_read", "embedded", "reused", "failed", "truncated", "tokens", "seconds")}
         ),
     )
-    print("CPU seconds during each job, by process:")
-    for i, result in enumerate(results, 1):
-        print(f"  round {i}:", {k: round(v, 1) for k, v in sorted(result[4].items())})
+    print("\nCPU seconds during each job, by process (Ray workers by their process title):")
+    roles = sorted({role for result in results for role in result[4]}, key=lambda r: -results[-1][4].get(r, 0))
+    print("| process | " + " | ".join(f"round {i}" for i in range(1, len(results) + 1)) + " |")
+    print("|---|" + "---|" * len(results))
+    for role in roles:
+        print(f"| {role} | " + " | ".join(f"{result[4].get(role, 0.0):.1f}" for result in results) + " |")
     server.cleanup()
 
 
