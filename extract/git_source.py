@@ -67,10 +67,8 @@ def parse_log(output: bytes) -> list[dict[str, str]]:
         if not record.strip("\0\n"):
             continue
         sha, author, date, message, rest = record.split("\x1f", 4)
-        paths = [p for p in rest.strip("\0\n").split("\0") if p.strip("\n")]
-        commits.append(
-            {"id": sha, "text": commit_text(message, [p.strip("\n") for p in paths]), "author": author, "date": date}
-        )
+        paths = [p.strip("\n") for p in rest.split("\0") if p.strip("\n")]
+        commits.append({"id": sha, "text": commit_text(message, paths), "author": author, "date": date})
     return commits
 
 

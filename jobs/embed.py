@@ -11,15 +11,14 @@ import logging
 import sys
 import time
 import uuid
-from pathlib import Path
 
 from extract.records import RecordSpec
 from extract.sources import open_source
 from vectorize.config import RunSettings
 from vectorize.db import connect
-from vectorize.embedded_pg import default_data_dir, start_embedded_postgres
+from vectorize.embedded_pg import database_dsn
 from vectorize.errors import VectorizeError
-from vectorize.models import read_identity
+from vectorize.models import model_source, read_identity
 from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
 from vectorize.store.runs import record_end, record_start
@@ -28,15 +27,6 @@ from vectorize.summary import RunSummary
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_database(settings: RunSettings) -> str:
-    return settings.resolved_dsn() or start_embedded_postgres(settings.data_dir or default_data_dir())
-
-
-def model_source(spec: str) -> str:
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.is_dir() else spec
 
 
 def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
@@ -58,7 +48,7 @@ def run_job(settings: RunSettings) -> RunSummary:
     source = open_source(settings.source)
     source.check_fields(settings.id_field, template)
     identity = read_identity(settings.model)
-    dsn = resolve_database(settings)
+    dsn = database_dsn(settings.dsn, settings.data_dir)
     prepare_collection(dsn, collection, identity, model_source(settings.model))
 
     import ray

@@ -86,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from jobs.embed import resolve_database
     from vectorize.db import connect
+    from vectorize.embedded_pg import database_dsn
     from vectorize.models import read_identity
     from vectorize.providers.local import SentenceTransformerProvider
     from vectorize.store.collection import Collection
@@ -98,7 +98,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError("-k must be at least 1")
     collection = Collection(args.table)
-    dsn = resolve_database(RunSettings(source="", table=args.table, dsn=args.dsn, data_dir=args.data_dir))
+    dsn = database_dsn(args.dsn, args.data_dir)
     identity, source = registered_model(dsn, collection)
     model = args.model or source
     found = read_identity(model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +41,6 @@ class RunSettings:
             low, high = self.actors
             if low < 1 or high < low:
                 raise ConfigError("--actors MIN,MAX needs 1 <= MIN <= MAX")
-
-    def resolved_dsn(self) -> str | None:
-        return self.dsn or os.environ.get("VECTORIZE_DSN") or None
 
 
 def parse_actors(text: str) -> tuple[int, int]:

@@ -43,3 +43,8 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     dsn = server.get_uri()
     logger.info("embedded Postgres in %s", data_dir)
     return dsn
+
+
+def database_dsn(dsn: str | None, data_dir: Path | None) -> str:
+    """The DSN given, else $VECTORIZE_DSN, else the embedded server in ``data_dir``."""
+    return dsn or os.environ.get("VECTORIZE_DSN") or start_embedded_postgres(data_dir or default_data_dir())

@@ -52,6 +52,12 @@ def resolve_model_dir(spec: str) -> tuple[str, Path]:
     return spec, Path(cached)
 
 
+def model_source(spec: str) -> str:
+    """What to record so the model can be loaded again: a folder's absolute path, else the name."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())

@@ -32,6 +32,27 @@ def _last_per_key(table: pa.Table) -> pa.Table:
     return table.take(sorted(last.values()))
 
 
+def _columns(table: pa.Table, *names: str) -> list[list]:
+    return [table.column(name).to_pylist() for name in names]
+
+
+_VECTOR_UPSERT = sql.SQL(
+    """ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
+         text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
+         embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
+         embedded_at = EXCLUDED.embedded_at"""
+)
+
+
+def _error_upsert(collection: Collection) -> sql.Composed:
+    """A row that fails again keeps its first_seen and counts one more attempt."""
+    return sql.SQL(
+        """ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
+             reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
+             run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()"""
+    ).format(e=collection.errors)
+
+
 def _by_status(table: pa.Table, status: str) -> pa.Table:
     return table.filter(pc.equal(table.column("status"), status))
 
@@ -70,7 +91,7 @@ def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: st
         ).format(s=stage, d=sql.Literal(dimensions))
     )
     vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
-    columns = [table.column(name).to_pylist() for name in ("id", "chunk", "text", "text_sha256", "metadata")]
+    columns = _columns(table, "id", "chunk", "text", "text_sha256", "metadata")
     with conn.cursor() as cur:
         with cur.copy(
             sql.SQL("COPY {s} (id, chunk, text, text_sha256, embedding, metadata) FROM STDIN (FORMAT BINARY)").format(
@@ -84,11 +105,8 @@ def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: st
             sql.SQL(
                 """INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at)
                    SELECT id, chunk, text, text_sha256, %s, embedding, metadata::jsonb, now() FROM {s}
-                   ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
-                     text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
-                     embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
-                     embedded_at = EXCLUDED.embedded_at"""
-            ).format(t=collection.table, s=stage),
+                   {vector_upsert}"""
+            ).format(t=collection.table, s=stage, vector_upsert=_VECTOR_UPSERT),
             (model_key,),
         )
         cur.execute(
@@ -99,10 +117,7 @@ def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: st
 
 
 def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
-    values = zip(
-        *(table.column(name).to_pylist() for name in ("id", "chunk", "text", "text_sha256", "metadata")),
-        strict=True,
-    )
+    values = zip(*_columns(table, "id", "chunk", "text", "text_sha256", "metadata"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
@@ -114,19 +129,14 @@ def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> 
 
 
 def _upsert_errors(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
-    values = zip(
-        *(table.column(name).to_pylist() for name in ("id", "chunk", "stage", "reason", "message", "raw")),
-        strict=True,
-    )
+    values = zip(*_columns(table, "id", "chunk", "stage", "reason", "message", "raw"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
                 """INSERT INTO {e} (id, chunk, stage, reason, message, raw, run_id)
                    VALUES (%s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
-                     reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
-                     run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()"""
-            ).format(e=collection.errors),
+                   {error_upsert}"""
+            ).format(e=collection.errors, error_upsert=_error_upsert(collection)),
             [(k, c, s, r, m, raw, run_id) for k, c, s, r, m, raw in values],
         )
 
@@ -143,15 +153,12 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                        SELECT embedding FROM {t} WHERE text_sha256 = p.text_sha256 AND model = %(model)s
                        LIMIT 1) s
                      WHERE p.run_id = %(run)s
-                     ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
-                       text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
-                       embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
-                       embedded_at = EXCLUDED.embedded_at
+                     {vector_upsert}
                      RETURNING id, chunk),
                    cleared AS (
                      DELETE FROM {e} e USING moved m WHERE e.id = m.id AND e.chunk = m.chunk)
                    SELECT count(*) FROM moved"""
-            ).format(t=collection.table, p=collection.pending, e=collection.errors),
+            ).format(t=collection.table, p=collection.pending, e=collection.errors, vector_upsert=_VECTOR_UPSERT),
             {"model": model_key, "run": run_id},
         ).fetchone()[0]
         orphans = conn.execute(
@@ -165,11 +172,11 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                    SELECT id, chunk, 'embed', 'duplicate_of_failed',
                      'the same text failed to embed under another id in this run', text, %(run)s
                    FROM orphans
-                   ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
-                     reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
-                     run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()
+                   {error_upsert}
                    RETURNING 1"""
-            ).format(t=collection.table, p=collection.pending, e=collection.errors),
+            ).format(
+                t=collection.table, p=collection.pending, e=collection.errors, error_upsert=_error_upsert(collection)
+            ),
             {"model": model_key, "run": run_id},
         ).fetchall()
         conn.execute(sql.SQL("DELETE FROM {p} WHERE run_id = %s").format(p=collection.pending), (run_id,))
