@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import uuid
+from typing import Any
 
 from extract.records import RecordSpec
 from extract.sources import open_source
@@ -18,12 +19,14 @@ from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
 from vectorize.errors import VectorizeError
+from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
+from vectorize.remote_settings import RemoteSettings
 from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
 from vectorize.store.runs import record_end, record_start
 from vectorize.store.writer import build_vector_index, resolve_pending
-from vectorize.summary import RunSummary
+from vectorize.summary import ApiUsage, RunSummary
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -47,26 +50,33 @@ def run_job(settings: RunSettings) -> RunSummary:
     template = TextTemplate.parse(settings.text)
     source = open_source(settings.source)
     source.check_fields(settings.id_field, template)
-    identity = read_identity(settings.model)
+    if settings.remote is None:
+        identity, origin = read_identity(settings.model), model_source(settings.model)
+    else:
+        identity, origin = remote_model(settings.remote)
     dsn = database_dsn(settings.dsn, settings.data_dir)
-    prepare_collection(dsn, collection, identity, model_source(settings.model))
+    prepare_collection(dsn, collection, identity, origin)
 
     import ray
 
     from jobs.dedupe import TextClaims
     from jobs.pipeline import run_pipeline
     from jobs.prepare import PrepareContext
-    from jobs.ray_runtime import ensure_ray, plan_actors
+    from jobs.ray_runtime import ensure_ray, plan_actors, plan_remote_actors
     from jobs.sink import PgvectorDatasink
 
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
-    plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
+    if settings.remote is None:
+        plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
+    else:
+        plan = plan_remote_actors(settings.actors, settings.cpus_per_actor)
     summary = RunSummary(str(uuid.uuid4()), collection.name, settings.source, identity.key)
     record_start(dsn, summary)
     logger.info(
         "run %s: %s -> %s with %s, actors %s", summary.run_id, settings.source, collection.name, identity.key, plan
     )
     claims = TextClaims.remote()
+    limiters = start_limiters(settings.remote) if settings.remote else None
     sink = PgvectorDatasink(
         dsn, collection, identity.dimensions, identity.key, summary.run_id, settings.fail_first_write_marker
     )
@@ -80,12 +90,15 @@ def run_job(settings: RunSettings) -> RunSummary:
             PrepareContext(dsn, collection, identity.key, spec, claims),
             plan,
             sink,
+            limiters,
         )
+        summary.api_usage = api_usage(settings.remote, limiters)
         with connect(dsn) as conn:
             reused, orphans = resolve_pending(conn, collection, identity.key, summary.run_id)
             build_vector_index(conn, collection)
     except BaseException as exc:
         summary.seconds = time.perf_counter() - started
+        summary.api_usage = api_usage(settings.remote, limiters)
         cause = _vectorize_cause(exc)
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
@@ -96,7 +109,9 @@ def run_job(settings: RunSettings) -> RunSummary:
             f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     finally:
-        ray.kill(claims)
+        for actor in (claims, *(limiters or ())):
+            if actor is not None:
+                ray.kill(actor)
     totals = sink.totals
     failed_by_reason = dict(totals.failed_by_reason + orphans)
     summary.rows_read = totals.rows
@@ -110,6 +125,46 @@ def run_job(settings: RunSettings) -> RunSummary:
     summary.seconds = time.perf_counter() - started
     record_end(dsn, summary)
     return summary
+
+
+def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:
+    """The identity of a remote model (one probe request), its fallback checked against it."""
+    from vectorize.providers.api import check_fallback, client_spec, remote_identity
+
+    identity = remote_identity(remote)
+    if remote.fallback is not None:
+        check_fallback(identity, remote.fallback)
+    return identity, f"{remote.provider}:{remote.model} at {client_spec(remote).where}"
+
+
+def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:
+    """The run's shared budget actors: the primary's, and the fallback's if there is one."""
+    from vectorize.shared_limiter import start_shared_limiter
+
+    primary = start_shared_limiter(remote.rate_limits, remote.max_in_flight)
+    fallback = remote.fallback
+    return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight) if fallback else None
+
+
+def api_usage(remote: RemoteSettings | None, limiters: tuple[Any, Any] | None) -> ApiUsage | None:
+    if remote is None or limiters is None:
+        return None
+    import ray
+
+    usage = ApiUsage(usd_per_million=remote.usd_per_million())
+    for actor in limiters:
+        if actor is None:
+            continue
+        try:
+            stats = ray.get(actor.totals.remote(), timeout=30)
+        except Exception:  # the figures are lost with the actor; the run's outcome is not
+            logger.warning("could not read the request counts of the run", exc_info=True)
+            continue
+        usage.requests += stats.requests
+        usage.retries += stats.retries
+        usage.throttled += stats.throttled
+        usage.tokens_billed += stats.tokens_billed
+    return usage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import ray.data
 
@@ -11,6 +12,7 @@ from extract.sources import SourcePlan
 from jobs.embedder import EmbedBatches
 from jobs.prepare import PrepareContext, prepare_batch
 from jobs.ray_runtime import LIGHT_STAGE_CPUS, ActorPlan
+from jobs.remote_embedder import EmbedRemoteBatches
 from jobs.sink import PgvectorDatasink
 from vectorize.config import RunSettings
 from vectorize.identity import ModelIdentity
@@ -26,7 +28,9 @@ def run_pipeline(
     prepare_ctx: PrepareContext,
     plan: ActorPlan,
     sink: PgvectorDatasink,
+    limiters: tuple[Any, Any] | None = None,
 ) -> None:
+    """``limiters``: handles to the shared budget actors (primary, fallback) of a remote provider."""
     dataset = source.read(num_cpus=LIGHT_STAGE_CPUS)
     if settings.limit is not None:
         dataset = dataset.limit(settings.limit)
@@ -36,20 +40,38 @@ def run_pipeline(
         fn_kwargs={"ctx": prepare_ctx},
         num_cpus=LIGHT_STAGE_CPUS,
     )
-    dataset = dataset.map_batches(
-        EmbedBatches,
-        batch_format="pyarrow",
-        batch_size=settings.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
-        fn_constructor_kwargs={
-            "identity": identity,
-            "model_spec": settings.model,
-            "cpu_threads": plan.torch_threads,
-            "encode_batch_size": settings.encode_batch_size,
-        },
-        num_cpus=plan.cpus_per_actor,
-        num_gpus=plan.gpus_per_actor or None,
-    )
+    if settings.remote is None:
+        dataset = dataset.map_batches(
+            EmbedBatches,
+            batch_format="pyarrow",
+            batch_size=settings.batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors),
+            fn_constructor_kwargs={
+                "identity": identity,
+                "model_spec": settings.model,
+                "cpu_threads": plan.torch_threads,
+                "encode_batch_size": settings.encode_batch_size,
+            },
+            num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor or None,
+        )
+    else:
+        assert limiters is not None
+        dataset = dataset.map_batches(
+            EmbedRemoteBatches,
+            batch_format="pyarrow",
+            batch_size=settings.batch_size,
+            compute=ray.data.ActorPoolStrategy(
+                min_size=plan.min_actors, max_size=plan.max_actors, max_tasks_in_flight_per_actor=4
+            ),
+            fn_constructor_kwargs={
+                "identity": identity,
+                "settings": settings.remote,
+                "limiter": limiters[0],
+                "fallback_limiter": limiters[1],
+            },
+            num_cpus=plan.cpus_per_actor,
+        )
     dataset.write_datasink(
         sink,
         ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS, "max_retries": 3},

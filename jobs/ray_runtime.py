@@ -59,6 +59,16 @@ LIGHT_STAGE_CPUS = 0.25
 RESERVED_CPUS = 1.0
 
 
+REMOTE_ACTORS = 2  # each keeps many requests in flight; more actors add parallel packing and decoding
+REMOTE_ACTOR_CPUS = 0.25
+
+
+def plan_remote_actors(actors: tuple[int, int] | None, cpus_per_actor: float | None) -> ActorPlan:
+    """Actors that wait on the network: a quarter CPU each unless told."""
+    low, high = actors or (REMOTE_ACTORS, REMOTE_ACTORS)
+    return ActorPlan(low, high, cpus_per_actor or REMOTE_ACTOR_CPUS, 0.0, None)
+
+
 def plan_actors(
     actors: tuple[int, int] | None, cpus_per_actor: float | None, gpus_per_actor: float | None
 ) -> ActorPlan:

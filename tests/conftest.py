@@ -59,3 +59,13 @@ def other_tiny_model(tmp_path_factory) -> str:
 def table_name(request) -> str:
     base = "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:30]
     return f"t_{base}_{next(_names)}"
+
+
+@pytest.fixture
+def openai_server():
+    """A fresh OpenAI-protocol test server on 127.0.0.1, with no limits until a test sets them."""
+    from tests.openai_server import RunningServer, ServerState
+
+    server = RunningServer(ServerState(hang_s=3.0))
+    yield server
+    server.stop()

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.config import RunSettings, parse_actors
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -35,9 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--table", required=True, help="the collection (table) to write")
     run.add_argument("--id-field", default="id", help="the field that identifies a record (default: id)")
     run.add_argument("--text", default="{text}", help='field or template of the text, e.g. "{title}\\n\\n{body}"')
-    run.add_argument("--model", default=DEFAULT_MODEL, help="SentenceTransformers folder or cached name")
+    run.add_argument(
+        "--model",
+        help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
+    )
     _database_options(run)
-    run.add_argument("--batch-size", type=int, default=1024, help="rows per call of an embedding actor")
+    run.add_argument("--batch-size", type=int, help="rows per call of an embedding actor (default 1024, remote 256)")
     run.add_argument("--encode-batch-size", type=int, default=64, help="texts per forward pass")
     run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
     run.add_argument("--cpus-per-actor", type=float)
@@ -46,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="embed only the first N records")
     run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_provider_options(run)
 
     search = commands.add_parser("search", help="nearest stored texts to a query")
     search.add_argument("query")
@@ -54,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--model", help="where the collection's model is, if not where it was loaded from")
     _database_options(search)
     search.add_argument("--json", action="store_true")
+    add_provider_options(search)
     return parser
 
 
@@ -61,12 +67,14 @@ def _run(args: argparse.Namespace) -> int:
     args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     from jobs.embed import run_job
 
+    remote = remote_settings(args, args.model)
     settings = RunSettings(
         source=args.source,
         table=args.table,
         id_field=args.id_field,
         text=args.text,
-        model=args.model,
+        model=args.model or DEFAULT_MODEL,
+        remote=remote,
         dsn=args.dsn,
         data_dir=args.data_dir,
         batch_size=args.batch_size,
@@ -85,11 +93,42 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query_provider(args: argparse.Namespace, collection, identity, source: str):
+    """The collection's own model, local or remote, checked against its registered identity."""
+    from vectorize.models import read_identity
+    from vectorize.providers.api import ApiProvider
+    from vectorize.providers.local import SentenceTransformerProvider
+
+    if identity.revision.startswith("api:"):
+        if args.provider == "local":
+            raise ConfigError(
+                f"collection {collection.name!r} was embedded by {source}; "
+                "pass the same --provider (and --base-url or --azure-endpoint) to search it"
+            )
+        remote = remote_settings(args, args.model or identity.name)
+        assert remote is not None
+        known = remote.known_model
+        if remote.dimensions is None and not (known and known.dimensions == identity.dimensions):
+            remote.dimensions = identity.dimensions
+        provider = ApiProvider(remote)
+        found = provider.identity
+        where = f"{remote.provider} {remote.model}"
+    else:
+        model = args.model or source
+        found = read_identity(model)
+        where = f"the model at {model}"
+        provider = None
+    if not found.same_model(identity):
+        raise ConfigError(
+            f"{where} is not the one collection {collection.name!r} was embedded with "
+            f"({'; '.join(found.differences(identity))}); pass --model with that model"
+        )
+    return provider or SentenceTransformerProvider(identity, model, device="cpu")
+
+
 def _search(args: argparse.Namespace) -> int:
     from vectorize.db import connect
     from vectorize.embedded_pg import database_dsn
-    from vectorize.models import read_identity
-    from vectorize.providers.local import SentenceTransformerProvider
     from vectorize.store.collection import Collection
     from vectorize.store.registry import registered_model
     from vectorize.store.search import nearest
@@ -100,14 +139,7 @@ def _search(args: argparse.Namespace) -> int:
     collection = Collection(args.table)
     dsn = database_dsn(args.dsn, args.data_dir)
     identity, source = registered_model(dsn, collection)
-    model = args.model or source
-    found = read_identity(model)
-    if not found.same_model(identity):
-        raise ConfigError(
-            f"the model at {model} is not the one collection {collection.name!r} was embedded with "
-            f"({'; '.join(found.differences(identity))}); pass --model with that model"
-        )
-    provider = SentenceTransformerProvider(identity, model, device="cpu")
+    provider = _query_provider(args, collection, identity, source)
     query = clean_text(args.query)
     if not query:
         raise ConfigError("the query is empty")

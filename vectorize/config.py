@@ -7,6 +7,10 @@ from pathlib import Path
 
 from vectorize.errors import ConfigError
 from vectorize.models import DEFAULT_MODEL
+from vectorize.remote_settings import RemoteSettings
+
+LOCAL_BATCH_ROWS = 1024  # sorted by tokens inside an actor's batch, so bigger pads less
+REMOTE_BATCH_ROWS = 256  # packed into requests by tokens; smaller spreads rows over the actors
 
 
 @dataclass
@@ -18,7 +22,7 @@ class RunSettings:
     model: str = DEFAULT_MODEL
     dsn: str | None = None
     data_dir: Path | None = None
-    batch_size: int = 1024  # rows per call of an embedding actor: sorted by tokens inside, so bigger pads less
+    batch_size: int | None = None  # rows per call of an embedding actor; None: the provider's default
     encode_batch_size: int = 64  # texts per forward pass inside it
     actors: tuple[int, int] | None = None  # (min, max); None: one per GPU, or sized to the CPUs
     cpus_per_actor: float | None = None
@@ -29,8 +33,11 @@ class RunSettings:
     progress: bool = False
     worker_logs: bool = False
     fail_first_write_marker: str | None = None  # test hook: the first write task dies once, after committing
+    remote: RemoteSettings | None = None  # an API provider; None: SentenceTransformers here
 
     def __post_init__(self) -> None:
+        if self.batch_size is None:
+            self.batch_size = REMOTE_BATCH_ROWS if self.remote else LOCAL_BATCH_ROWS
         if self.batch_size < 1 or self.encode_batch_size < 1:
             raise ConfigError("--batch-size and --encode-batch-size must be at least 1")
         if self.writers < 1:

@@ -8,6 +8,8 @@
     │   └── DatabaseConfigError       a bad DSN, an unreachable server, no pgvector
     ├── StoreError                    the database failed while the run was going
     └── ProviderError                 an embedding provider failed on a whole request
+        └── ProviderStopError         the provider refuses the run (key, access, model, quota, per-day cap):
+                                      it stops at once, one line says what to fix (exit 2)
 
 Row-level problems (a malformed line, an empty text) are not exceptions: they travel with the
 row as an error status and land in the collection's errors table. Every class here keeps its
@@ -61,3 +63,9 @@ class StoreError(VectorizeError):
 
 class ProviderError(VectorizeError):
     """An embedding provider failed on a whole request."""
+
+
+class ProviderStopError(ProviderError):
+    """The provider refuses every request of this run; retrying cannot help."""
+
+    exit_code = 2

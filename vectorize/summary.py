@@ -32,6 +32,26 @@ class WriteCounts:
 
 
 @dataclass
+class ApiUsage:
+    """What a remote provider's requests cost: counted by the run's shared budget."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    tokens_billed: int = 0
+    usd_per_million: float | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.usd_per_million is None else self.tokens_billed * self.usd_per_million / 1e6
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["cost_usd"] = None if self.cost_usd is None else round(self.cost_usd, 6)
+        return data
+
+
+@dataclass
 class RunSummary:
     run_id: str
     collection: str
@@ -46,6 +66,7 @@ class RunSummary:
     truncated: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    api_usage: ApiUsage | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -60,6 +81,7 @@ class RunSummary:
         data["rows_per_second"] = round(self.rows_per_second, 2)
         data["embedded_per_second"] = round(self.embedded_per_second, 2)
         data["seconds"] = round(self.seconds, 3)
+        data["api_usage"] = self.api_usage.to_dict() if self.api_usage else None
         return data
 
     def to_json(self) -> str:
@@ -79,4 +101,11 @@ class RunSummary:
             f"seconds      {self.seconds:.1f}",
             f"texts/s      {self.rows_per_second:.1f} rows read, {self.embedded_per_second:.1f} embedded",
         ]
+        usage = self.api_usage
+        if usage is not None:
+            cost = "unknown price" if usage.cost_usd is None else f"about ${usage.cost_usd:.4f}"
+            lines += [
+                f"requests     {usage.requests}  ({usage.retries} retries, {usage.throttled} answered 429)",
+                f"billed       {usage.tokens_billed} tokens, {cost}",
+            ]
         return "\n".join(lines)

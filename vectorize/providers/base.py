@@ -22,6 +22,15 @@ class EmbeddedBatch:
     vectors: np.ndarray  # float32, shape (n, dimensions)
     token_counts: list[int]  # tokens of each text before truncation
     truncated: list[bool]  # True where the text was cut to the model's window
+    problems: list[RowProblem | None] | None = None  # why a text got no vector; None: all did
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one text got no vector: a reason code for the errors table and a message."""
+
+    reason: str
+    message: str
 
 
 class EmbeddingProvider(Protocol):

@@ -122,4 +122,6 @@ def create_shared_tables() -> list[sql.SQL]:
                 seconds double precision,
                 texts_per_second double precision)"""
         ).format(r=sql.Identifier(RUNS_TABLE)),
+        # requests, retries, 429s, tokens billed and cost of a remote provider (added after 0.1)
+        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS api_usage jsonb").format(r=sql.Identifier(RUNS_TABLE)),
     ]

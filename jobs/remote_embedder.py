@@ -1,0 +1,39 @@
+"""The embedding actor for a remote API: an async actor whose requests all draw on the run's
+shared budget. Ray Data gives it several batches at once, so its requests keep flowing while
+one batch waits for its slowest answer."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from jobs.vector_rows import attach_vectors, empty_result, texts_to_embed
+from vectorize.identity import ModelIdentity
+from vectorize.providers.api import build_embedder
+from vectorize.providers.remote import RemoteEmbedder
+from vectorize.remote_settings import RemoteSettings
+from vectorize.shared_limiter import RayLimiterClient
+
+logger = logging.getLogger(__name__)
+
+
+class EmbedRemoteBatches:
+    def __init__(self, identity: ModelIdentity, settings: RemoteSettings, limiter, fallback_limiter=None) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.limiter = limiter
+        self.fallback_limiter = fallback_limiter
+        self._embedder: RemoteEmbedder | None = None
+
+    def _get_embedder(self) -> RemoteEmbedder:
+        if self._embedder is None:  # built on the event loop that uses it
+            fallback = RayLimiterClient(self.fallback_limiter) if self.fallback_limiter is not None else None
+            self._embedder = build_embedder(self.settings, self.identity, RayLimiterClient(self.limiter), fallback)
+        return self._embedder
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        dims = self.identity.dimensions
+        todo, texts = texts_to_embed(batch)
+        result = await self._get_embedder().embed(texts) if texts else empty_result(dims)
+        return attach_vectors(batch, todo, result, dims)

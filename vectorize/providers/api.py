@@ -1,0 +1,176 @@
+"""A remote model as a provider: its identity (probed once), its client, its budget.
+
+The batch job's actors call ``build_embedder`` with the run's shared budget; ``ApiProvider``
+is the same embedder behind the synchronous provider interface, for `vectorize search` and
+the Serve application, with a budget of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from vectorize.errors import ConfigError, ModelMismatchError, ProviderStopError
+from vectorize.identity import ModelIdentity
+from vectorize.providers.azure_openai import AzureClientSpec
+from vectorize.providers.base import EmbeddedBatch
+from vectorize.providers.openai_api import OpenAIClientSpec
+from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy, refusal_message
+from vectorize.rate_limits import RateLimits
+from vectorize.remote_settings import RemoteSettings
+from vectorize.shared_limiter import Budget, Limiter
+from vectorize.tokens import EstimatedCounter, TiktokenCounter, TokenCounter
+
+logger = logging.getLogger(__name__)
+
+_PROBE_TEXT = "vectorize probe"
+_PROBE_ATTEMPTS = 3
+
+
+def client_spec(settings: RemoteSettings) -> ClientSpec:
+    if settings.provider == "azure":
+        return AzureClientSpec(
+            settings.endpoint(), request_model(settings), settings.api_version, settings.key(), settings.timeout_s
+        )
+    return OpenAIClientSpec(settings.endpoint(), settings.key(), settings.timeout_s)
+
+
+def request_model(settings: RemoteSettings) -> str:
+    """What requests name as ``model``: the Azure deployment, or the model."""
+    if settings.provider == "azure":
+        return settings.azure_deployment or settings.model
+    return settings.model
+
+
+def token_counter(settings: RemoteSettings) -> TokenCounter:
+    known = settings.known_model
+    return TiktokenCounter(known.encoding) if known else EstimatedCounter(settings.chars_per_token)
+
+
+def request_tokens(settings: RemoteSettings) -> int:
+    """Tokens per request: small enough that a minute's budget spreads over a dozen requests
+    in flight, never more than the API takes, never less than one whole input."""
+    if settings.request_tokens is not None:
+        wanted = settings.request_tokens
+    else:
+        tpm = settings.rate_limits.tpm
+        wanted = tpm // 12 if tpm else 300_000
+    return max(settings.max_input_tokens, min(300_000, wanted))
+
+
+def build_embedder(
+    settings: RemoteSettings, identity: ModelIdentity, budget: Budget, fallback_budget: Budget | None = None
+) -> RemoteEmbedder:
+    fallback = None
+    if settings.fallback is not None:
+        assert fallback_budget is not None, "a fallback needs a budget of its own"
+        fallback = build_embedder(settings.fallback, identity, fallback_budget)
+    return RemoteEmbedder(
+        client_spec(settings),
+        request_model(settings),
+        identity,
+        send_dimensions=settings.dimensions is not None,
+        counter=token_counter(settings),
+        policy=RequestPolicy(
+            max_input_tokens=settings.max_input_tokens,
+            long_text=settings.long_text,
+            max_attempts=settings.max_attempts,
+        ),
+        budget=budget,
+        request_tokens=request_tokens(settings),
+        fallback=fallback,
+    )
+
+
+async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
+    import openai
+
+    spec = client_spec(settings)
+    extra = {"dimensions": settings.dimensions} if settings.dimensions is not None else {}
+    model = request_model(settings)
+    client = spec.create()
+    try:
+        for attempt in range(_PROBE_ATTEMPTS):
+            try:
+                raw = await client.embeddings.with_raw_response.create(
+                    input=[_PROBE_TEXT], model=model, encoding_format="base64", **extra
+                )
+                first = raw.parse().data[0].embedding
+                if isinstance(first, str):
+                    return np.frombuffer(base64.b64decode(first), dtype="<f4")
+                return np.asarray(first, dtype=np.float32)
+            except openai.APIStatusError as exc:
+                message = spec.secret.scrub(f"{exc.status_code} from {spec.where}: {exc.message}")
+                refusal = refusal_message(exc.status_code, getattr(exc, "code", None), model, message)
+                if refusal:
+                    raise ProviderStopError(refusal) from None
+                problem = message
+            except openai.APIConnectionError as exc:
+                problem = spec.secret.scrub(f"cannot reach {spec.where}: {exc}")
+            except Exception as exc:
+                problem = spec.secret.scrub(f"{spec.where} did not answer like an embeddings API: {exc}")[:300]
+            await asyncio.sleep(0.5 * 2**attempt)
+        raise ConfigError(f"the first request failed {_PROBE_ATTEMPTS} times: {problem}")
+    finally:
+        await client.close()
+
+
+def remote_identity(settings: RemoteSettings) -> ModelIdentity:
+    """The model identity of a remote model, checked with one small request (which also checks
+    the endpoint, the key and the model before any work)."""
+    vector = asyncio.run(_probe_vector(settings))
+    known = settings.known_model
+    expected = settings.dimensions or (known.dimensions if known else None)
+    if expected is not None and vector.size != expected:
+        raise ConfigError(f"{settings.model} answered with {vector.size} dimensions, expected {expected}")
+    norm = float(np.linalg.norm(vector))
+    return ModelIdentity(
+        name=settings.model,
+        revision=f"api:{settings.model}",
+        dimensions=int(vector.size),
+        normalized=bool(known) or abs(norm - 1.0) < 1e-3,
+        prefix="",
+        max_tokens=settings.max_input_tokens,
+    )
+
+
+def check_fallback(primary: ModelIdentity, fallback: RemoteSettings) -> None:
+    """A fallback is accepted only when it gives the same model identity: one collection never
+    holds two models' vectors."""
+    theirs = remote_identity(fallback)
+    if not theirs.same_model(primary):
+        raise ModelMismatchError(
+            f"the fallback ({fallback.provider} {fallback.model}) is not the same model as the primary "
+            f"({primary.name}): {'; '.join(theirs.differences(primary))}"
+        )
+
+
+class ApiProvider:
+    """The synchronous provider interface over a remote model, with an in-process budget."""
+
+    max_batch_inputs = 2048
+
+    def __init__(self, settings: RemoteSettings, identity: ModelIdentity | None = None) -> None:
+        self.settings = settings
+        self.identity = identity or remote_identity(settings)
+        limits: RateLimits = settings.rate_limits
+        fallback_budget = Limiter(RateLimits(), settings.max_in_flight) if settings.fallback else None
+        self._embedder = build_embedder(
+            settings, self.identity, Limiter(limits, settings.max_in_flight), fallback_budget
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._embedder.counter.count(list(texts))
+
+    def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
+        async def run() -> EmbeddedBatch:
+            try:
+                return await self._embedder.embed(texts)
+            finally:
+                await self._embedder.close()
+
+        return asyncio.run(run())

@@ -1,0 +1,156 @@
+"""One request budget for a whole run: every embedding actor on every node asks the same
+limiter before it sends a request and tells it what the server answered.
+
+``Limiter`` runs in one event loop; ``SharedLimiter`` is that limiter inside one Ray actor,
+and ``RayLimiterClient`` gives the actors the same async methods over a handle to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from vectorize.errors import ProviderStopError
+from vectorize.rate_limits import BudgetExhausted, Headers, RateBudget, RateLimits
+
+logger = logging.getLogger(__name__)
+
+_RECHECK_S = 0.5  # a waiting request looks again this often: a 429 or a header may change its wait
+
+
+@dataclass
+class RequestStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    tokens_billed: int = 0
+
+    def add(self, other: RequestStats) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+class Budget(Protocol):
+    async def acquire(self, tokens: int) -> tuple[int, int]: ...
+
+    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None: ...
+
+    async def stop(self, message: str) -> None: ...
+
+
+class Limiter:
+    """Grants requests first come, first served, within the rate budget and ``max_in_flight``."""
+
+    def __init__(self, limits: RateLimits, max_in_flight: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.budget = RateBudget(limits, clock())
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.stats = RequestStats()
+        self.stopped: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn = asyncio.Lock()
+        self._slot_freed = asyncio.Event()
+
+    def _raise_if_stopped(self) -> None:
+        if self.stopped is not None:
+            raise ProviderStopError(self.stopped)
+
+    async def acquire(self, tokens: int) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # asyncio's primitives belong to one loop
+            self._loop, self._turn, self._slot_freed = loop, asyncio.Lock(), asyncio.Event()
+        async with self._turn:
+            while True:
+                self._raise_if_stopped()
+                if self.in_flight >= self.max_in_flight:
+                    self._slot_freed.clear()
+                    try:
+                        await asyncio.wait_for(self._slot_freed.wait(), _RECHECK_S)
+                    except TimeoutError:
+                        pass
+                    continue
+                try:
+                    wait = self.budget.reserve(tokens, self.clock())
+                except BudgetExhausted as exc:
+                    await self.stop(str(exc))
+                    raise ProviderStopError(str(exc)) from None
+                if wait <= 0:
+                    break
+                await asyncio.sleep(min(wait, _RECHECK_S))
+            self.in_flight += 1
+            return self.budget.ticket()
+
+    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
+        self.in_flight -= 1
+        self.stats.add(stats)
+        if headers is not None:
+            now = self.clock()
+            self.budget.learn(headers, ticket, now)
+            if stats.throttled:
+                wait = headers.retry_after if headers.retry_after is not None else 1.0
+                self.budget.pause(wait, now)
+        self._slot_freed.set()
+
+    async def stop(self, message: str) -> None:
+        if self.stopped is None:
+            logger.error("stopping every request of this run: %s", message)
+            self.stopped = message
+        self._slot_freed.set()
+
+    async def totals(self) -> RequestStats:
+        return self.stats
+
+
+def start_shared_limiter(limits: RateLimits, max_in_flight: int):
+    """A Ray actor holding the run's budget; it takes no CPU from the embedding actors."""
+    import ray
+
+    actor_class = ray.remote(num_cpus=0, max_concurrency=100_000)(SharedLimiter)
+    return actor_class.remote(limits, max_in_flight)
+
+
+class SharedLimiter:
+    """The Ray actor: an async actor, so waiting requests wait in its event loop."""
+
+    def __init__(self, limits: RateLimits, max_in_flight: int) -> None:
+        self.limiter = Limiter(limits, max_in_flight)
+
+    async def acquire(self, tokens: int) -> tuple[int, int]:
+        return await self.limiter.acquire(tokens)
+
+    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
+        await self.limiter.release(ticket, headers, stats)
+
+    async def stop(self, message: str) -> None:
+        await self.limiter.stop(message)
+
+    async def totals(self) -> RequestStats:
+        return self.limiter.stats
+
+
+class RayLimiterClient:
+    """The ``Budget`` methods over a handle to the ``SharedLimiter`` actor."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    async def acquire(self, tokens: int) -> tuple[int, int]:
+        import ray
+
+        try:
+            return await self.handle.acquire.remote(tokens)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ProviderStopError):
+                raise ProviderStopError(exc.cause.message) from None
+            raise
+
+    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
+        await self.handle.release.remote(ticket, headers, stats)
+
+    async def stop(self, message: str) -> None:
+        await self.handle.stop.remote(message)
