@@ -13,7 +13,6 @@ writing, index build included); starting Ray is timed on its own line.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -22,21 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "data" / "git-commits.jsonl.gz"
-
-
-def load_rows(limit: int) -> list[dict]:
-    if not CORPUS.exists():
-        sys.exit(f"bench: the shared corpus is not at {CORPUS}")
-    rows = []
-    with gzip.open(CORPUS, "rt") as fh:
-        for line in fh:
-            rows.append(json.loads(line))
-            if len(rows) == limit:
-                break
-    return rows
+from corpus import CORPUS, load_rows
 
 
 class CpuSampler:

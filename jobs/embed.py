@@ -18,7 +18,7 @@ from extract.sources import open_source
 from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
-from vectorize.errors import VectorizeError
+from vectorize.errors import ProviderStopError, VectorizeError
 from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
 from vectorize.remote_settings import RemoteSettings
@@ -53,6 +53,7 @@ def run_job(settings: RunSettings) -> RunSummary:
     if settings.remote is None:
         identity, origin = read_identity(settings.model), model_source(settings.model)
     else:
+        settings.remote = settings.remote.resolved()
         identity, origin = remote_model(settings.remote)
     dsn = database_dsn(settings.dsn, settings.data_dir)
     prepare_collection(dsn, collection, identity, origin)
@@ -99,7 +100,7 @@ def run_job(settings: RunSettings) -> RunSummary:
     except BaseException as exc:
         summary.seconds = time.perf_counter() - started
         summary.api_usage = api_usage(settings.remote, limiters)
-        cause = _vectorize_cause(exc)
+        cause = _vectorize_cause(exc) or provider_stop(limiters)
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
             raise cause from None
@@ -144,6 +145,25 @@ def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:
     primary = start_shared_limiter(remote.rate_limits, remote.max_in_flight)
     fallback = remote.fallback
     return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight) if fallback else None
+
+
+def provider_stop(limiters: tuple[Any, Any] | None) -> ProviderStopError | None:
+    """The provider's refusal, when that is what ended the run: the actor that met it told the
+    shared budget, whose answer is exact where the error's Ray wrapping is not."""
+    if not limiters:
+        return None
+    import ray
+
+    for actor in limiters:
+        if actor is None:
+            continue
+        try:
+            reason = ray.get(actor.stopped.remote(), timeout=30)
+        except Exception:
+            continue
+        if reason:
+            return ProviderStopError(reason)
+    return None
 
 
 def api_usage(remote: RemoteSettings | None, limiters: tuple[Any, Any] | None) -> ApiUsage | None:

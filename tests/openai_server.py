@@ -46,6 +46,7 @@ class Fault:
     kind: str
     times: int = 1  # how many matching requests it hits; -1: all of them
     match: str | None = None  # only requests with an input containing this
+    skip: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -76,8 +77,12 @@ class ServerState:
     statuses: Counter = field(default_factory=Counter)
     tokens_served: int = 0
     texts_served: Counter = field(default_factory=Counter)
+    answered: list[tuple[float, int]] = field(default_factory=list)  # (time.monotonic(), tokens) of each 200
     first_request: float | None = None
     last_answer: float | None = None
+
+    def seconds_between_first_and_last(self) -> float:
+        return (self.last_answer or 0.0) - (self.first_request or 0.0)
 
     def __post_init__(self) -> None:
         now = time.monotonic()
@@ -104,6 +109,9 @@ class EmbeddingsServer:
             if fault.times == 0:
                 continue
             if fault.match is not None and not any(fault.match in t for t in texts):
+                continue
+            if fault.skip > 0:
+                fault.skip -= 1
                 continue
             if fault.times > 0:
                 fault.times -= 1
@@ -209,6 +217,7 @@ class EmbeddingsServer:
         ]
         state.tokens_served += tokens
         state.texts_served.update(texts)
+        state.answered.append((time.monotonic(), tokens))
         payload = {
             "object": "list",
             "data": data,
@@ -260,7 +269,8 @@ class EmbeddingsServer:
                 "statuses": {str(k): v for k, v in s.statuses.items()},
                 "tokens_served": s.tokens_served,
                 "texts_served": sum(s.texts_served.values()),
-                "seconds": (s.last_answer or 0) - (s.first_request or 0),
+                "seconds": s.seconds_between_first_and_last(),
+                "answered": s.answered,  # time.monotonic() is comparable across processes of one machine
             }
         )
 
@@ -304,9 +314,9 @@ class RunningServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def add_fault(self, kind: str, times: int = 1, match: str | None = None) -> None:
+    def add_fault(self, kind: str, times: int = 1, match: str | None = None, skip: int = 0) -> None:
         assert kind in FAULT_KINDS, kind
-        self.state.faults.append(Fault(kind, times, match))
+        self.state.faults.append(Fault(kind, times, match, skip))
 
     def stop(self) -> None:
         async def shutdown() -> None:

@@ -133,3 +133,28 @@ def test_azure_deployments_are_served_through_the_azure_client(openai_server):
     provider = ApiProvider(azure)
     assert provider.identity.revision == "api:text-embedding-3-small"
     np.testing.assert_allclose(provider.embed(["hello"]).vectors[0], vector_for("hello", 1536), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--provider", "azure"], "--provider azure needs --azure-endpoint"),
+        (["--fallback", "openai"], "--fallback needs --provider openai or azure"),
+        (["--provider", "openai", "--model", "text-embedding-9"], "model 'text-embedding-9' was not found"),
+        (["--provider", "openai", "--model", "text-embedding-ada-002", "--dimensions", "8"], "fixed size"),
+        (["--provider", "openai", "--rate-tier", "free", "--max-in-flight", "0"], "--max-in-flight"),
+    ],
+)
+def test_bad_provider_options_stop_before_any_work_with_one_line(
+    tmp_path, openai_server, capsys, monkeypatch, extra, says
+):
+    from vectorize.cli import main as cli_main
+
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"id": "1", "text": "hello"}\n')
+    args = ["run", str(source), "--table", "never_made", "--dsn", "postgresql://nobody@127.0.0.1:1/none"]
+    args += ["--base-url", openai_server.base_url, "--api-key", openai_server.state.api_key, *extra]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in err

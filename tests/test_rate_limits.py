@@ -50,6 +50,17 @@ def test_headers_lower_the_limits_and_the_remaining_budget():
     assert budget.buckets["rpm"].rate == 120
 
 
+def test_a_server_that_holds_more_than_the_burst_is_believed_until_that_is_spent():
+    budget = RateBudget(RateLimits(tpm=60_000), now=0.0)  # its own burst: 10,000 tokens
+    ticket = budget.ticket()
+    budget.reserve(1000, now=0.0)
+    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "59000"}), budget.ticket(), now=0.0)
+    assert budget.reserve(50_000, now=0.1) == 0
+    assert budget.buckets["tpm"].level == pytest.approx(9000)
+    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "-1"}), ticket, now=0.1)  # Azure's "unknown"
+    assert budget.buckets["tpm"].level == pytest.approx(9000)
+
+
 def test_a_used_up_daily_cap_stops_the_run():
     budget = RateBudget(RateLimits(tpd=1000), now=0.0)
     assert budget.reserve(900, now=0.0) == 0

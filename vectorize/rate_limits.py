@@ -65,8 +65,11 @@ class TokenBucket:
         self.updated = now
 
     def refill(self, now: float) -> None:
+        """Add what accrued since the last look, up to the capacity (a level above it, taken
+        from what the server said remains, is kept until it is spent)."""
         if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate / self.period)
+            filled = min(self.capacity, self.level + (now - self.updated) * self.rate / self.period)
+            self.level = max(self.level, filled)
             self.updated = now
 
     def wait_for(self, amount: float, now: float) -> float:
@@ -189,8 +192,10 @@ class RateBudget:
                 self.buckets[name].clamp(0.0)
 
     def learn(self, headers: Headers, ticket: tuple[int, int], now: float) -> None:
-        """Adopt a lower limit than configured, and never believe in more budget than the server
-        said remains, less what was granted after that request (which it had not seen)."""
+        """Adopt a lower limit than configured, and believe the server about what remains: its
+        "remaining" less what was granted after that request (which it had not seen). That
+        lowers the budget when others share the account, and raises it when the server holds
+        more than this run's own burst."""
         for name, limit in (("rpm", headers.limit_requests), ("tpm", headers.limit_tokens)):
             if limit is None or limit <= 0:
                 continue
@@ -209,6 +214,6 @@ class RateBudget:
             ("rpm", headers.remaining_requests, unseen_requests),
             ("tpm", headers.remaining_tokens, unseen_tokens),
         ):
-            if remaining is not None and name in self.buckets:
+            if remaining is not None and remaining >= 0 and name in self.buckets:  # Azure may say -1
                 self.buckets[name].refill(now)
-                self.buckets[name].clamp(remaining - unseen)
+                self.buckets[name].level = remaining - unseen

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vectorize.errors import ConfigError
 from vectorize.rate_limits import RateLimits, tier_limits
@@ -72,6 +72,14 @@ class RemoteSettings:
         if self.provider == "azure" and not (self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")):
             raise ConfigError("--provider azure needs --azure-endpoint (or $AZURE_OPENAI_ENDPOINT)")
         tier_limits(self.rate_tier)
+
+    def resolved(self) -> RemoteSettings:
+        """These settings with the key and endpoint read from the environment here, on the
+        driver: the actors may run on nodes where those variables are not set."""
+        fallback = self.fallback.resolved() if self.fallback else None
+        if self.provider == "azure":
+            return replace(self, api_key=self.key(), azure_endpoint=self.endpoint(), fallback=fallback)
+        return replace(self, api_key=self.key(), base_url=self.endpoint(), fallback=fallback)
 
     @property
     def known_model(self) -> KnownModel | None:

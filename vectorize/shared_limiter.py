@@ -132,6 +132,10 @@ class SharedLimiter:
     async def totals(self) -> RequestStats:
         return self.limiter.stats
 
+    async def stopped(self) -> str | None:
+        """Why the provider stopped the run, if it did."""
+        return self.limiter.stopped
+
 
 class RayLimiterClient:
     """The ``Budget`` methods over a handle to the ``SharedLimiter`` actor."""

@@ -1,0 +1,26 @@
+"""The shared corpus the benchmarks read, and the repository root on ``sys.path`` for them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+CORPUS = ROOT.parent / "shared" / "data" / "git-commits.jsonl.gz"
+
+
+def load_rows(limit: int) -> list[dict]:
+    """The first ``limit`` records of the shared corpus; the benchmark stops if it is absent."""
+    if not CORPUS.exists():
+        sys.exit(f"bench: the shared corpus is not at {CORPUS}")
+    rows = []
+    with gzip.open(CORPUS, "rt") as fh:
+        for line in fh:
+            rows.append(json.loads(line))
+            if len(rows) == limit:
+                break
+    return rows

@@ -1,0 +1,187 @@
+"""The remote-provider job vs the fixed-wave approach, against a server that enforces limits.
+
+Each side gets a fresh test server (``tests/openai_server.py``, in its own process: 600 RPM,
+200,000 TPM, 150 ms latency, buckets that hold a minute of budget and start full, as OpenAI
+describes its limits) and the same texts of the shared corpus:
+
+- job: ``vectorize run`` with ``--provider openai --base-url ... --rpm 600 --tpm 200000``,
+  4 actors, one shared budget, file to pgvector (Ray start included);
+- waves: the openai SDK as many scripts use it: 3 concurrent requests of 50 texts, wait for
+  all three, repeat; the SDK's own retries (2, honouring Retry-After).
+
+Printed for each: seconds, achieved tokens per minute as a fraction of the TPM limit (tokens
+the server accepted over the side's wall time), the same tokens as a fraction of all the server
+would have accepted in that time (its full starting bucket plus the refill), 429s the server
+sent, rows lost (neither stored nor recorded as an error), and the seconds before the first
+embedding answer and after the last (for the job: the model check, Ray start and actor start;
+then writing the last rows, the index build and the summary).
+
+    python bench/openai_throughput.py [--texts 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from corpus import CORPUS, ROOT, load_rows
+
+RPM, TPM, LATENCY_MS, API_KEY = 600, 200_000, 150, "sk-bench"
+WAVE_REQUESTS, WAVE_TEXTS = 3, 50
+
+
+class ServerProcess:
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        args = [sys.executable, "-m", "tests.openai_server", "--port", str(self.port), "--rpm", str(RPM)]
+        args += ["--tpm", str(TPM), "--latency-ms", str(LATENCY_MS), "--api-key", API_KEY]
+        self.proc = subprocess.Popen(args, cwd=ROOT)
+        for _ in range(100):
+            try:
+                self.counters()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the test server did not start")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def counters(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_control", timeout=5) as answer:
+            return json.load(answer)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def run_job_side(source: Path, rows: list[dict], dsn: str) -> dict:
+    from tests.helpers import query
+    from vectorize.cli import main as cli_main
+
+    server = ServerProcess()
+    try:
+        args = ["run", str(source), "--table", "bench_openai", "--dsn", dsn, "--provider", "openai"]
+        args += ["--base-url", server.base_url, "--api-key", API_KEY, "--rpm", str(RPM), "--tpm", str(TPM)]
+        args += ["--actors", "4", "--json"]
+        started = time.monotonic()
+        code = cli_main(args)
+        ended = time.monotonic()
+        counters = server.counters()
+    finally:
+        server.stop()
+    stored = {r[0] for r in query(dsn, "SELECT id FROM bench_openai")}
+    failed = {r[0] for r in query(dsn, "SELECT id FROM bench_openai_errors")}
+    lost = sum(1 for r in rows if r["id"] not in stored and r["id"] not in failed)
+    first_answer = counters["answered"][1][0]  # the first answer is the one to the model check
+    return {
+        "exit": code,
+        "started": started,
+        "ended": ended,
+        "first_answer": first_answer,
+        "counters": counters,
+        "stored": len(stored),
+        "lost": lost,
+    }
+
+
+async def waves(base_url: str, texts: list[str]) -> tuple[int, int]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key=API_KEY, base_url=base_url)
+    stored = lost = 0
+
+    async def one(batch: list[str]) -> int:
+        try:
+            response = await client.embeddings.create(model="text-embedding-3-small", input=batch)
+            return len(response.data)
+        except Exception:
+            return 0
+
+    step = WAVE_REQUESTS * WAVE_TEXTS
+    for start in range(0, len(texts), step):
+        wave = texts[start : start + step]
+        batches = [wave[i : i + WAVE_TEXTS] for i in range(0, len(wave), WAVE_TEXTS)]
+        done = await asyncio.gather(*(one(b) for b in batches))
+        stored += sum(done)
+        lost += sum(len(b) - d for b, d in zip(batches, done, strict=True))
+    await client.close()
+    return stored, lost
+
+
+def run_wave_side(texts: list[str]) -> dict:
+    server = ServerProcess()
+    try:
+        started = time.monotonic()
+        stored, lost = asyncio.run(waves(server.base_url, texts))
+        ended = time.monotonic()
+        counters = server.counters()
+    finally:
+        server.stop()
+    first_answer = counters["answered"][0][0]
+    return {
+        "started": started,
+        "ended": ended,
+        "first_answer": first_answer,
+        "counters": counters,
+        "stored": stored,
+        "lost": lost,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=5000)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from vectorize.embedded_pg import start_embedded_postgres
+    from vectorize.text import clean_text
+
+    rows = load_rows(args.texts)
+    work = Path(tempfile.mkdtemp(prefix="vectorize-bench-openai-"))
+    source = work / "commits.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dsn = start_embedded_postgres(work / "pg")
+    texts = [t for t in (clean_text(r["text"]) for r in rows) if t]
+
+    results = {"job (4 actors, shared budget)": run_job_side(source, rows, dsn), "fixed waves (3 x 50)": None}
+    results["fixed waves (3 x 50)"] = run_wave_side(texts)
+
+    print(f"\n{len(rows)} texts of {CORPUS.name}; server: {RPM} RPM, {TPM:,} TPM, {LATENCY_MS} ms latency")
+    print(
+        "| approach | seconds | tokens/min | of TPM limit | of what the server allowed | 429s | rows stored "
+        "| rows lost | s before first embedding answer | s after the last |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    fractions = {}
+    for name, result in results.items():
+        counters = result["counters"]
+        seconds = result["ended"] - result["started"]
+        per_minute = counters["tokens_served"] / (seconds / 60)
+        fractions[name] = per_minute / TPM
+        allowed = TPM + TPM * seconds / 60  # a full minute's bucket at the start, then the refill
+        print(
+            f"| {name} | {seconds:.1f} | {per_minute:,.0f} | {fractions[name]:.2f} | "
+            f"{counters['tokens_served'] / allowed:.2f} | {counters['statuses'].get('429', 0)} | "
+            f"{result['stored']} | {result['lost']} | {result['first_answer'] - result['started']:.1f} | "
+            f"{result['ended'] - counters['answered'][-1][0]:.1f} |"
+        )
+    job, wave = fractions.values()
+    print(f"job / waves, tokens per minute: {job / wave:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
