@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
@@ -60,7 +61,47 @@ def build_parser() -> argparse.ArgumentParser:
     _database_options(search)
     search.add_argument("--json", action="store_true")
     add_provider_options(search)
+    served = commands.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible embeddings, search")
+    served.add_argument("--host", default="127.0.0.1")
+    served.add_argument("--port", type=int, default=8000)
+    served.add_argument("--model", default=DEFAULT_MODEL, help="the model to serve (that of the collections searched)")
+    _database_options(served)
+    served.add_argument("--replicas", type=int, default=1)
+    served.add_argument("--cpus-per-replica", type=float, default=1.0, help="also the torch threads of a replica")
+    served.add_argument("--matryoshka", action="store_true", help="the model may be shortened with 'dimensions'")
+    served.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Start the application and keep it up until interrupted."""
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    from vectorize.embedded_pg import database_dsn
+    from vectorize.models import read_identity
+
+    if args.replicas < 1 or args.cpus_per_replica <= 0:
+        raise ConfigError("--replicas must be at least 1 and --cpus-per-replica more than 0")
+    read_identity(args.model)  # an unknown model stops here, before Ray starts
+    dsn = database_dsn(args.dsn, args.data_dir)
+    from jobs.ray_runtime import ensure_ray
+
+    ensure_ray(args.address, worker_logs=args.debug)
+    from ray import serve
+
+    from serve.app import EmbeddingService
+
+    serve.start(http_options={"host": args.host, "port": args.port})
+    threads = max(1, int(args.cpus_per_replica))
+    application = EmbeddingService.options(
+        num_replicas=args.replicas, ray_actor_options={"num_cpus": args.cpus_per_replica}
+    ).bind(model=args.model, dsn=dsn, matryoshka=args.matryoshka, threads=threads)
+    serve.run(application, name="vectorize", route_prefix="/")
+    print(f"vectorize: serving {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -175,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _run(args) if args.command == "run" else _search(args)
+        commands = {"run": _run, "search": _search, "serve": _serve}
+        return commands[args.command](args)
     except VectorizeError as exc:
         if debug:
             logger.exception("failed")

@@ -67,6 +67,13 @@ def _refuse_foreign_table(conn, collection: Collection) -> None:
         )
 
 
+def registered_identity(conn, collection: Collection) -> ModelIdentity | None:
+    """The model identity of a collection on an open connection; None when there is no such collection."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
+    found = _registered(conn, collection) if exists else None
+    return found[0] if found else None
+
+
 def registered_model(dsn: str, collection: Collection) -> tuple[ModelIdentity, str]:
     """The model identity of an existing collection and where it was loaded from."""
     with connect(dsn, vector=False) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,13 +20,15 @@ class Hit:
     metadata: dict
 
 
-def nearest(conn, collection: Collection, vector: np.ndarray, k: int) -> list[Hit]:
+def nearest(conn, collection: Collection, vector: np.ndarray, k: int, where: dict | None = None) -> list[Hit]:
+    """The ``k`` nearest rows; ``where``: metadata key: value pairs every hit must have."""
     query = np.asarray(vector, dtype=np.float32)
+    condition = sql.SQL("WHERE metadata @> %(where)s::jsonb") if where else sql.SQL("")
     found = conn.execute(
         sql.SQL(
             """SELECT id, chunk, 1 - (embedding <=> %(q)s) AS similarity, text, metadata
-               FROM {t} ORDER BY embedding <=> %(q)s LIMIT %(k)s"""
-        ).format(t=collection.table),
-        {"q": query, "k": k},
+               FROM {t} {condition} ORDER BY embedding <=> %(q)s LIMIT %(k)s"""
+        ).format(t=collection.table, condition=condition),
+        {"q": query, "k": k, "where": json.dumps(where or {})},
     ).fetchall()
     return [Hit(i, c, float(s), t, m) for i, c, s, t, m in found]

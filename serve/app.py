@@ -1,0 +1,229 @@
+"""``serve.app:app``: OpenAI-compatible embeddings and search over the collections, on Ray Serve.
+
+Routes: ``POST /v1/embeddings``, ``POST /v1/search``, ``GET /v1/models``, ``GET /healthz``,
+``GET /metrics``, and ``GET /v1/noop`` (Serve's own overhead, for the latency benchmark).
+The model is the batch job's provider, so a text gets the vector the job stores for it.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route handlers' annotations
+# (``request: Request``) at run time, and Serve's ingress wrapper hides this module's names.
+import asyncio
+import base64
+import logging
+import os
+import threading
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from ray import serve
+
+from serve.api_errors import ApiError
+from serve.auth import authorized, configured_keys
+from serve.embedder import CachedEmbedder
+from serve.metrics import ServiceMetrics
+from serve.schema import EmbeddingsRequest, SearchRequest, parse_json
+from vectorize.errors import VectorizeError
+from vectorize.models import DEFAULT_MODEL, read_identity
+
+logger = logging.getLogger(__name__)
+
+api = FastAPI(title="vectorize", docs_url=None, redoc_url=None)
+DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.0, "cache_size": 10_000}
+OPEN_ROUTES = ("/healthz", "/metrics")
+
+
+@api.exception_handler(ApiError)
+async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@serve.deployment(
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    backpressure_config={"status_code": 503, "retry_after_s": 1},
+    user_config=DEFAULT_USER_CONFIG,
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(api)
+class EmbeddingService:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        dsn: str | None = None,
+        matryoshka: bool = False,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        threads: int | None = None,
+        api_keys: list[str] | None = None,
+    ) -> None:
+        self.identity = read_identity(model)
+        self.metrics = ServiceMetrics()
+        self.embedder = CachedEmbedder(
+            self.identity,
+            model,
+            threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
+            cache_size=DEFAULT_USER_CONFIG["cache_size"],
+            matryoshka=matryoshka,
+            metrics=self.metrics,
+        )
+        self.dsn = dsn
+        self.max_body_bytes = max_body_bytes
+        self.keys = [k.encode() for k in api_keys] if api_keys is not None else configured_keys()
+        self._db = None
+        self._db_lock = threading.Lock()
+
+    def reconfigure(self, config: dict) -> None:
+        merged = {**DEFAULT_USER_CONFIG, **(config or {})}
+        self.embedder.configure(
+            int(merged["max_batch_texts"]), float(merged["batch_wait_s"]), int(merged["cache_size"])
+        )
+
+    async def _guard(self, request: Request, route: str) -> None:
+        if route not in OPEN_ROUTES and not authorized(request.headers.get("authorization"), self.keys):
+            self.metrics.requests[(route, 401)] += 1
+            raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key>", "authentication_error")
+
+    def _count(self, route: str, status: int) -> None:
+        self.metrics.requests[(route, status)] += 1
+
+    async def _body(self, request: Request, route: str) -> dict:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_body_bytes:
+            raise ApiError(413, f"the request body is {length} bytes; the limit is {self.max_body_bytes}")
+        return parse_json(await request.body(), self.max_body_bytes)
+
+    async def _answer(self, request: Request, route: str, handler) -> JSONResponse:
+        try:
+            await self._guard(request, route)
+            payload = await handler()
+        except ApiError as exc:
+            self._count(route, exc.status)
+            raise
+        self._count(route, 200)
+        return JSONResponse(payload)
+
+    @api.post("/v1/embeddings")
+    async def embeddings(self, request: Request) -> JSONResponse:
+        async def handle() -> dict:
+            parsed = EmbeddingsRequest.parse(await self._body(request, "/v1/embeddings"))
+            self._check_model(parsed.model)
+            vectors, tokens = await self.embedder.embed(parsed.texts, parsed.dimensions)
+            data = []
+            for i, vector in enumerate(vectors):
+                if parsed.encoding_format == "base64":
+                    value = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+                else:
+                    value = vector.tolist()
+                data.append({"object": "embedding", "index": i, "embedding": value})
+            return {
+                "object": "list",
+                "data": data,
+                "model": self.identity.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+
+        return await self._answer(request, "/v1/embeddings", handle)
+
+    @api.post("/v1/search")
+    async def search(self, request: Request) -> JSONResponse:
+        async def handle() -> dict:
+            parsed = SearchRequest.parse(await self._body(request, "/v1/search"))
+            vectors, _ = await self.embedder.embed([parsed.query])
+            hits = await asyncio.to_thread(self._nearest, parsed, vectors[0])
+            return {"object": "list", "collection": parsed.collection, "data": hits}
+
+        return await self._answer(request, "/v1/search", handle)
+
+    @api.get("/v1/models")
+    async def models(self, request: Request) -> JSONResponse:
+        async def handle() -> dict:
+            model = {"id": self.identity.name, "object": "model", "owned_by": "vectorize"}
+            return {"object": "list", "data": [{**model, "dimensions": self.identity.dimensions}]}
+
+        return await self._answer(request, "/v1/models", handle)
+
+    @api.get("/v1/noop")
+    async def noop(self, request: Request) -> JSONResponse:
+        async def handle() -> dict:
+            return {"ok": True}
+
+        return await self._answer(request, "/v1/noop", handle)
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        database = await asyncio.to_thread(self._database_reachable)
+        healthy = database is not False
+        body = {"model": self.identity.name, "model_loaded": True, "database": database}
+        self._count("/healthz", 200 if healthy else 503)
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @api.get("/metrics")
+    async def metrics_text(self) -> PlainTextResponse:
+        cache = self.embedder.cache
+        text = self.metrics.render(cache.hits, cache.misses, len(cache))
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    def _check_model(self, model: str | None) -> None:
+        if model not in (None, "", self.identity.name):
+            raise ApiError(
+                404, f"the model {model!r} is not served here; GET /v1/models lists those that are", param="model",
+                code="model_not_found",
+            )  # fmt: skip
+
+    def _connection(self):
+        from vectorize.db import connect
+
+        if self.dsn is None:
+            raise ApiError(503, "this server has no database (start it with --dsn)", "server_error")
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = connect(self.dsn)
+            self._db.autocommit = True
+        return self._db
+
+    def _database_reachable(self) -> bool | None:
+        if self.dsn is None:
+            return None
+        try:
+            with self._db_lock:
+                self._connection().execute("SELECT 1")
+            return True
+        except Exception:
+            logger.warning("the database is not reachable", exc_info=True)
+            return False
+
+    def _nearest(self, parsed: SearchRequest, vector) -> list[dict]:
+        from vectorize.store.collection import Collection
+        from vectorize.store.registry import registered_identity
+        from vectorize.store.search import nearest
+
+        try:
+            collection = Collection(parsed.collection)
+        except VectorizeError as exc:
+            raise ApiError(400, str(exc), param="collection") from None
+        with self._db_lock:
+            conn = self._connection()
+            identity = registered_identity(conn, collection)
+            if identity is None:
+                raise ApiError(404, f"no collection named {parsed.collection!r}", param="collection", code="not_found")
+            if not identity.same_model(self.identity):
+                raise ApiError(
+                    400, f"collection {collection.name!r} holds vectors of {identity.name}, not {self.identity.name}",
+                    param="collection",
+                )  # fmt: skip
+            hits = nearest(conn, collection, vector, parsed.k, parsed.filter)
+        return [
+            {"id": h.id, "chunk": h.chunk, "similarity": h.similarity, "text": h.text, "metadata": h.metadata}
+            for h in hits
+        ]
+
+
+def build_app(args: dict | None = None) -> serve.Application:
+    """The application with settings from ``args`` (a Serve config's ``args``) or the environment."""
+    args = args or {}
+    return EmbeddingService.bind(
+        model=args.get("model") or os.environ.get("VECTORIZE_MODEL") or DEFAULT_MODEL,
+        dsn=args.get("dsn") or os.environ.get("VECTORIZE_DSN"),
+        matryoshka=bool(args.get("matryoshka", False)),
+    )
+
+
+app = build_app()

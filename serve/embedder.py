@@ -1,0 +1,84 @@
+"""The model behind the endpoints: the batch job's own provider, a cache in front of it, and
+Serve's dynamic batching gathering concurrent requests into one model call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from ray import serve
+
+from serve.api_errors import ApiError
+from serve.cache import VectorCache
+from serve.metrics import ServiceMetrics
+from vectorize.identity import ModelIdentity
+from vectorize.providers.local import SentenceTransformerProvider
+
+logger = logging.getLogger(__name__)
+
+
+class CachedEmbedder:
+    def __init__(
+        self,
+        identity: ModelIdentity,
+        model: str,
+        *,
+        threads: int | None,
+        cache_size: int,
+        matryoshka: bool,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self.identity = identity
+        self.provider = SentenceTransformerProvider(identity, model, cpu_threads=threads)
+        self.cache = VectorCache(cache_size)
+        self.matryoshka = matryoshka
+        self.metrics = metrics
+
+    def configure(self, max_batch_texts: int, batch_wait_s: float, cache_size: int) -> None:
+        self._embed_batched.set_max_batch_size(max_batch_texts)
+        self._embed_batched.set_batch_wait_timeout_s(batch_wait_s)
+        self.cache.resize(cache_size)
+
+    async def embed(self, texts: Sequence[str], dimensions: int | None = None) -> tuple[np.ndarray, int]:
+        """Vectors for ``texts`` in order, and the tokens they took."""
+        dims = self._check_dimensions(dimensions)
+        key = self.identity.key
+        found = [self.cache.get(key, t) for t in texts]
+        missing = [t for t, f in zip(texts, found, strict=True) if f is None]
+        if missing:
+            fresh = await self._embed_batched(list(dict.fromkeys(missing)))
+            for text, (vector, tokens) in fresh.items():
+                self.cache.put(key, text, vector, tokens)
+            found = [f if f is not None else fresh[t] for t, f in zip(texts, found, strict=True)]
+        vectors = np.stack([f[0] for f in found])
+        tokens = sum(min(f[1], self.identity.max_tokens) for f in found)
+        return self._truncate(vectors, dims), tokens
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(len(i) for i in items))
+    async def _embed_batched(self, requests: list[list[str]]) -> list[dict[str, tuple[np.ndarray, int]]]:
+        texts = list(dict.fromkeys(t for request in requests for t in request))
+        self.metrics.model_calls += 1
+        self.metrics.texts_embedded += len(texts)
+        result = await asyncio.to_thread(self.provider.embed, texts)
+        by_text = {t: (result.vectors[i], result.token_counts[i]) for i, t in enumerate(texts)}
+        return [{t: by_text[t] for t in request} for request in requests]
+
+    def _check_dimensions(self, dimensions: int | None) -> int:
+        native = self.identity.dimensions
+        if dimensions is None or dimensions == native:
+            return native
+        if not self.matryoshka:
+            raise ApiError(400, f"this model gives {native} dimensions and cannot be shortened", param="dimensions")
+        if dimensions > native:
+            raise ApiError(400, f"'dimensions' may be at most {native}", param="dimensions")
+        return dimensions
+
+    def _truncate(self, vectors: np.ndarray, dims: int) -> np.ndarray:
+        if dims == vectors.shape[1]:
+            return vectors
+        short = np.ascontiguousarray(vectors[:, :dims])
+        norms = np.linalg.norm(short, axis=1, keepdims=True)
+        np.divide(short, norms, out=short, where=norms > 0)
+        return short

@@ -1,0 +1,172 @@
+"""The Serve application on 127.0.0.1: the real openai SDK and httpx against it, the tiny model,
+the session's Ray and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import socket
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.corpus import commit_rows, write_jsonl
+from tests.helpers import run, stored
+from vectorize.text import clean_text
+
+API_KEY = "sk-serve-test"
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, tiny_model, pg_dsn, tmp_path_factory):
+    """A collection the job embedded with the tiny model, and the application serving that model."""
+    from ray import serve
+
+    from serve.app import EmbeddingService
+
+    rows = commit_rows(40)
+    for i, row in enumerate(rows):
+        row["team"] = "core" if i % 2 else "docs"
+    source = write_jsonl(tmp_path_factory.mktemp("serve") / "c.jsonl", rows)
+    run(source, "served_commits", tiny_model, pg_dsn, text="{text}")
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    application = EmbeddingService.options(ray_actor_options={"num_cpus": 0.5}).bind(
+        model=tiny_model, dsn=pg_dsn, matryoshka=True, max_body_bytes=200_000, threads=1, api_keys=[API_KEY]
+    )
+    serve.run(application, name="vectorize", route_prefix="/")
+    yield f"http://127.0.0.1:{port}", rows, stored(pg_dsn, "served_commits")
+    serve.shutdown()
+
+
+def client(base: str):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{base}/v1", api_key=API_KEY, max_retries=0)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_the_sdk_gets_the_vectors_the_job_stored(served):
+    base, _, stored_rows = served
+    texts = [text for text, _ in list(stored_rows.values())[:5]]
+    sdk = client(base)
+    single = sdk.embeddings.create(input=texts[0], model=sdk_model(base))
+    assert len(single.data) == 1 and single.usage.prompt_tokens > 0
+    many = sdk.embeddings.create(input=texts, model=sdk_model(base))
+    expected = {text: vector for text, vector in stored_rows.values()}
+    assert cosine(np.asarray(single.data[0].embedding), expected[texts[0]]) >= 0.9999
+    for item, text in zip(many.data, texts, strict=True):
+        assert cosine(np.asarray(item.embedding), expected[text]) >= 0.9999
+
+
+def sdk_model(base: str) -> str:
+    return httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()["data"][0]["id"]
+
+
+def test_base64_and_dimensions(served):
+    base, _, stored_rows = served
+    text = next(iter(stored_rows.values()))[0]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    floats = httpx.post(f"{base}/v1/embeddings", json={"input": text}, headers=headers).json()
+    packed = httpx.post(f"{base}/v1/embeddings", json={"input": text, "encoding_format": "base64"}, headers=headers)
+    decoded = np.frombuffer(base64.b64decode(packed.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_array_equal(decoded, np.asarray(floats["data"][0]["embedding"], dtype=np.float32))
+    short = client(base).embeddings.create(input=text, model=sdk_model(base), dimensions=16).data[0].embedding
+    full = np.asarray(floats["data"][0]["embedding"])
+    assert len(short) == 16 and np.linalg.norm(short) == pytest.approx(1.0, abs=1e-5)
+    assert cosine(np.asarray(short), full[:16]) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (json.dumps({"input": 42}).encode(), 400, "'input' must be a string or a list of strings"),
+        (json.dumps({"input": ["a"] * 2049}).encode(), 400, "the limit is 2048"),
+        (json.dumps({"input": ["fine", ""]}).encode(), 400, "'input[1]' is empty"),
+        (json.dumps({"input": "x", "dimensions": "8"}).encode(), 400, "'dimensions' must be a positive integer"),
+        (json.dumps({"input": "x", "dimensions": 64}).encode(), 400, "at most 32"),
+        (json.dumps({"input": "x", "model": "gpt-9"}).encode(), 404, "not served here"),
+        (json.dumps({"input": "x" * 250_000}).encode(), 413, "the limit is 200000"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(served, body, status, says):
+    base = served[0]
+    answer = httpx.post(
+        f"{base}/v1/embeddings",
+        content=body,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and says in error["message"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic " + API_KEY])
+def test_a_missing_or_wrong_key_is_401(served, header):
+    base = served[0]
+    headers = {"Authorization": header} if header else {}
+    answer = httpx.post(f"{base}/v1/embeddings", json={"input": "x"}, headers=headers)
+    assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+
+
+def test_forty_concurrent_requests_are_answered_in_fewer_model_calls(served):
+    base, rows, _ = served
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    texts = [f"concurrent request {i}: {clean_text(rows[i % len(rows)]['text'])[:80]}" for i in range(40)]
+
+    def model_calls() -> int:
+        text = httpx.get(f"{base}/metrics").text
+        return int(re.search(r"^vectorize_model_calls_total (\d+)$", text, re.M).group(1))
+
+    async def fire() -> list[dict]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            answers = await asyncio.gather(
+                *(http.post(f"{base}/v1/embeddings", json={"input": t}, headers=headers) for t in texts)
+            )
+        return [a.json() for a in answers]
+
+    before = model_calls()
+    answers = asyncio.run(fire())
+    calls = model_calls() - before
+    assert all(len(a["data"]) == 1 for a in answers)
+    singles = [httpx.post(f"{base}/v1/embeddings", json={"input": t}, headers=headers).json() for t in texts[:3]]
+    for batched, single in zip(answers[:3], singles, strict=True):  # cached now, and equal
+        np.testing.assert_allclose(batched["data"][0]["embedding"], single["data"][0]["embedding"], atol=1e-6)
+    assert 1 <= calls < 40
+
+
+def test_search_with_filter_and_unknown_collection(served):
+    base, rows, _ = served
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    target = rows[3]
+    query = {"query": clean_text(target["text"]), "collection": "served_commits", "k": 3}
+    hits = httpx.post(f"{base}/v1/search", json=query, headers=headers).json()["data"]
+    assert hits[0]["id"] == target["id"] and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    only_docs = httpx.post(f"{base}/v1/search", json={**query, "filter": {"team": "docs"}}, headers=headers)
+    assert {h["metadata"]["team"] for h in only_docs.json()["data"]} == {"docs"}
+    missing = httpx.post(f"{base}/v1/search", json={**query, "collection": "no_such_thing"}, headers=headers)
+    assert missing.status_code == 404 and "no collection named" in missing.json()["error"]["message"]
+
+
+def test_models_health_and_metrics(served):
+    base = served[0]
+    models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert models["data"][0]["dimensions"] == 32
+    health = httpx.get(f"{base}/healthz").json()
+    assert health["model_loaded"] is True and health["database"] is True
+    metrics = httpx.get(f"{base}/metrics").text
+    assert "vectorize_cache_hits_total" in metrics and 'route="/v1/embeddings",status="200"' in metrics
