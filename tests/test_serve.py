@@ -170,3 +170,17 @@ def test_models_health_and_metrics(served):
     assert health["model_loaded"] is True and health["database"] is True
     metrics = httpx.get(f"{base}/metrics").text
     assert "vectorize_cache_hits_total" in metrics and 'route="/v1/embeddings",status="200"' in metrics
+
+
+def test_the_config_file_is_a_valid_serve_config():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    text = (Path(__file__).parent.parent / "serve" / "config.yaml").read_text()
+    config = ServeDeploySchema.parse_obj(yaml.safe_load(text))
+    (application,) = config.applications
+    assert application.import_path == "serve.app:build_app"
+    (deployment,) = application.deployments
+    assert deployment.max_queued_requests > 0 and deployment.autoscaling_config["max_replicas"] >= 1
