@@ -180,10 +180,7 @@ def api_usage(remote: RemoteSettings | None, limiters: tuple[Any, Any] | None) -
         except Exception:  # the figures are lost with the actor; the run's outcome is not
             logger.warning("could not read the request counts of the run", exc_info=True)
             continue
-        usage.requests += stats.requests
-        usage.retries += stats.retries
-        usage.throttled += stats.throttled
-        usage.tokens_billed += stats.tokens_billed
+        usage.add(stats)
     return usage
 
 

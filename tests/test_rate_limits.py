@@ -8,7 +8,8 @@ import pytest
 
 from vectorize.errors import ConfigError, ProviderStopError
 from vectorize.rate_limits import BURST_SECONDS, BudgetExhausted, Headers, RateBudget, RateLimits, tier_limits
-from vectorize.shared_limiter import Limiter, RequestStats
+from vectorize.shared_limiter import Limiter
+from vectorize.summary import RequestStats
 
 
 def test_minute_buckets_hold_a_burst_and_refill_at_the_rate():

@@ -11,27 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from vectorize.errors import ProviderStopError
 from vectorize.rate_limits import BudgetExhausted, Headers, RateBudget, RateLimits
+from vectorize.summary import RequestStats
 
 logger = logging.getLogger(__name__)
 
 _RECHECK_S = 0.5  # a waiting request looks again this often: a 429 or a header may change its wait
-
-
-@dataclass
-class RequestStats:
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0  # 429 answers
-    tokens_billed: int = 0
-
-    def add(self, other: RequestStats) -> None:
-        for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
 
 
 class Budget(Protocol):

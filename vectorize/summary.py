@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -32,13 +32,23 @@ class WriteCounts:
 
 
 @dataclass
-class ApiUsage:
-    """What a remote provider's requests cost: counted by the run's shared budget."""
+class RequestStats:
+    """Requests to a remote provider, counted by the run's shared budget."""
 
     requests: int = 0
     retries: int = 0
     throttled: int = 0  # 429 answers
     tokens_billed: int = 0
+
+    def add(self, other: RequestStats) -> None:
+        for f in fields(RequestStats):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class ApiUsage(RequestStats):
+    """A run's requests and what they cost."""
+
     usd_per_million: float | None = None
 
     @property

@@ -25,7 +25,8 @@ from vectorize.identity import ModelIdentity
 from vectorize.providers.base import EmbeddedBatch, RowProblem
 from vectorize.rate_limits import Headers
 from vectorize.secret import Secret
-from vectorize.shared_limiter import Budget, RequestStats
+from vectorize.shared_limiter import Budget
+from vectorize.summary import RequestStats
 from vectorize.tokens import TokenCounter
 
 logger = logging.getLogger(__name__)
