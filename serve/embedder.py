@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,7 +62,9 @@ class CachedEmbedder:
         texts = list(dict.fromkeys(t for request in requests for t in request))
         self.metrics.model_calls += 1
         self.metrics.texts_embedded += len(texts)
+        started = time.perf_counter()
         result = await asyncio.to_thread(self.provider.embed, texts)
+        self.metrics.model_seconds += time.perf_counter() - started
         by_text = {t: (result.vectors[i], result.token_counts[i]) for i, t in enumerate(texts)}
         return [{t: by_text[t] for t in request} for request in requests]
 

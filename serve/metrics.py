@@ -10,6 +10,7 @@ class ServiceMetrics:
         self.requests: Counter = Counter()  # (route, status) -> count
         self.model_calls = 0
         self.texts_embedded = 0
+        self.model_seconds = 0.0
 
     def render(self, cache_hits: int, cache_misses: int, cache_size: int) -> str:
         lines = [
@@ -21,6 +22,7 @@ class ServiceMetrics:
         for name, kind, value, what in (
             ("vectorize_model_calls_total", "counter", self.model_calls, "Calls of the model (one per batch)."),
             ("vectorize_texts_embedded_total", "counter", self.texts_embedded, "Texts the model embedded."),
+            ("vectorize_model_seconds_total", "counter", round(self.model_seconds, 6), "Time in model calls."),
             ("vectorize_cache_hits_total", "counter", cache_hits, "Texts answered from the cache."),
             ("vectorize_cache_misses_total", "counter", cache_misses, "Texts not in the cache."),
             ("vectorize_cache_entries", "gauge", cache_size, "Vectors held in the cache."),
