@@ -37,7 +37,10 @@ class CachedEmbedder:
         self.matryoshka = matryoshka
         self.metrics = metrics
 
+    max_batch_texts = 64
+
     def configure(self, max_batch_texts: int, batch_wait_s: float, cache_size: int) -> None:
+        self.max_batch_texts = max_batch_texts
         self._embed_batched.set_max_batch_size(max_batch_texts)
         self._embed_batched.set_batch_wait_timeout_s(batch_wait_s)
         self.cache.resize(cache_size)
@@ -49,7 +52,12 @@ class CachedEmbedder:
         found = [self.cache.get(key, t) for t in texts]
         missing = [t for t, f in zip(texts, found, strict=True) if f is None]
         if missing:
-            fresh = await self._embed_batched(list(dict.fromkeys(missing)))
+            unique = list(dict.fromkeys(missing))
+            size = self.max_batch_texts  # a request larger than a batch goes as several
+            parts = await asyncio.gather(
+                *(self._embed_batched(unique[i : i + size]) for i in range(0, len(unique), size))
+            )
+            fresh = {text: found for part in parts for text, found in part.items()}
             for text, (vector, tokens) in fresh.items():
                 self.cache.put(key, text, vector, tokens)
             found = [f if f is not None else fresh[t] for t, f in zip(texts, found, strict=True)]

@@ -164,6 +164,7 @@ def test_search_with_filter_and_unknown_collection(served):
 
 def test_models_health_and_metrics(served):
     base = served[0]
+    httpx.post(f"{base}/v1/embeddings", json={"input": "counted"}, headers={"Authorization": f"Bearer {API_KEY}"})
     models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert models["data"][0]["dimensions"] == 32
     health = httpx.get(f"{base}/healthz").json()
@@ -184,3 +185,30 @@ def test_the_config_file_is_a_valid_serve_config():
     assert application.import_path == "serve.app:build_app"
     (deployment,) = application.deployments
     assert deployment.max_queued_requests > 0 and deployment.autoscaling_config["max_replicas"] >= 1
+
+
+def test_overload_past_the_queue_is_503_with_retry_after(served, tiny_model):
+    from ray import serve
+
+    from serve.app import EmbeddingService
+
+    base = served[0]
+    tight = EmbeddingService.options(
+        name="TightService", max_ongoing_requests=1, max_queued_requests=1, ray_actor_options={"num_cpus": 0.25}
+    ).bind(model=tiny_model, threads=1, api_keys=[])
+    serve.run(tight, name="tight", route_prefix="/tight")
+    try:
+        body = {"input": [f"overload text number {i} " * 20 for i in range(2048)]}
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=120) as http:
+                return await asyncio.gather(*(http.post(f"{base}/tight/v1/embeddings", json=body) for _ in range(12)))
+
+        answers = asyncio.run(fire())
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(200) >= 1 and statuses.count(503) >= 1, statuses
+        assert set(statuses) == {200, 503}
+        rejected = next(a for a in answers if a.status_code == 503)
+        assert rejected.headers.get("retry-after") == "1"
+    finally:
+        serve.delete("tight")
