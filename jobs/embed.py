@@ -93,14 +93,14 @@ def run_job(settings: RunSettings) -> RunSummary:
             sink,
             limiters,
         )
-        summary.api_usage = api_usage(settings.remote, limiters)
+        summary.api_usage, _ = read_budgets(settings.remote, limiters)
         with connect(dsn) as conn:
             reused, orphans = resolve_pending(conn, collection, identity.key, summary.run_id)
             build_vector_index(conn, collection)
     except BaseException as exc:
         summary.seconds = time.perf_counter() - started
-        summary.api_usage = api_usage(settings.remote, limiters)
-        cause = _vectorize_cause(exc) or provider_stop(limiters)
+        summary.api_usage, stop = read_budgets(settings.remote, limiters)
+        cause = _vectorize_cause(exc) or stop
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
             raise cause from None
@@ -147,41 +147,28 @@ def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:
     return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight) if fallback else None
 
 
-def provider_stop(limiters: tuple[Any, Any] | None) -> ProviderStopError | None:
-    """The provider's refusal, when that is what ended the run: the actor that met it told the
-    shared budget, whose answer is exact where the error's Ray wrapping is not."""
-    if not limiters:
-        return None
-    import ray
-
-    for actor in limiters:
-        if actor is None:
-            continue
-        try:
-            reason = ray.get(actor.stopped.remote(), timeout=30)
-        except Exception:
-            continue
-        if reason:
-            return ProviderStopError(reason)
-    return None
-
-
-def api_usage(remote: RemoteSettings | None, limiters: tuple[Any, Any] | None) -> ApiUsage | None:
+def read_budgets(
+    remote: RemoteSettings | None, limiters: tuple[Any, Any] | None
+) -> tuple[ApiUsage | None, ProviderStopError | None]:
+    """What the run's requests cost, and the provider's refusal if that is what ended the run:
+    the actor that met it told the shared budget, whose answer is exact where the error's Ray
+    wrapping is not."""
     if remote is None or limiters is None:
-        return None
+        return None, None
     import ray
 
-    usage = ApiUsage(usd_per_million=remote.usd_per_million())
+    usage, stop = ApiUsage(usd_per_million=remote.usd_per_million()), None
     for actor in limiters:
         if actor is None:
             continue
         try:
-            stats = ray.get(actor.totals.remote(), timeout=30)
+            stats, stopped = ray.get(actor.report.remote(), timeout=30)
         except Exception:  # the figures are lost with the actor; the run's outcome is not
             logger.warning("could not read the request counts of the run", exc_info=True)
             continue
         usage.add(stats)
-    return usage
+        stop = stop or (ProviderStopError(stopped) if stopped else None)
+    return usage, stop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,9 +90,6 @@ class Limiter:
             self.stopped = message
         self._slot_freed.set()
 
-    async def totals(self) -> RequestStats:
-        return self.stats
-
 
 def start_shared_limiter(limits: RateLimits, max_in_flight: int):
     """A Ray actor holding the run's budget; it takes no CPU from the embedding actors."""
@@ -117,12 +114,9 @@ class SharedLimiter:
     async def stop(self, message: str) -> None:
         await self.limiter.stop(message)
 
-    async def totals(self) -> RequestStats:
-        return self.limiter.stats
-
-    async def stopped(self) -> str | None:
-        """Why the provider stopped the run, if it did."""
-        return self.limiter.stopped
+    async def report(self) -> tuple[RequestStats, str | None]:
+        """The run's request counts, and why the provider stopped it, if it did."""
+        return self.limiter.stats, self.limiter.stopped
 
 
 class RayLimiterClient:
