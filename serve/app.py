@@ -21,6 +21,7 @@ from serve.api_errors import ApiError
 from serve.auth import authorized, configured_keys
 from serve.embedder import CachedEmbedder
 from serve.metrics import ServiceMetrics
+from serve.responses import FastJSONResponse
 from serve.schema import EmbeddingsRequest, SearchRequest, parse_json
 from vectorize.errors import VectorizeError
 from vectorize.models import DEFAULT_MODEL, read_identity
@@ -28,7 +29,7 @@ from vectorize.models import DEFAULT_MODEL, read_identity
 logger = logging.getLogger(__name__)
 
 api = FastAPI(title="vectorize", docs_url=None, redoc_url=None)
-DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.0, "cache_size": 10_000}
+DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000}
 OPEN_ROUTES = ("/healthz", "/metrics")
 
 
@@ -99,7 +100,7 @@ class EmbeddingService:
             self._count(route, exc.status)
             raise
         self._count(route, 200)
-        return JSONResponse(payload)
+        return FastJSONResponse(payload)
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> JSONResponse:
@@ -112,7 +113,7 @@ class EmbeddingService:
                 if parsed.encoding_format == "base64":
                     value = base64.b64encode(vector.astype("<f4").tobytes()).decode()
                 else:
-                    value = vector.tolist()
+                    value = vector
                 data.append({"object": "embedding", "index": i, "embedding": value})
             return {
                 "object": "list",

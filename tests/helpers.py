@@ -35,3 +35,7 @@ def stored(dsn: str, table: str) -> dict[str, tuple[str, np.ndarray]]:
 def errors(dsn: str, table: str) -> dict[str, tuple[str, str]]:
     """id -> (reason, raw) of every row in the errors table."""
     return {i: (r, raw) for i, r, raw in query(dsn, "SELECT id, reason, raw FROM {t}", table=f"{table}_errors")}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))

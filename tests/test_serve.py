@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.corpus import commit_rows, write_jsonl
-from tests.helpers import run, stored
+from tests.helpers import cosine, run, stored
 from vectorize.text import clean_text
 
 API_KEY = "sk-serve-test"
@@ -53,10 +53,6 @@ def client(base: str):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{base}/v1", api_key=API_KEY, max_retries=0)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_the_sdk_gets_the_vectors_the_job_stored(served):

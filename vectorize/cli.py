@@ -75,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     """Start the application and keep it up until interrupted."""
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     from vectorize.embedded_pg import database_dsn
     from vectorize.models import read_identity
 
@@ -83,23 +82,21 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--replicas must be at least 1 and --cpus-per-replica more than 0")
     read_identity(args.model)  # an unknown model stops here, before Ray starts
     dsn = database_dsn(args.dsn, args.data_dir)
-    from jobs.ray_runtime import ensure_ray
+    from serve.launch import start_application
 
-    ensure_ray(args.address, worker_logs=args.debug)
+    url = start_application(
+        model=args.model, dsn=dsn, host=args.host, port=args.port, replicas=args.replicas,
+        cpus_per_replica=args.cpus_per_replica, matryoshka=args.matryoshka, address=args.address,
+        worker_logs=args.debug,
+    )  # fmt: skip
+    print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
     from ray import serve
 
-    from serve.app import EmbeddingService
-
-    serve.start(http_options={"host": args.host, "port": args.port})
-    threads = max(1, int(args.cpus_per_replica))
-    application = EmbeddingService.options(
-        num_replicas=args.replicas, ray_actor_options={"num_cpus": args.cpus_per_replica}
-    ).bind(model=args.model, dsn=dsn, matryoshka=args.matryoshka, threads=threads)
-    serve.run(application, name="vectorize", route_prefix="/")
-    print(f"vectorize: serving {args.model} on http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
     try:
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
     finally:
         serve.shutdown()
 

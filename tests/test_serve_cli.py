@@ -1,0 +1,114 @@
+"""`vectorize serve` as a user starts it: its own Ray, Serve's throughput settings with HAProxy
+on the port, the real openai SDK against it, and Ctrl-C leaving nothing listening."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.corpus import commit_rows, write_jsonl
+from tests.helpers import cosine, run, stored
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = "sk-cli-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _serve(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vectorize.cli", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"vectorize serve exited with {process.returncode}:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    process.kill()
+    pytest.fail(f"vectorize serve did not answer within {seconds} s:\n{process.stdout.read()}")
+
+
+@pytest.mark.slow
+def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tmp_path, tiny_model, pg_dsn, ray_cluster):
+    from openai import OpenAI
+
+    source = write_jsonl(tmp_path / "c.jsonl", commit_rows(12))
+    run(source, "cli_served", tiny_model, pg_dsn, text="{text}")
+    expected = dict(stored(pg_dsn, "cli_served").values())  # text -> vector
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"VECTORIZE_API_KEYS": KEY}
+    process = _serve(
+        "--port", str(port), "--model", tiny_model, "--dsn", pg_dsn, "--cpus-per-replica", "1", env=env
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        assert httpx.get(f"{url}/healthz").json()["database"] is True
+        sdk = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        texts = list(expected)[:3]
+        answer = sdk.embeddings.create(input=texts, model=sdk.models.list().data[0].id)
+        for item, text in zip(answer.data, texts, strict=True):
+            assert cosine(np.asarray(item.embedding), expected[text]) >= 0.9999
+        assert httpx.post(f"{url}/v1/embeddings", json={"input": "x"}).status_code == 401
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail("vectorize serve did not stop within 90 s of Ctrl-C")
+    assert process.returncode == 0, process.stdout.read()
+    time.sleep(1)
+    assert not _listening(port), "something still listens on the port after Ctrl-C (HAProxy left behind?)"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--model", "no-such-model"], "no-such-model"),
+        (["--replicas", "0"], "--replicas must be at least 1"),
+    ],
+)
+def test_bad_serve_arguments_stop_before_ray_with_one_line(args, says, pg_dsn):
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", "serve", "--dsn", pg_dsn, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vectorize: error:") and says in lines[0], result.stderr
