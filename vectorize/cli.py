@@ -82,23 +82,25 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--replicas must be at least 1 and --cpus-per-replica more than 0")
     read_identity(args.model)  # an unknown model stops here, before Ray starts
     dsn = database_dsn(args.dsn, args.data_dir)
-    from serve.launch import start_application
-
-    url = start_application(
-        model=args.model, dsn=dsn, host=args.host, port=args.port, replicas=args.replicas,
-        cpus_per_replica=args.cpus_per_replica, matryoshka=args.matryoshka, address=args.address,
-        worker_logs=args.debug,
-    )  # fmt: skip
-    print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+    import ray
     from ray import serve
 
-    try:
+    from serve.launch import start_application
+
+    try:  # Ctrl-C stops the server cleanly, also while it is still starting
+        url = start_application(
+            model=args.model, dsn=dsn, host=args.host, port=args.port, replicas=args.replicas,
+            cpus_per_replica=args.cpus_per_replica, matryoshka=args.matryoshka, address=args.address,
+            worker_logs=args.debug,
+        )  # fmt: skip
+        print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
     finally:
-        serve.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
 
 
 def _run(args: argparse.Namespace) -> int:
