@@ -7,24 +7,18 @@ import asyncio
 import base64
 import json
 import re
-import socket
 
 import httpx
 import numpy as np
 import pytest
 
+from serve.launch import free_port
 from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import cosine, run, stored
 from vectorize.text import clean_text
 
 API_KEY = "sk-serve-test"
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def served(ray_cluster, tiny_model, pg_dsn, tmp_path_factory):
         row["team"] = "core" if i % 2 else "docs"
     source = write_jsonl(tmp_path_factory.mktemp("serve") / "c.jsonl", rows)
     run(source, "served_commits", tiny_model, pg_dsn, text="{text}")
-    port = _free_port()
+    port = free_port("127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     application = EmbeddingService.options(ray_actor_options={"num_cpus": 0.5}).bind(
         model=tiny_model, dsn=pg_dsn, matryoshka=True, max_body_bytes=200_000, threads=1, api_keys=[API_KEY]

@@ -14,17 +14,12 @@ import httpx
 import numpy as np
 import pytest
 
+from serve.launch import free_port
 from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import cosine, run, stored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "sk-cli-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
@@ -67,7 +62,7 @@ def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tmp_path, tiny_model,
     run(source, "cli_served", tiny_model, pg_dsn, text="{text}")
     expected = dict(stored(pg_dsn, "cli_served").values())  # text -> vector
 
-    port = _free_port()
+    port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"VECTORIZE_API_KEYS": KEY}
     process = _serve(
         "--port", str(port), "--model", tiny_model, "--dsn", pg_dsn, "--cpus-per-replica", "1", env=env

@@ -67,18 +67,22 @@ def _refuse_foreign_table(conn, collection: Collection) -> None:
         )
 
 
+def _lookup(conn, collection: Collection) -> tuple[ModelIdentity, str] | None:
+    """Like ``_registered``, also in a database where no collection was ever made."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
+    return _registered(conn, collection) if exists else None
+
+
 def registered_identity(conn, collection: Collection) -> ModelIdentity | None:
     """The model identity of a collection on an open connection; None when there is no such collection."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
-    found = _registered(conn, collection) if exists else None
+    found = _lookup(conn, collection)
     return found[0] if found else None
 
 
 def registered_model(dsn: str, collection: Collection) -> tuple[ModelIdentity, str]:
     """The model identity of an existing collection and where it was loaded from."""
     with connect(dsn, vector=False) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
-        found = _registered(conn, collection) if exists else None
+        found = _lookup(conn, collection)
     if found is None:
         raise ConfigError(
             f"no collection {collection.name!r} in this database: "
