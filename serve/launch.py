@@ -20,6 +20,8 @@ import logging
 import os
 import socket
 
+from vectorize.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 SERVE_ENVIRONMENT = {
@@ -39,6 +41,17 @@ def free_port(host: str = "0.0.0.0") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def require_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, in one line and before Ray starts (HAProxy
+    would fail later, with a page of its own log)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror.lower()}; choose another --port") from None
 
 
 def apply_serve_environment() -> None:
@@ -63,6 +76,7 @@ def start_application(
     worker_logs: bool = False,
 ) -> str:
     """Start Ray (or join ``address``), Serve and the application; the base URL it answers on."""
+    require_free(host, port)
     if address is None and not os.environ.get("RAY_ADDRESS"):
         apply_serve_environment()
     from jobs.ray_runtime import ensure_ray

@@ -107,3 +107,21 @@ def test_bad_serve_arguments_stop_before_ray_with_one_line(args, says, pg_dsn):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vectorize: error:") and says in lines[0], result.stderr
+
+
+def test_a_port_in_use_is_one_line_before_ray(pg_dsn):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "vectorize.cli", "serve", "--dsn", pg_dsn, "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vectorize: error: cannot serve on 127.0.0.1:{port}: address already in use; choose another --port"
+    ]
