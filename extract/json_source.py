@@ -22,30 +22,57 @@ _SCHEMA = pa.schema([(RAW_COLUMN, pa.string()), (POSITION_COLUMN, pa.string())])
 _ROWS_PER_BLOCK = 4096
 
 
-def iter_json_records(data: bytes, path: str) -> Iterator[tuple[str, str]]:
-    """(raw record text, "path:line") for each record: array elements or non-blank lines."""
+def iter_json_records(data: bytes, path: str, envelope: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """(raw record text, "path:line") for each record: array elements, non-blank lines, or one
+    object spread over many lines. An object with an ``envelope`` key holding a list (an API's
+    page, like Jira's ``{"issues": [...]}``) gives the list's elements."""
     text = data.decode("utf-8", errors="replace")
-    if text.lstrip().startswith("["):
+    head = text.lstrip()[:1]
+    whole = None
+    if head in ("[", "{"):
         try:
-            items = json.loads(text)
+            whole = json.loads(text)
         except ValueError as exc:
-            yield text, f"{path}:{exc.lineno if hasattr(exc, 'lineno') else 1}"  # malformed as a whole
-            return
+            if head == "[":
+                yield text, f"{path}:{getattr(exc, 'lineno', 1)}"  # malformed as a whole
+                return
+    if whole is not None:
+        items = whole if isinstance(whole, list) else [whole]
         for i, item in enumerate(items):
-            yield json.dumps(item, ensure_ascii=False), f"{path}[{i}]"
+            where = f"{path}[{i}]" if isinstance(whole, list) else f"{path}:1"
+            yield from _unwrap(json.dumps(item, ensure_ascii=False), item, where, envelope)
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield line, f"{path}:{number}"
+            yield from _unwrap(line, None, f"{path}:{number}", envelope)
+
+
+def _unwrap(raw: str, parsed: object, where: str, envelope: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    if envelope and any(f'"{key}"' in raw for key in envelope):
+        if parsed is None:
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+        for key in envelope:
+            if isinstance(parsed, dict) and isinstance(parsed.get(key), list):
+                for i, item in enumerate(parsed[key]):
+                    yield json.dumps(item, ensure_ascii=False), f"{where}.{key}[{i}]"
+                return
+    yield raw, where
 
 
 class JsonRecordsDatasource(FileBasedDatasource):
     _FILE_EXTENSIONS: ClassVar[list[str]] = ["json", "jsonl", "ndjson", "gz"]
 
+    def __init__(self, paths: list[str], envelope: tuple[str, ...] = ()) -> None:
+        super().__init__(paths)
+        self.envelope = envelope
+
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[Block]:
         raws: list[str] = []
         positions: list[str] = []
-        for raw, position in iter_json_records(f.readall(), path):
+        for raw, position in iter_json_records(f.readall(), path, self.envelope):
             raws.append(raw)
             positions.append(position)
             if len(raws) >= _ROWS_PER_BLOCK:

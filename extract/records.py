@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,24 @@ from vectorize import rows
 from vectorize.text import TextTemplate, clean_text, content_hash
 
 
+class RecordError(ValueError):
+    """Raised inside preparation when a record cannot be read; it becomes the record's error
+    row (``reason`` is its short code), never an exception of the run."""
+
+    def __init__(self, reason: str, message: str, key: str | None = None) -> None:
+        super().__init__(reason, message, key)
+        self.reason, self.message, self.key = reason, message, key
+
+
 @dataclass(frozen=True)
 class RecordSpec:
+    """``flatten`` turns a source's raw object (a Jira issue, a GitHub item) into flat fields;
+    ``metadata_fields`` names the fields kept as metadata (None: every field not in the text)."""
+
     id_field: str
     template: TextTemplate
+    flatten: Callable[[Any], dict[str, str]] | None = None
+    metadata_fields: tuple[str, ...] | None = None
 
 
 def _raw_text(record: Any) -> str:
@@ -41,6 +56,11 @@ def _type_name(value: Any) -> str:
 def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, raw: str | None = None) -> dict:
     """A row of :data:`vectorize.rows.PREPARED_SCHEMA` with status ``embed`` or ``error``."""
     raw = raw if raw is not None else _raw_text(record)
+    if spec.flatten is not None:
+        try:
+            record = spec.flatten(record)
+        except RecordError as exc:
+            return rows.error_row(exc.key or _fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     if not isinstance(record, dict):
         return rows.error_row(
             _fallback_key(raw, position),
@@ -65,6 +85,8 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
     for name in spec.template.fields:
         value = record.get(name)
         if value is None:
+            if name in record:
+                return rows.error_row(key, "prepare", "null_text", f"text field {name!r} is null", raw)
             return rows.error_row(key, "prepare", "missing_text", f"no {name!r} field", raw)
         if not isinstance(value, str):
             return rows.error_row(
@@ -75,7 +97,8 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
     if not text:
         return rows.error_row(key, "prepare", "empty_text", "the text is empty after cleaning", raw)
     used = {spec.id_field, *spec.template.fields}
-    metadata = {k: v for k, v in record.items() if k not in used}
+    kept = spec.metadata_fields if spec.metadata_fields is not None else record.keys()
+    metadata = {k: record[k] for k in kept if k not in used and k in record}
     return {
         "id": key,
         "chunk": 0,

@@ -1,8 +1,14 @@
-"""Naming a source: ``git:/path``, a file, or a folder of files, checked before any work.
+"""Naming a source, checked before any work: a prefix names its kind.
 
-Files are read by Ray Data's own readers (Parquet, CSV); JSON and JSON Lines by the tolerant
-reader in :mod:`extract.json_source`. A field the run needs that the source does not have
-stops the run here, naming the fields it does have.
+- ``git:/path``: a repository's commits;
+- ``jira:PATH`` / ``github:PATH``: API exports (JSON, JSON Lines, or a folder of them),
+  flattened by :mod:`extract.jira` / :mod:`extract.github`, each with a default text template;
+- ``postgresql://...``: a table or query (:mod:`extract.sql_source`);
+- anything else: a file or a folder of files. Parquet and CSV are read by Ray Data's own
+  readers; JSON and JSON Lines by the tolerant reader in :mod:`extract.json_source`.
+
+A field the run needs that the source does not have stops the run here, naming the fields it
+does have.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ import gzip
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from vectorize.errors import SourceError
+from vectorize.errors import ConfigError, SourceError
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -39,10 +47,21 @@ def _kind_of(path: Path) -> str | None:
 @dataclass
 class SourcePlan:
     spec: str
-    kind: str  # git | json | parquet | csv
+    kind: str  # git | json | parquet | csv | jira | github | sql
     paths: list[str] = field(default_factory=list)
     fields: tuple[str, ...] = ()
     fields_exact: bool = True  # False: fields seen in a sample of the records
+    default_text: str = "{text}"
+    flatten: Callable[[Any], dict[str, str]] | None = None  # raw API object -> template fields
+    metadata_fields: tuple[str, ...] | None = None
+    envelope: tuple[str, ...] = ()  # keys of an API page whose list holds the records
+    sql: Any = None  # extract.sql_source.SqlSource
+    only_ids: list[str] | None = None  # read just these rows (a SQL source whose other rows are stored)
+
+    @property
+    def display(self) -> str:
+        """The source as logs and the run history show it (a DSN without its password)."""
+        return self.sql.display if self.sql is not None else self.spec
 
     def check_fields(self, id_field: str, template: TextTemplate) -> None:
         known = set(self.fields)
@@ -62,22 +81,70 @@ class SourcePlan:
             from extract.git_source import GitDatasource
 
             return ray.data.read_datasource(GitDatasource(self.paths[0]), num_cpus=num_cpus)
-        if self.kind == "json":
+        if self.kind == "sql":
+            return self.sql.read(num_cpus, self.only_ids)
+        if self.kind in ("json", "jira", "github"):
             from extract.json_source import JsonRecordsDatasource
 
-            return ray.data.read_datasource(JsonRecordsDatasource(self.paths), num_cpus=num_cpus)
+            return ray.data.read_datasource(JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus)
         if self.kind == "parquet":
             return ray.data.read_parquet(self.paths, num_cpus=num_cpus)
         return ray.data.read_csv(self.paths, num_cpus=num_cpus)
 
 
-def open_source(spec: str) -> SourcePlan:
+def open_source(
+    spec: str, *, source_table: str | None = None, query: str | None = None, id_field: str = "id"
+) -> SourcePlan:
+    from extract.sql_source import is_sql_source, open_sql_source
+
+    if (source_table or query) and not is_sql_source(spec):
+        raise ConfigError("--source-table and --query are for a Postgres source (postgresql://...)")
+    if is_sql_source(spec):
+        sql_source, columns = open_sql_source(spec, source_table, query, id_field)
+        return SourcePlan(spec, "sql", [], columns, sql=sql_source)
     if spec.startswith("git:"):
         from extract.git_source import GIT_FIELDS, check_repository
 
         repo = check_repository(Path(spec[4:] or ".").expanduser())
         return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS)
-    path = Path(spec).expanduser()
+    if spec.startswith("jira:"):
+        from extract.jira import JIRA_FIELDS, JIRA_METADATA, JIRA_TEMPLATE, flatten_jira_issue
+
+        paths = _json_files(spec, spec[5:])
+        return SourcePlan(
+            spec, "jira", paths, JIRA_FIELDS, True, JIRA_TEMPLATE, flatten_jira_issue, JIRA_METADATA, ("issues",)
+        )
+    if spec.startswith("github:"):
+        from extract.github import GITHUB_FIELDS, GITHUB_METADATA, GITHUB_TEMPLATE, flatten_github_item
+
+        paths = _json_files(spec, spec[7:])
+        return SourcePlan(
+            spec,
+            "github",
+            paths,
+            GITHUB_FIELDS,
+            True,
+            GITHUB_TEMPLATE,
+            flatten_github_item,
+            GITHUB_METADATA,
+            ("items",),
+        )
+    files, kind = _files(spec, spec)
+    paths = [str(p.resolve()) for p in files]
+    fields, exact = _discover_fields(kind, files[0])
+    return SourcePlan(spec, kind, paths, fields, exact)
+
+
+def _json_files(spec: str, location: str) -> list[str]:
+    files, kind = _files(spec, location)
+    if kind != "json":
+        raise SourceError(f"{spec}: an export is JSON or JSON Lines (.json, .jsonl, .ndjson, optionally .gz)")
+    return [str(p.resolve()) for p in files]
+
+
+def _files(spec: str, location: str) -> tuple[list[Path], str]:
+    """The readable files at ``location`` (a file, or a folder's files of one kind) and their kind."""
+    path = Path(location).expanduser()
     if not path.exists():
         raise SourceError(f"cannot read {spec}: no such file or directory")
     if not os.access(path, os.R_OK):
@@ -97,9 +164,7 @@ def open_source(spec: str) -> SourcePlan:
             )
     kind = _kind_of(files[0])
     assert kind is not None
-    paths = [str(p.resolve()) for p in files]
-    fields, exact = _discover_fields(kind, files[0])
-    return SourcePlan(spec, kind, paths, fields, exact)
+    return files, kind
 
 
 def _discover_fields(kind: str, first: Path) -> tuple[tuple[str, ...], bool]:

@@ -47,8 +47,10 @@ def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
 def run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
     collection = Collection(settings.table)
-    template = TextTemplate.parse(settings.text)
-    source = open_source(settings.source)
+    source = open_source(
+        settings.source, source_table=settings.source_table, query=settings.query, id_field=settings.id_field
+    )
+    template = TextTemplate.parse(settings.text or source.default_text)
     source.check_fields(settings.id_field, template)
     if settings.remote is None:
         identity, origin = read_identity(settings.model), model_source(settings.model)
@@ -71,17 +73,17 @@ def run_job(settings: RunSettings) -> RunSummary:
         plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
     else:
         plan = plan_remote_actors(settings.actors, settings.cpus_per_actor)
-    summary = RunSummary(str(uuid.uuid4()), collection.name, settings.source, identity.key)
+    summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
     record_start(dsn, summary)
     logger.info(
-        "run %s: %s -> %s with %s, actors %s", summary.run_id, settings.source, collection.name, identity.key, plan
+        "run %s: %s -> %s with %s, actors %s", summary.run_id, source.display, collection.name, identity.key, plan
     )
     claims = TextClaims.remote()
     limiters = start_limiters(settings.remote) if settings.remote else None
     sink = PgvectorDatasink(
         dsn, collection, identity.dimensions, identity.key, summary.run_id, settings.fail_first_write_marker
     )
-    spec = RecordSpec(settings.id_field, template)
+    spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
     try:
         run_pipeline(
             source,

@@ -33,10 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="embed a source into a collection")
-    run.add_argument("source", help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), or git:/path/to/repo")
+    run.add_argument(
+        "source",
+        help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), git:REPO, jira:EXPORT, github:EXPORT, "
+        "or postgresql://... with --source-table or --query",
+    )
     run.add_argument("--table", required=True, help="the collection (table) to write")
-    run.add_argument("--id-field", default="id", help="the field that identifies a record (default: id)")
-    run.add_argument("--text", default="{text}", help='field or template of the text, e.g. "{title}\\n\\n{body}"')
+    run.add_argument(
+        "--id-field", "--id-column", dest="id_field", default="id", help="the field that identifies a record (default: id)"
+    )
+    run.add_argument(
+        "--text",
+        help='field or template of the text, e.g. "{title}\\n\\n{body}" (default: the source\'s own, else {text})',
+    )
+    run.add_argument("--source-table", help="a Postgres source: the table to read (TABLE or SCHEMA.TABLE)")
+    run.add_argument("--query", help="a Postgres source: the SELECT that gives its rows")
     run.add_argument(
         "--model",
         help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
@@ -113,6 +124,8 @@ def _run(args: argparse.Namespace) -> int:
         table=args.table,
         id_field=args.id_field,
         text=args.text,
+        source_table=args.source_table,
+        query=args.query,
         model=args.model or DEFAULT_MODEL,
         remote=remote,
         dsn=args.dsn,

@@ -18,7 +18,9 @@ class RunSettings:
     source: str
     table: str
     id_field: str = "id"
-    text: str = "{text}"
+    text: str | None = None  # a template; None: the source's default
+    source_table: str | None = None  # a Postgres source: the table, or
+    query: str | None = None  # the query that gives its rows
     model: str = DEFAULT_MODEL
     dsn: str | None = None
     data_dir: Path | None = None

@@ -7,6 +7,7 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vectorize.errors import ConfigError
 
@@ -69,4 +70,27 @@ class TextTemplate:
         return tuple(names)
 
     def render(self, values: dict[str, str]) -> str:
-        return self.pattern.format_map(values)
+        """The text; a line whose fields are all empty is left out, and so is a paragraph
+        whose fields are all empty (with its headings, like "Comments:")."""
+        kept = []
+        for paragraph in _paragraphs(self.pattern):
+            lines = [(line, names) for line, names in paragraph if not names or any(_filled(values[n]) for n in names)]
+            has_fields = any(names for _, names in paragraph)
+            if has_fields and not any(names for _, names in lines):
+                continue
+            kept.append("\n".join(line for line, _ in lines))
+        return "\n\n".join(kept).format_map(values)
+
+
+def _filled(value: object) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+@lru_cache(maxsize=64)
+def _paragraphs(pattern: str) -> tuple[tuple[tuple[str, tuple[str, ...]], ...], ...]:
+    """The pattern's paragraphs, as lines with the fields each line uses."""
+    formatter = string.Formatter()
+    return tuple(
+        tuple((line, tuple(f for _, f, _, _ in formatter.parse(line) if f)) for line in paragraph.split("\n"))
+        for paragraph in pattern.split("\n\n")
+    )

@@ -1,0 +1,138 @@
+"""A Postgres table or query as a source, read in parallel by ``ray.data.read_sql``.
+
+Every row arrives as one JSON object (``to_jsonb`` of the row: timestamps, numbers, UUIDs
+and JSON columns all keep a readable form), with its id as text and an md5 fingerprint of
+the whole row. Preparation then treats it like a JSON record; the fingerprint lets a rerun
+read only the rows that changed since they were stored. The source is checked before any
+work: a table, column or query that does not exist or fails is one line naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from extract.json_source import POSITION_COLUMN, RAW_COLUMN
+from vectorize.db import redact_dsn
+from vectorize.errors import DatabaseConfigError, SourceError
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_COLUMN = "_fingerprint"
+ROWS_PER_SHARD = 10_000
+MAX_SHARDS = 256
+SQL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_sql_source(spec: str) -> bool:
+    return spec.startswith(SQL_PREFIXES)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    dsn: str
+    table: str | None
+    query: str | None
+    id_column: str
+
+    @property
+    def display(self) -> str:
+        return f"{redact_dsn(self.dsn)} {'table ' + self.table if self.table else 'query'}"
+
+    def relation(self) -> sql.Composable:
+        if self.table:
+            return sql.Identifier(*self.table.split("."))
+        return sql.SQL("({})").format(sql.SQL(self.query))
+
+    def connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise DatabaseConfigError(
+                f"cannot connect to the source database {redact_dsn(self.dsn)}: {redact_dsn(_first_line(exc))}"
+            ) from None
+
+    def rows_statement(self, only_ids: bool = False) -> sql.Composed:
+        """Each row as JSON, its id as text and its fingerprint; with ``only_ids`` the rows
+        whose ids are in the array parameter."""
+        statement = sql.SQL(
+            "SELECT to_jsonb(q)::text AS {raw}, (q.{id})::text AS {pos}, md5(q::text) AS {fp} FROM {rel} q"
+        ).format(
+            raw=sql.Identifier(RAW_COLUMN),
+            pos=sql.Identifier(POSITION_COLUMN),
+            fp=sql.Identifier(FINGERPRINT_COLUMN),
+            id=sql.Identifier(self.id_column),
+            rel=self.relation(),
+        )
+        if only_ids:
+            statement += sql.SQL(" WHERE (q.{id})::text = ANY(%s)").format(id=sql.Identifier(self.id_column))
+        return statement
+
+    def fingerprints(self) -> dict[str, str]:
+        """id -> fingerprint of every source row, computed by the server (no row leaves it)."""
+        statement = sql.SQL("SELECT (q.{id})::text, md5(q::text) FROM {rel} q").format(
+            id=sql.Identifier(self.id_column), rel=self.relation()
+        )
+        with self.connect() as conn:
+            return dict(conn.execute(statement).fetchall())
+
+    def read(self, num_cpus: float, only_ids: list[str] | None = None, shards: int | None = None):
+        """A Ray dataset of the rows (or of ``only_ids``), sharded on the id."""
+        import ray.data
+
+        with self.connect() as conn:
+            statement = self.rows_statement(only_ids is not None).as_string(conn)
+            count = len(only_ids) if only_ids is not None else self._count(conn)
+        if only_ids is not None:
+            statement = statement.replace("%s", "\x00").replace("%", "%%").replace("\x00", "%s")
+        if shards is None:
+            shards = max(1, min(MAX_SHARDS, math.ceil(count / ROWS_PER_SHARD)))
+        logger.info("reading %s rows of %s in %s shards", count, self.display, shards)
+        return ray.data.read_sql(
+            statement,
+            functools.partial(psycopg.connect, self.dsn),
+            sql_params=(only_ids,) if only_ids is not None else None,
+            # Ray shards with MOD(ABS(fn(key)), n); Postgres' md5 gives text, so the hash is
+            # written into the key with an empty function name: ABS((hashtext(id)::bigint)).
+            shard_keys=[f"hashtext({POSITION_COLUMN})::bigint"],
+            shard_hash_fn="",
+            parallelism=shards,
+            num_cpus=num_cpus,
+        )
+
+    def _count(self, conn: psycopg.Connection) -> int:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {rel} q").format(rel=self.relation())).fetchone()[0]
+
+
+def open_sql_source(
+    dsn: str, table: str | None, query: str | None, id_column: str
+) -> tuple[SqlSource, tuple[str, ...]]:
+    """The source and its columns, checked: the table exists, or the query runs."""
+    if (table is None) == (query is None):
+        raise SourceError("a Postgres source needs --source-table TABLE or --query 'SELECT ...' (one of them)")
+    parts = table.split(".") if table is not None else []
+    if table is not None and (len(parts) > 2 or not all(p.strip() for p in parts)):
+        raise SourceError(f"--source-table {table!r}: give TABLE or SCHEMA.TABLE")
+    source = SqlSource(dsn, table, query.strip().rstrip(";") if query else None, id_column)
+    with source.connect() as conn:
+        if table is not None:
+            found = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(*table.split(".")).as_string(conn),))
+            if found.fetchone()[0] is None:
+                raise SourceError(f"the source table {table!r} does not exist in {redact_dsn(dsn)}")
+        try:
+            cursor = conn.execute(sql.SQL("SELECT * FROM {rel} q LIMIT 0").format(rel=source.relation()))
+        except psycopg.Error as exc:
+            what = f"the source table {table!r}" if table else "the --query"
+            raise SourceError(f"{what} cannot be read: {_first_line(exc)}") from None
+        columns = tuple(column.name for column in cursor.description or ())
+    return source, columns
