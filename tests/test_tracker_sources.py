@@ -12,7 +12,7 @@ from extract.jira import flatten_jira_issue
 from extract.records import RecordError
 from extract.wiki_markup import wiki_to_text
 from tests.helpers import errors, query, run
-from tests.tracker_exports import adf, github_items, jira_issues, paragraph, write_json
+from tests.tracker_exports import adf, github_items, jira_issues, write_json
 from vectorize.errors import SourceError
 
 

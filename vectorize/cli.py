@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--table", required=True, help="the collection (table) to write")
     run.add_argument(
-        "--id-field", "--id-column", dest="id_field", default="id", help="the field that identifies a record (default: id)"
+        "--id-field", "--id-column", dest="id_field", default="id", help="the field or column that identifies a record"
     )
     run.add_argument(
         "--text",
