@@ -69,7 +69,7 @@ class SourcePlan:
             if name not in known:
                 where = "in its first records" if not self.fields_exact else ""
                 raise SourceError(
-                    f"field {name!r} is not in the source {self.spec} {where}".rstrip()
+                    f"field {name!r} is not in the source {self.display} {where}".rstrip()
                     + f" (its fields: {', '.join(self.fields) or 'none'})"
                 )
 
