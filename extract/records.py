@@ -110,6 +110,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         "reason": None,
         "message": None,
         "raw": None,
+        "fingerprint": None,
     }
 
 

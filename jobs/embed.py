@@ -11,22 +11,25 @@ import logging
 import sys
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from extract.records import RecordSpec
-from extract.sources import open_source
+from extract.sources import SourcePlan, open_source
+from jobs.sql_delta import plan_sql_reads, source_signature
 from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
-from vectorize.errors import ProviderStopError, VectorizeError
+from vectorize.errors import ConfigError, ProviderStopError, VectorizeError
 from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
 from vectorize.remote_settings import RemoteSettings
 from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
+from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import record_end, record_start
-from vectorize.store.writer import build_vector_index, resolve_pending
-from vectorize.summary import ApiUsage, RunSummary
+from vectorize.store.writer import build_vector_index, delete_unseen, note_seen, resolve_pending
+from vectorize.summary import ApiUsage, RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
 def run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
     collection = Collection(settings.table)
+    if settings.sync and settings.limit is not None:
+        raise ConfigError("--sync leaves the collection holding exactly the source's rows: it cannot take --limit")
     source = open_source(
         settings.source, source_table=settings.source_table, query=settings.query, id_field=settings.id_field
     )
@@ -58,8 +63,49 @@ def run_job(settings: RunSettings) -> RunSummary:
         settings.remote = settings.remote.resolved()
         identity, origin = remote_model(settings.remote)
     dsn = database_dsn(settings.dsn, settings.data_dir)
-    prepare_collection(dsn, collection, identity, origin)
+    with run_lock(dsn, collection):
+        prepare_collection(dsn, collection, identity, origin)
+        summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
+        signature = source_signature(settings.id_field, template)
+        source_ids, skipped = plan_sql_reads(dsn, collection, source, signature) if source.kind == "sql" else (None, 0)
+        record_start(dsn, summary)
+        totals, reused, orphans = WriteCounts(), 0, Counter()
+        if source_ids is None or skipped < len(source_ids):
+            spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
+            totals, reused, orphans = _embed(settings, source, spec, identity, dsn, collection, signature, summary)
+        if settings.sync:
+            with connect(dsn, vector=False) as conn:
+                if source_ids is not None:
+                    note_seen(conn, collection, summary.run_id, set(source_ids))
+                summary.deleted = delete_unseen(conn, collection, summary.run_id)
+    failed_by_reason = dict(totals.failed_by_reason + orphans)
+    summary.rows_read = totals.rows + skipped
+    summary.embedded = totals.embedded
+    summary.embedded_new = totals.embedded_new
+    summary.reused = reused
+    summary.unchanged = totals.unchanged + totals.refreshed + skipped
+    summary.refreshed = totals.refreshed
+    summary.failed = sum(failed_by_reason.values())
+    summary.failed_by_reason = failed_by_reason
+    summary.truncated = totals.truncated
+    summary.tokens = totals.tokens
+    summary.seconds = time.perf_counter() - started
+    record_end(dsn, summary)
+    return summary
 
+
+def _embed(
+    settings: RunSettings,
+    source: SourcePlan,
+    spec: RecordSpec,
+    identity: ModelIdentity,
+    dsn: str,
+    collection: Collection,
+    signature: str,
+    summary: RunSummary,
+) -> tuple[WriteCounts, int, Counter]:
+    """The Ray pipeline over the rows to read: what it wrote, what it reused, and the rows
+    whose text failed under another id."""
     import ray
 
     from jobs.dedupe import TextClaims
@@ -68,29 +114,33 @@ def run_job(settings: RunSettings) -> RunSummary:
     from jobs.ray_runtime import ensure_ray, plan_actors, plan_remote_actors
     from jobs.sink import PgvectorDatasink
 
+    started = time.perf_counter()
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
     if settings.remote is None:
         plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
     else:
         plan = plan_remote_actors(settings.actors, settings.cpus_per_actor)
-    summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
-    record_start(dsn, summary)
     logger.info(
         "run %s: %s -> %s with %s, actors %s", summary.run_id, source.display, collection.name, identity.key, plan
     )
     claims = TextClaims.remote()
     limiters = start_limiters(settings.remote) if settings.remote else None
     sink = PgvectorDatasink(
-        dsn, collection, identity.dimensions, identity.key, summary.run_id, settings.fail_first_write_marker
+        dsn,
+        collection,
+        identity.dimensions,
+        identity.key,
+        summary.run_id,
+        sync=settings.sync and source.kind != "sql",  # a SQL source's ids are known from its fingerprints
+        fail_first_write_marker=settings.fail_first_write_marker,
     )
-    spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
     try:
         run_pipeline(
             source,
             settings,
             spec,
             identity,
-            PrepareContext(dsn, collection, identity.key, spec, claims),
+            PrepareContext(dsn, collection, identity.key, spec, claims, signature),
             plan,
             sink,
             limiters,
@@ -115,19 +165,7 @@ def run_job(settings: RunSettings) -> RunSummary:
         for actor in (claims, *(limiters or ())):
             if actor is not None:
                 ray.kill(actor)
-    totals = sink.totals
-    failed_by_reason = dict(totals.failed_by_reason + orphans)
-    summary.rows_read = totals.rows
-    summary.embedded = totals.embedded
-    summary.reused = reused
-    summary.unchanged = totals.unchanged
-    summary.failed = sum(failed_by_reason.values())
-    summary.failed_by_reason = failed_by_reason
-    summary.truncated = totals.truncated
-    summary.tokens = totals.tokens
-    summary.seconds = time.perf_counter() - started
-    record_end(dsn, summary)
-    return summary
+    return sink.totals, reused, orphans
 
 
 def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:

@@ -6,6 +6,7 @@ keys and hashes it holds, and one call to the run's :class:`TextClaims` actor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from psycopg import sql
 
 from extract.json_source import POSITION_COLUMN, RAW_COLUMN
 from extract.records import RecordSpec, prepare_json_line, prepare_record
+from extract.sql_source import FINGERPRINT_COLUMN
 from vectorize import rows
 from vectorize.db import connect
 from vectorize.store.collection import Collection
@@ -30,6 +32,7 @@ class PrepareContext:
     model_key: str
     spec: RecordSpec
     claims: ray.actor.ActorHandle
+    signature: str  # what besides the source row shapes the text: see jobs.embed.source_signature
 
 
 def _connection(dsn: str):
@@ -40,19 +43,28 @@ def _connection(dsn: str):
     return conn
 
 
-def to_prepared_rows(batch: pa.Table, spec: RecordSpec) -> list[dict]:
+def to_prepared_rows(batch: pa.Table, spec: RecordSpec, signature: str) -> list[dict]:
+    """Prepared rows, each with its source fingerprint: the md5 of the whole row where the
+    source gives one (a SQL row), else a hash of the text and metadata."""
     if RAW_COLUMN in batch.column_names:
         raws = batch.column(RAW_COLUMN).to_pylist()
         positions = batch.column(POSITION_COLUMN).to_pylist()
-        return [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, positions, strict=True)]
-    return [prepare_record(record, spec) for record in batch.to_pylist()]
+        prepared = [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, positions, strict=True)]
+    else:
+        prepared = [prepare_record(record, spec) for record in batch.to_pylist()]
+    given = batch.column(FINGERPRINT_COLUMN).to_pylist() if FINGERPRINT_COLUMN in batch.column_names else None
+    for i, row in enumerate(prepared):
+        if row["status"] == rows.EMBED:
+            digest = given[i] if given else hashlib.md5(f"{row['text_sha256']}{row['metadata']}".encode()).hexdigest()
+            row["fingerprint"] = f"{signature}:{digest}"
+    return prepared
 
 
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
     conn = _connection(ctx.dsn)
     stored = conn.execute(
         sql.SQL(
-            """SELECT t.id, t.chunk, t.text_sha256 FROM {t} t
+            """SELECT t.id, t.chunk, t.text_sha256, t.source_fingerprint FROM {t} t
                JOIN unnest(%s::text[], %s::int[]) AS k(id, chunk) USING (id, chunk)
                WHERE t.model = %s"""
         ).format(t=ctx.collection.table),
@@ -64,11 +76,11 @@ def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list
         ),
         (list(set(hashes)), ctx.model_key),
     ).fetchall()
-    return {(k, c): h for k, c, h in stored}, {h for (h,) in present}
+    return {(k, c): (h, fp) for k, c, h, fp in stored}, {h for (h,) in present}
 
 
 def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
-    prepared = to_prepared_rows(batch, ctx.spec)
+    prepared = to_prepared_rows(batch, ctx.spec, ctx.signature)
     live = [row for row in prepared if row["status"] == rows.EMBED]
     if live:
         stored, present = _known(
@@ -77,8 +89,9 @@ def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
         to_claim = []
         for row in live:
             digest = row["text_sha256"]
-            if stored.get((row["id"], row["chunk"])) == digest:
-                row["status"] = rows.UNCHANGED
+            stored_digest, stored_fingerprint = stored.get((row["id"], row["chunk"]), (None, None))
+            if stored_digest == digest:
+                row["status"] = rows.UNCHANGED if stored_fingerprint == row["fingerprint"] else rows.REFRESH
                 row["text"] = None
             elif digest in present:
                 row["status"] = rows.REUSE

@@ -27,6 +27,8 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         dimensions: int,
         model_key: str,
         run_id: str,
+        *,
+        sync: bool = False,
         fail_first_write_marker: str | None = None,
     ) -> None:
         self.dsn = dsn
@@ -34,6 +36,7 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         self.dimensions = dimensions
         self.model_key = model_key
         self.run_id = run_id
+        self.sync = sync
         self.fail_first_write_marker = fail_first_write_marker
         self.totals = WriteCounts()
 
@@ -45,7 +48,11 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         with connect(self.dsn) as conn:
             for block in blocks:
                 if block.num_rows:
-                    counts.add(write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block))
+                    counts.add(
+                        write_block(
+                            conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync
+                        )
+                    )
         self._maybe_die_once()
         return counts
 

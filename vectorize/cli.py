@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--source-table", help="a Postgres source: the table to read (TABLE or SCHEMA.TABLE)")
     run.add_argument("--query", help="a Postgres source: the SELECT that gives its rows")
+    run.add_argument("--sync", action="store_true", help="also delete the rows the source no longer has")
     run.add_argument(
         "--model",
         help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
@@ -126,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         text=args.text,
         source_table=args.source_table,
         query=args.query,
+        sync=args.sync,
         model=args.model or DEFAULT_MODEL,
         remote=remote,
         dsn=args.dsn,

@@ -21,6 +21,7 @@ class RunSettings:
     text: str | None = None  # a template; None: the source's default
     source_table: str | None = None  # a Postgres source: the table, or
     query: str | None = None  # the query that gives its rows
+    sync: bool = False  # delete what the source no longer has
     model: str = DEFAULT_MODEL
     dsn: str | None = None
     data_dir: Path | None = None

@@ -6,7 +6,9 @@ read and nothing is dropped silently:
 - ``embed``: new or changed text; the embedder fills ``embedding``, ``tokens``, ``truncated``
 - ``reuse``: the same text is stored already, or an earlier row of this run claimed it;
   its vector is copied from there at the end of the run
-- ``unchanged``: this (id, chunk) already holds this text under this model
+- ``unchanged``: this (id, chunk) already holds this text under this model, from the same
+  source row (its fingerprint)
+- ``refresh``: the same text, but the row's metadata or fingerprint changed: those are updated
 - ``error``: ``stage``, ``reason``, ``message`` and ``raw`` say what went wrong
 """
 
@@ -17,6 +19,7 @@ import pyarrow as pa
 EMBED = "embed"
 REUSE = "reuse"
 UNCHANGED = "unchanged"
+REFRESH = "refresh"
 ERROR = "error"
 
 PREPARED_SCHEMA = pa.schema(
@@ -31,6 +34,7 @@ PREPARED_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("message", pa.string()),
         ("raw", pa.string()),
+        ("fingerprint", pa.string()),  # the source row's; unchanged fingerprint: nothing to do
     ]
 )
 
@@ -55,4 +59,5 @@ def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) 
         "reason": reason,
         "message": message,
         "raw": raw[:20_000] if raw else raw,
+        "fingerprint": None,
     }

@@ -12,18 +12,24 @@ class WriteCounts:
     """What one write task stored; summed over all write tasks for the run."""
 
     embedded: int = 0
+    embedded_new: int = 0  # of the embedded, those the collection did not hold before
     reuse_pending: int = 0
     unchanged: int = 0
+    refreshed: int = 0
     failed_by_reason: Counter = field(default_factory=Counter)
     truncated: int = 0
     tokens: int = 0
 
     @property
     def rows(self) -> int:
-        return self.embedded + self.reuse_pending + self.unchanged + sum(self.failed_by_reason.values())
+        return (
+            self.embedded + self.reuse_pending + self.unchanged + self.refreshed + sum(self.failed_by_reason.values())
+        )
 
     def add(self, other: WriteCounts) -> None:
         self.embedded += other.embedded
+        self.embedded_new += other.embedded_new
+        self.refreshed += other.refreshed
         self.reuse_pending += other.reuse_pending
         self.unchanged += other.unchanged
         self.failed_by_reason.update(other.failed_by_reason)
@@ -69,8 +75,11 @@ class RunSummary:
     model: str
     rows_read: int = 0
     embedded: int = 0
+    embedded_new: int = 0
     reused: int = 0
     unchanged: int = 0
+    refreshed: int = 0
+    deleted: int | None = None  # None: not a --sync run
     failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
@@ -102,9 +111,10 @@ class RunSummary:
         lines = [
             f"collection   {self.collection}  ({self.model})",
             f"rows read    {self.rows_read}",
-            f"embedded     {self.embedded}",
+            f"embedded     {self.embedded}  ({self.embedded_new} new, {self.embedded - self.embedded_new} changed)",
             f"reused       {self.reused}  (same text already stored or repeated in this run)",
-            f"unchanged    {self.unchanged}",
+            f"unchanged    {self.unchanged}" + (f"  ({self.refreshed} with new metadata)" if self.refreshed else ""),
+            *([f"deleted      {self.deleted}  (gone from the source)"] if self.deleted is not None else []),
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
             f"truncated    {self.truncated}  (longer than the model's window)",
             f"tokens       {self.tokens}",

@@ -38,11 +38,16 @@ class Collection:
     def pending(self) -> sql.Identifier:
         return sql.Identifier(f"{self.name}_pending")
 
+    @property
+    def seen(self) -> sql.Identifier:
+        """The ids a --sync run read from its source; the others are deleted at its end."""
+        return sql.Identifier(f"{self.name}_seen")
+
     def index(self, suffix: str) -> sql.Identifier:
         return sql.Identifier(f"{self.name}_{suffix}")
 
     def create_statements(self, dimensions: int) -> list[sql.Composed]:
-        ident = {"t": self.table, "e": self.errors, "p": self.pending}
+        ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen}
         return [
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {t} (
@@ -81,6 +86,12 @@ class Collection:
                     metadata jsonb NOT NULL DEFAULT '{{}}',
                     PRIMARY KEY (run_id, id, chunk))"""
             ).format(**ident),
+            # the source row's fingerprint (added after 0.2): a row whose fingerprint is stored
+            # is not read again, and a changed one only has its metadata updated
+            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
+            sql.SQL("ALTER TABLE {p} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
+            sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (run_id uuid NOT NULL, id text NOT NULL)").format(**ident),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (run_id, id)").format(i=self.index("seen_idx"), **ident),
         ]
 
     def vector_index_statement(self) -> sql.Composed:
@@ -124,4 +135,9 @@ def create_shared_tables() -> list[sql.SQL]:
         ).format(r=sql.Identifier(RUNS_TABLE)),
         # requests, retries, 429s, tokens billed and cost of a remote provider (added after 0.1)
         sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS api_usage jsonb").format(r=sql.Identifier(RUNS_TABLE)),
+        # embedded rows that were new, metadata-only updates, rows deleted by --sync (after 0.2)
+        sql.SQL(
+            "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS embedded_new bigint, "
+            "ADD COLUMN IF NOT EXISTS refreshed bigint, ADD COLUMN IF NOT EXISTS deleted bigint"
+        ).format(r=sql.Identifier(RUNS_TABLE)),
     ]

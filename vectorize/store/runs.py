@@ -29,7 +29,8 @@ def record_end(dsn: str, summary: RunSummary, *, error: str | None = None) -> No
             sql.SQL(
                 """UPDATE {r} SET status = %s, error = %s, finished_at = now(), rows_read = %s,
                    embedded = %s, reused = %s, unchanged = %s, failed = %s, failed_by_reason = %s,
-                   truncated = %s, tokens = %s, seconds = %s, texts_per_second = %s, api_usage = %s
+                   truncated = %s, tokens = %s, seconds = %s, texts_per_second = %s, api_usage = %s,
+                   embedded_new = %s, refreshed = %s, deleted = %s
                    WHERE run_id = %s"""
             ).format(r=_RUNS),
             (
@@ -46,6 +47,9 @@ def record_end(dsn: str, summary: RunSummary, *, error: str | None = None) -> No
                 summary.seconds,
                 summary.rows_per_second,
                 json.dumps(summary.api_usage.to_dict()) if summary.api_usage else None,
+                summary.embedded_new,
+                summary.refreshed,
+                summary.deleted,
                 summary.run_id,
             ),
         )

@@ -40,7 +40,7 @@ _VECTOR_UPSERT = sql.SQL(
     """ON CONFLICT (id, chunk) DO UPDATE SET text = EXCLUDED.text,
          text_sha256 = EXCLUDED.text_sha256, model = EXCLUDED.model,
          embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata,
-         embedded_at = EXCLUDED.embedded_at"""
+         embedded_at = EXCLUDED.embedded_at, source_fingerprint = EXCLUDED.source_fingerprint"""
 )
 
 
@@ -58,14 +58,17 @@ def _by_status(table: pa.Table, status: str) -> pa.Table:
 
 
 def write_block(
-    conn, collection: Collection, dimensions: int, model_key: str, run_id: str, block: pa.Table
+    conn, collection: Collection, dimensions: int, model_key: str, run_id: str, block: pa.Table, sync: bool = False
 ) -> WriteCounts:
+    """``sync``: also note the block's ids as seen, for the run's deletion of the others."""
     counts = WriteCounts()
     block = _last_per_key(block)
     embedded = _by_status(block, rows.EMBED)
     reuse = _by_status(block, rows.REUSE)
     failed = _by_status(block, rows.ERROR)
+    refresh = _by_status(block, rows.REFRESH)
     counts.unchanged = _by_status(block, rows.UNCHANGED).num_rows
+    counts.refreshed = refresh.num_rows
     counts.embedded = embedded.num_rows
     counts.reuse_pending = reuse.num_rows
     counts.failed_by_reason = Counter(failed.column("reason").to_pylist())
@@ -74,7 +77,11 @@ def write_block(
         counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
     with conn.transaction():
         if embedded.num_rows:
-            _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+            counts.embedded_new = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+        if refresh.num_rows:
+            _refresh_metadata(conn, collection, refresh)
+        if sync:
+            note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
         if reuse.num_rows:
             _add_pending(conn, collection, run_id, reuse)
         if failed.num_rows:
@@ -82,49 +89,100 @@ def write_block(
     return counts
 
 
-def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> None:
+def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> int:
+    """Upsert the rows' vectors; how many of them are new to the collection."""
     stage = sql.Identifier(f"{collection.name}_stage")
     conn.execute(
         sql.SQL(
             """CREATE TEMP TABLE IF NOT EXISTS {s} (id text, chunk integer, text text,
-               text_sha256 text, embedding vector({d}), metadata text) ON COMMIT DELETE ROWS"""
+               text_sha256 text, embedding vector({d}), metadata text, fingerprint text) ON COMMIT DELETE ROWS"""
         ).format(s=stage, d=sql.Literal(dimensions))
     )
     vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
-    columns = _columns(table, "id", "chunk", "text", "text_sha256", "metadata")
+    columns = _columns(table, "id", "chunk", "text", "text_sha256", "metadata", "fingerprint")
     with conn.cursor() as cur:
         with cur.copy(
-            sql.SQL("COPY {s} (id, chunk, text, text_sha256, embedding, metadata) FROM STDIN (FORMAT BINARY)").format(
-                s=stage
-            )
-        ) as copy:
-            copy.set_types(["text", "int4", "text", "text", "vector", "text"])
-            for (key, chunk, text, digest, metadata), vector in zip(zip(*columns, strict=True), vectors, strict=True):
-                copy.write_row((key, chunk, text, digest, np.ascontiguousarray(vector), metadata or "{}"))
-        cur.execute(
             sql.SQL(
-                """INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at)
-                   SELECT id, chunk, text, text_sha256, %s, embedding, metadata::jsonb, now() FROM {s}
-                   {vector_upsert}"""
+                "COPY {s} (id, chunk, text, text_sha256, embedding, metadata, fingerprint) FROM STDIN (FORMAT BINARY)"
+            ).format(s=stage)
+        ) as copy:
+            copy.set_types(["text", "int4", "text", "text", "vector", "text", "text"])
+            for (key, chunk, text, digest, metadata, fp), vector in zip(
+                zip(*columns, strict=True), vectors, strict=True
+            ):
+                copy.write_row((key, chunk, text, digest, np.ascontiguousarray(vector), metadata or "{}", fp))
+        # xmax is 0 on a row this statement inserted, set on one it updated
+        inserted = cur.execute(
+            sql.SQL(
+                """WITH written AS (
+                     INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at,
+                                      source_fingerprint)
+                     SELECT id, chunk, text, text_sha256, %s, embedding, metadata::jsonb, now(), fingerprint
+                     FROM {s} ORDER BY id, chunk
+                     {vector_upsert}
+                     RETURNING xmax = 0 AS inserted)
+                   SELECT count(*) FILTER (WHERE inserted) FROM written"""
             ).format(t=collection.table, s=stage, vector_upsert=_VECTOR_UPSERT),
             (model_key,),
-        )
+        ).fetchone()[0]
         cur.execute(
             sql.SQL("DELETE FROM {e} e USING {s} s WHERE e.id = s.id AND e.chunk = s.chunk").format(
                 e=collection.errors, s=stage
             )
         )
+    return int(inserted)
+
+
+def _refresh_metadata(conn, collection: Collection, table: pa.Table) -> None:
+    keys, chunks, metadata, fingerprints = _columns(table, "id", "chunk", "metadata", "fingerprint")
+    conn.execute(
+        sql.SQL(
+            """UPDATE {t} t SET metadata = k.metadata::jsonb, source_fingerprint = k.fingerprint
+               FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[]) AS k(id, chunk, metadata, fingerprint)
+               WHERE t.id = k.id AND t.chunk = k.chunk"""
+        ).format(t=collection.table),
+        (keys, chunks, [m or "{}" for m in metadata], fingerprints),
+    )
+
+
+def note_seen(conn, collection: Collection, run_id: str, ids: set[str]) -> None:
+    with conn.cursor() as cur, cur.copy(sql.SQL("COPY {s} (run_id, id) FROM STDIN").format(s=collection.seen)) as copy:
+        for key in ids:
+            copy.write_row((run_id, key))
+
+
+def delete_unseen(conn, collection: Collection, run_id: str) -> int:
+    """Delete the ids a --sync run did not see in its source (every chunk, and their errors);
+    how many ids went."""
+    with conn.transaction():
+        deleted = conn.execute(
+            sql.SQL(
+                """WITH gone AS (
+                     DELETE FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {s} s WHERE s.run_id = %(run)s AND s.id = t.id)
+                     RETURNING id)
+                   SELECT count(DISTINCT id) FROM gone"""
+            ).format(t=collection.table, s=collection.seen),
+            {"run": run_id},
+        ).fetchone()[0]
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {e} e WHERE NOT EXISTS (SELECT 1 FROM {s} s WHERE s.run_id = %(run)s AND s.id = e.id)"
+            ).format(e=collection.errors, s=collection.seen),
+            {"run": run_id},
+        )
+        conn.execute(sql.SQL("DELETE FROM {s} WHERE run_id = %s").format(s=collection.seen), (run_id,))
+    return int(deleted)
 
 
 def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
-    values = zip(*_columns(table, "id", "chunk", "text", "text_sha256", "metadata"), strict=True)
+    values = zip(*_columns(table, "id", "chunk", "text", "text_sha256", "metadata", "fingerprint"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
-                """INSERT INTO {p} (run_id, id, chunk, text, text_sha256, metadata)
-                   VALUES (%s, %s, %s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING"""
+                """INSERT INTO {p} (run_id, id, chunk, text, text_sha256, metadata, source_fingerprint)
+                   VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s) ON CONFLICT DO NOTHING"""
             ).format(p=collection.pending),
-            [(run_id, k, c, t, h, m or "{}") for k, c, t, h, m in values],
+            [(run_id, k, c, t, h, m or "{}", fp) for k, c, t, h, m, fp in values],
         )
 
 
@@ -147,8 +205,10 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
         reused = conn.execute(
             sql.SQL(
                 """WITH moved AS (
-                     INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at)
-                     SELECT p.id, p.chunk, p.text, p.text_sha256, %(model)s, s.embedding, p.metadata, now()
+                     INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at,
+                                      source_fingerprint)
+                     SELECT p.id, p.chunk, p.text, p.text_sha256, %(model)s, s.embedding, p.metadata, now(),
+                            p.source_fingerprint
                      FROM {p} p CROSS JOIN LATERAL (
                        SELECT embedding FROM {t} WHERE text_sha256 = p.text_sha256 AND model = %(model)s
                        LIMIT 1) s

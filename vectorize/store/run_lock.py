@@ -1,0 +1,32 @@
+"""One run at a time per collection: a second run on the same collection waits for the first.
+
+A session-level advisory lock, held by the driver from before the collection's tables are
+touched until the run ends; Postgres drops it with the connection if the driver dies. The
+second run then finds the first one's rows stored and embeds only what is still missing, so
+two runs at once end in the state of one, with no duplicate and no deadlock between writers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from vectorize.db import connect
+from vectorize.store.collection import Collection
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def run_lock(dsn: str, collection: Collection) -> Iterator[None]:
+    key = f"vectorize-run:{collection.name}"
+    with connect(dsn, vector=False) as conn:
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+            logger.warning("another run is writing collection %s; waiting for it to end", collection.name)
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
