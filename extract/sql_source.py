@@ -1,9 +1,11 @@
 """A Postgres table or query as a source, read in parallel by ``ray.data.read_sql``.
 
 Every row arrives as one JSON object (``to_jsonb`` of the row: timestamps, numbers, UUIDs
-and JSON columns all keep a readable form), with its id as text and an md5 fingerprint of
-the whole row. Preparation then treats it like a JSON record; the fingerprint lets a rerun
-read only the rows that changed since they were stored. The source is checked before any
+and JSON columns all keep a readable form), with its id as text and a fingerprint of the
+whole row: ``hash_record_extended`` (a 64-bit hash of every column by its type's own hash),
+or md5 of the row's text where a column's type has no hash function (json, geometry).
+Preparation then treats it like a JSON record; the fingerprint lets a rerun read only the
+rows that changed since they were stored. The source is checked before any
 work: a table, column or query that does not exist or fails is one line naming it.
 """
 
@@ -24,9 +26,18 @@ from vectorize.errors import DatabaseConfigError, SourceError
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_COLUMN = "_fingerprint"
-ROWS_PER_SHARD = 10_000
+ROWS_PER_SHARD = 50_000  # bounds a read task's memory; below that, one shard per CPU
 MAX_SHARDS = 256
+_TYPED_HASH = "hash_record_extended(q, 0)::text"
+_TEXT_HASH = "md5(q::text)"
 SQL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def shard_count(rows: int, cpus: int) -> int:
+    """One shard per CPU so that every core reads, more where a shard would pass
+    ROWS_PER_SHARD rows; no shard of under 1,000 rows, whose task costs more than it reads."""
+    wanted = max(cpus, math.ceil(rows / ROWS_PER_SHARD))
+    return max(1, min(MAX_SHARDS, wanted, rows // 1000))
 
 
 def is_sql_source(spec: str) -> bool:
@@ -44,6 +55,7 @@ class SqlSource:
     table: str | None
     query: str | None
     id_column: str
+    row_hash: str = _TYPED_HASH
 
     @property
     def display(self) -> str:
@@ -66,8 +78,9 @@ class SqlSource:
         """Each row as JSON, its id as text and its fingerprint; with ``only_ids`` the rows
         whose ids are in the array parameter."""
         statement = sql.SQL(
-            "SELECT to_jsonb(q)::text AS {raw}, (q.{id})::text AS {pos}, md5(q::text) AS {fp} FROM {rel} q"
+            "SELECT to_jsonb(q)::text AS {raw}, (q.{id})::text AS {pos}, {hash} AS {fp} FROM {rel} q"
         ).format(
+            hash=sql.SQL(self.row_hash),
             raw=sql.Identifier(RAW_COLUMN),
             pos=sql.Identifier(POSITION_COLUMN),
             fp=sql.Identifier(FINGERPRINT_COLUMN),
@@ -80,11 +93,23 @@ class SqlSource:
 
     def fingerprints(self) -> dict[str, str]:
         """id -> fingerprint of every source row, computed by the server (no row leaves it)."""
-        statement = sql.SQL("SELECT (q.{id})::text, md5(q::text) FROM {rel} q").format(
-            id=sql.Identifier(self.id_column), rel=self.relation()
+        statement = sql.SQL("SELECT (q.{id})::text, {hash} FROM {rel} q").format(
+            id=sql.Identifier(self.id_column), hash=sql.SQL(self.row_hash), rel=self.relation()
         )
         with self.connect() as conn:
             return dict(conn.execute(statement).fetchall())
+
+    def table_state(self) -> tuple[int, int] | None:
+        """(rows, sum of the rows' xmin) of a table source; None for a query. Every insert or
+        update gives a row a newer transaction id and every delete lowers the count, so an equal
+        state means an unchanged table, without hashing a row."""
+        if not self.table:
+            return None
+        with self.connect() as conn:
+            rows, xmin_sum = conn.execute(
+                sql.SQL("SELECT count(*), coalesce(sum(xmin::text::bigint), 0) FROM {rel}").format(rel=self.relation())
+            ).fetchone()
+        return int(rows), int(xmin_sum)
 
     def read(self, num_cpus: float, only_ids: list[str] | None = None, shards: int | None = None):
         """A Ray dataset of the rows (or of ``only_ids``), sharded on the id."""
@@ -96,7 +121,7 @@ class SqlSource:
         if only_ids is not None:
             statement = statement.replace("%s", "\x00").replace("%", "%%").replace("\x00", "%s")
         if shards is None:
-            shards = max(1, min(MAX_SHARDS, math.ceil(count / ROWS_PER_SHARD)))
+            shards = shard_count(count, int(ray.cluster_resources().get("CPU", 1)))
         logger.info("reading %s rows of %s in %s shards", count, self.display, shards)
         return ray.data.read_sql(
             statement,
@@ -135,4 +160,10 @@ def open_sql_source(
             what = f"the source table {table!r}" if table else "the --query"
             raise SourceError(f"{what} cannot be read: {_first_line(exc)}") from None
         columns = tuple(column.name for column in cursor.description or ())
+        try:
+            conn.execute(
+                sql.SQL("SELECT {h} FROM {rel} q LIMIT 1").format(h=sql.SQL(_TYPED_HASH), rel=source.relation())
+            )
+        except psycopg.Error:  # a column type without a hash function
+            source = SqlSource(source.dsn, source.table, source.query, id_column, _TEXT_HASH)
     return source, columns

@@ -16,7 +16,7 @@ from typing import Any
 
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
-from jobs.sql_delta import plan_sql_reads, source_signature
+from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
 from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
@@ -28,7 +28,7 @@ from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
 from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import record_end, record_start
-from vectorize.store.writer import build_vector_index, delete_unseen, note_seen, resolve_pending
+from vectorize.store.writer import build_vector_index, delete_ids, delete_unseen, resolve_pending
 from vectorize.summary import ApiUsage, RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
@@ -67,17 +67,21 @@ def run_job(settings: RunSettings) -> RunSummary:
         prepare_collection(dsn, collection, identity, origin)
         summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
         signature = source_signature(settings.id_field, template)
-        source_ids, skipped = plan_sql_reads(dsn, collection, source, signature) if source.kind == "sql" else (None, 0)
+        sql_plan = plan_sql_reads(dsn, collection, source, signature, settings.sync) if source.kind == "sql" else None
+        skipped = sql_plan.skipped if sql_plan else 0
         record_start(dsn, summary)
         totals, reused, orphans = WriteCounts(), 0, Counter()
-        if source_ids is None or skipped < len(source_ids):
+        if sql_plan is None or sql_plan.skipped < sql_plan.rows:
             spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
             totals, reused, orphans = _embed(settings, source, spec, identity, dsn, collection, signature, summary)
         if settings.sync:
             with connect(dsn, vector=False) as conn:
-                if source_ids is not None:
-                    note_seen(conn, collection, summary.run_id, set(source_ids))
-                summary.deleted = delete_unseen(conn, collection, summary.run_id)
+                if sql_plan is not None:
+                    summary.deleted = delete_ids(conn, collection, sql_plan.gone)
+                else:
+                    summary.deleted = delete_unseen(conn, collection, summary.run_id)
+        if sql_plan is not None and sql_plan.state is not None and settings.limit is None:
+            record_source_state(dsn, collection, sql_plan.state, synced=settings.sync)
     failed_by_reason = dict(totals.failed_by_reason + orphans)
     summary.rows_read = totals.rows + skipped
     summary.embedded = totals.embedded

@@ -1,36 +1,81 @@
 """Which rows of a Postgres source to read: those whose fingerprint the collection lacks.
 
-The server computes an md5 of every source row; the collection keeps, per row, the
+The server computes a fingerprint of every source row; the collection keeps, per row, the
 fingerprint of the source row it was made from, prefixed with the run's signature (the
 template and id that shape the text). Rows whose fingerprint is stored are neither read nor
-prepared; when nothing changed, the run reads no row at all and Ray is not started.
+prepared.
+
+Before that, a table source is asked for its state (row count and the sum of the rows'
+``xmin``: any insert, update or delete changes it). When it equals the state the last
+complete run recorded, with the same signature and the collection as that run left it,
+nothing changed: the run reads no row and does not start Ray.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from dataclasses import dataclass
 
 from psycopg import sql
 
 from extract.sources import SourcePlan
 from vectorize.db import connect
-from vectorize.store.collection import Collection
+from vectorize.store.collection import REGISTRY_TABLE, Collection
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
 
 # Past this share of changed rows one sharded read of everything beats a read by ids.
 READ_ALL_ABOVE = 0.5
+_REGISTRY = sql.Identifier(REGISTRY_TABLE)
 
 
 def source_signature(id_field: str, template: TextTemplate) -> str:
     return hashlib.sha256(f"{id_field}\x00{template.pattern}".encode()).hexdigest()[:12]
 
 
-def plan_sql_reads(dsn: str, collection: Collection, source: SourcePlan, signature: str) -> tuple[dict[str, str], int]:
-    """The source's ids with their fingerprints, and how many rows need no read. Sets
-    ``source.only_ids`` where reading just the changed rows is the cheaper way."""
+@dataclass(frozen=True)
+class SqlReadPlan:
+    rows: int  # in the source
+    skipped: int  # whose fingerprint is stored: not read
+    gone: list[str]  # ids the collection (or its errors table) holds and the source no longer has
+    state: dict | None  # the source's state before the run, recorded if the run completes
+
+
+def _collection_state(conn, collection: Collection) -> tuple[int, int]:
+    """(stored rows, error rows a rerun should retry): those not from preparing the row's text."""
+    return conn.execute(
+        sql.SQL(
+            """SELECT (SELECT count(*) FROM {t} WHERE chunk = 0),
+                      (SELECT count(*) FROM {e} WHERE stage <> 'prepare')"""
+        ).format(t=collection.table, e=collection.errors)
+    ).fetchone()
+
+
+def _unchanged_since_last_run(conn, collection: Collection, state: dict, sync: bool) -> bool:
+    recorded = conn.execute(
+        sql.SQL("SELECT source_state FROM {r} WHERE collection = %s").format(r=_REGISTRY), (collection.name,)
+    ).fetchone()
+    recorded = recorded[0] if recorded else None
+    if not recorded or (sync and not recorded.get("synced")):
+        return False
+    stored, to_retry = _collection_state(conn, collection)
+    same = all(recorded.get(k) == v for k, v in state.items())
+    return same and recorded.get("stored") == stored and to_retry == 0
+
+
+def plan_sql_reads(dsn: str, collection: Collection, source: SourcePlan, signature: str, sync: bool) -> SqlReadPlan:
+    """Sets ``source.only_ids`` where reading just the new and changed rows is the cheaper way."""
+    table_state = source.sql.table_state()
+    state = None
+    if table_state is not None:
+        state = {"source": source.display, "signature": signature, "rows": table_state[0], "xmin_sum": table_state[1]}
+        with connect(dsn, vector=False) as conn:
+            if _unchanged_since_last_run(conn, collection, state, sync):
+                logger.info("%s has not changed since the last run: nothing to read", source.display)
+                return SqlReadPlan(table_state[0], table_state[0], [], None)
     fingerprints = source.sql.fingerprints()
     with connect(dsn, vector=False) as conn:
         stored = dict(
@@ -38,10 +83,22 @@ def plan_sql_reads(dsn: str, collection: Collection, source: SourcePlan, signatu
                 sql.SQL("SELECT id, source_fingerprint FROM {t} WHERE chunk = 0").format(t=collection.table)
             ).fetchall()
         )
+        failed = {key for (key,) in conn.execute(sql.SQL("SELECT DISTINCT id FROM {e}").format(e=collection.errors))}
+    gone = [key for key in stored.keys() | failed if key not in fingerprints]
     changed = [key for key, digest in fingerprints.items() if stored.get(key) != f"{signature}:{digest}"]
     if len(changed) > READ_ALL_ABOVE * len(fingerprints):
         logger.info("%s of %s source rows are new or changed: reading all", len(changed), len(fingerprints))
-        return fingerprints, 0
+        return SqlReadPlan(len(fingerprints), 0, gone, state)
     logger.info("%s of %s source rows are new or changed: reading those", len(changed), len(fingerprints))
     source.only_ids = changed
-    return fingerprints, len(fingerprints) - len(changed)
+    return SqlReadPlan(len(fingerprints), len(fingerprints) - len(changed), gone, state)
+
+
+def record_source_state(dsn: str, collection: Collection, state: dict, synced: bool) -> None:
+    """After a complete run: the source's state when it began, and the collection it left."""
+    with connect(dsn, vector=False) as conn:
+        stored, _ = _collection_state(conn, collection)
+        conn.execute(
+            sql.SQL("UPDATE {r} SET source_state = %s WHERE collection = %s").format(r=_REGISTRY),
+            (json.dumps({**state, "stored": stored, "synced": synced}), collection.name),
+        )

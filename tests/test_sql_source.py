@@ -57,6 +57,19 @@ def test_table_source_runs_with_template_and_typed_metadata(tiny_model, pg_dsn, 
     assert "password" not in history and "table " + source_table in history
 
 
+def test_a_column_type_without_hash_falls_back_to_md5_fingerprints(tiny_model, pg_dsn, table_name):
+    source_table = f"{table_name}_src"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {source_table} (id text PRIMARY KEY, body text, extra json)")
+        conn.execute(f"""INSERT INTO {source_table} VALUES ('a', 'first text', '{{"k": 1}}'), ('b', 'second', null)""")
+    plan = open_source(pg_dsn, source_table=source_table)
+    assert plan.sql.row_hash.startswith("md5")
+    first = run(pg_dsn, table_name, tiny_model, pg_dsn, source_table=source_table, text="body")
+    again = run(pg_dsn, table_name, tiny_model, pg_dsn, source_table=source_table, text="body")
+    assert (first.embedded, again.embedded, again.unchanged) == (2, 0, 2)
+    assert query(pg_dsn, "SELECT metadata FROM {t} WHERE id = 'a'", table=table_name) == [({"extra": {"k": 1}},)]
+
+
 def test_query_source_and_a_non_text_column_as_text(tiny_model, pg_dsn, table_name):
     source_table = f"{table_name}_src"
     make_issues_table(pg_dsn, source_table, 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -21,7 +22,7 @@ def execute(dsn: str, statement: str) -> None:
         conn.execute(statement)
 
 
-def test_sql_sync_inserts_updates_deletes_with_exact_counts(tiny_model, pg_dsn, table_name):
+def test_sql_sync_inserts_updates_deletes_with_exact_counts(tiny_model, pg_dsn, table_name, caplog):
     src = f"{table_name}_src"
     make_issues_table(pg_dsn, src, 30)
     options = {"source_table": src, "text": "{title}\n\n{body}", "sync": True}
@@ -45,8 +46,14 @@ def test_sql_sync_inserts_updates_deletes_with_exact_counts(tiny_model, pg_dsn, 
     assert not any(np.array_equal(after[k][1], before[k][1]) for k in ("3", "4", "5"))
     assert query(pg_dsn, "SELECT metadata->>'votes' FROM {t} WHERE id = '6'", table=table_name) == [("99",)]
 
-    third = run(pg_dsn, table_name, tiny_model, pg_dsn, **options)
+    with caplog.at_level(logging.INFO, logger="jobs.sql_delta"):
+        third = run(pg_dsn, table_name, tiny_model, pg_dsn, **options)
     assert (third.rows_read, third.embedded, third.unchanged, third.deleted) == (28, 0, 28, 0)
+    assert "has not changed since the last run" in caplog.text  # no row read, no fingerprint computed
+
+    execute(pg_dsn, f"UPDATE {src} SET title = 'renamed' WHERE id = 20")
+    fourth = run(pg_dsn, table_name, tiny_model, pg_dsn, **options)
+    assert (fourth.rows_read, fourth.embedded, fourth.unchanged) == (28, 1, 27)
 
 
 def test_file_sync_deletes_rows_and_their_errors_gone_from_the_source(tmp_path, tiny_model, pg_dsn, table_name):

@@ -135,6 +135,8 @@ def create_shared_tables() -> list[sql.SQL]:
         ).format(r=sql.Identifier(RUNS_TABLE)),
         # requests, retries, 429s, tokens billed and cost of a remote provider (added after 0.1)
         sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS api_usage jsonb").format(r=sql.Identifier(RUNS_TABLE)),
+        # the state of a Postgres source table when a run last read all of it (after 0.2)
+        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS source_state jsonb").format(r=sql.Identifier(REGISTRY_TABLE)),
         # embedded rows that were new, metadata-only updates, rows deleted by --sync (after 0.2)
         sql.SQL(
             "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS embedded_new bigint, "

@@ -81,7 +81,7 @@ def write_block(
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
         if sync:
-            note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
+            _note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
         if reuse.num_rows:
             _add_pending(conn, collection, run_id, reuse)
         if failed.num_rows:
@@ -145,10 +145,25 @@ def _refresh_metadata(conn, collection: Collection, table: pa.Table) -> None:
     )
 
 
-def note_seen(conn, collection: Collection, run_id: str, ids: set[str]) -> None:
+def _note_seen(conn, collection: Collection, run_id: str, ids: set[str]) -> None:
     with conn.cursor() as cur, cur.copy(sql.SQL("COPY {s} (run_id, id) FROM STDIN").format(s=collection.seen)) as copy:
         for key in ids:
             copy.write_row((run_id, key))
+
+
+def delete_ids(conn, collection: Collection, ids: list[str]) -> int:
+    """Delete these ids (every chunk, and their errors); how many the collection held."""
+    if not ids:
+        return 0
+    with conn.transaction():
+        deleted = conn.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {t} WHERE id = ANY(%s) RETURNING id) SELECT count(DISTINCT id) FROM gone"
+            ).format(t=collection.table),
+            (ids,),
+        ).fetchone()[0]
+        conn.execute(sql.SQL("DELETE FROM {e} WHERE id = ANY(%s)").format(e=collection.errors), (ids,))
+    return int(deleted)
 
 
 def delete_unseen(conn, collection: Collection, run_id: str) -> int:
