@@ -111,6 +111,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         "message": None,
         "raw": None,
         "fingerprint": None,
+        "chunks": 1,
     }
 
 

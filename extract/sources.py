@@ -52,6 +52,7 @@ class SourcePlan:
     fields: tuple[str, ...] = ()
     fields_exact: bool = True  # False: fields seen in a sample of the records
     default_text: str = "{text}"
+    default_long_text: str = "chunk"  # documents are chunked; short records (git, SQL rows) truncated
     flatten: Callable[[Any], dict[str, str]] | None = None  # raw API object -> template fields
     metadata_fields: tuple[str, ...] | None = None
     envelope: tuple[str, ...] = ()  # keys of an API page whose list holds the records
@@ -101,12 +102,12 @@ def open_source(
         raise ConfigError("--source-table and --query are for a Postgres source (postgresql://...)")
     if is_sql_source(spec):
         sql_source, columns = open_sql_source(spec, source_table, query, id_field)
-        return SourcePlan(spec, "sql", [], columns, sql=sql_source)
+        return SourcePlan(spec, "sql", [], columns, sql=sql_source, default_long_text="truncate")
     if spec.startswith("git:"):
         from extract.git_source import GIT_FIELDS, check_repository
 
         repo = check_repository(Path(spec[4:] or ".").expanduser())
-        return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS)
+        return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS, default_long_text="truncate")
     if spec.startswith("jira:"):
         from extract.jira import JIRA_FIELDS, JIRA_METADATA, JIRA_TEMPLATE, flatten_jira_issue
 

@@ -17,6 +17,7 @@ from typing import Any
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
 from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
+from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy, model_dir_of
 from vectorize.config import RunSettings
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
@@ -62,18 +63,20 @@ def run_job(settings: RunSettings) -> RunSummary:
     else:
         settings.remote = settings.remote.resolved()
         identity, origin = remote_model(settings.remote)
+    long_text = _long_text_policy(settings, source, identity)
     dsn = database_dsn(settings.dsn, settings.data_dir)
     with run_lock(dsn, collection):
         prepare_collection(dsn, collection, identity, origin)
         summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
-        signature = source_signature(settings.id_field, template)
+        signature = source_signature(settings.id_field, template, long_text)
         sql_plan = plan_sql_reads(dsn, collection, source, signature, settings.sync) if source.kind == "sql" else None
         skipped = sql_plan.skipped if sql_plan else 0
         record_start(dsn, summary)
         totals, reused, orphans = WriteCounts(), 0, Counter()
         if sql_plan is None or sql_plan.skipped < sql_plan.rows:
             spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
-            totals, reused, orphans = _embed(settings, source, spec, identity, dsn, collection, signature, summary)
+            context = (dsn, collection, signature, long_text)
+            totals, reused, orphans = _embed(settings, source, spec, identity, context, summary)
         if settings.sync:
             with connect(dsn, vector=False) as conn:
                 if sql_plan is not None:
@@ -103,13 +106,13 @@ def _embed(
     source: SourcePlan,
     spec: RecordSpec,
     identity: ModelIdentity,
-    dsn: str,
-    collection: Collection,
-    signature: str,
+    context: tuple[str, Collection, str, LongTextPolicy],
     summary: RunSummary,
 ) -> tuple[WriteCounts, int, Counter]:
     """The Ray pipeline over the rows to read: what it wrote, what it reused, and the rows
-    whose text failed under another id."""
+    whose text failed under another id. ``context``: the DSN, collection, source signature and
+    long-text policy."""
+    dsn, collection, signature, long_text = context
     import ray
 
     from jobs.dedupe import TextClaims
@@ -144,7 +147,7 @@ def _embed(
             settings,
             spec,
             identity,
-            PrepareContext(dsn, collection, identity.key, spec, claims, signature),
+            PrepareContext(dsn, collection, identity.key, spec, claims, signature, long_text),
             plan,
             sink,
             limiters,
@@ -170,6 +173,24 @@ def _embed(
             if actor is not None:
                 ray.kill(actor)
     return sink.totals, reused, orphans
+
+
+def _long_text_policy(settings: RunSettings, source: SourcePlan, identity: ModelIdentity) -> LongTextPolicy:
+    mode = settings.long_text or source.default_long_text
+    if settings.remote is not None:
+        return long_text_policy(
+            mode, settings.chunk_tokens, settings.chunk_overlap, identity.max_tokens, remote=settings.remote
+        )
+    model_dir = model_dir_of(settings.model)
+    prefix_tokens = len(LocalTokenSpans(model_dir).spans(identity.prefix)) if identity.prefix else 0
+    return long_text_policy(
+        mode,
+        settings.chunk_tokens,
+        settings.chunk_overlap,
+        identity.max_tokens,
+        prefix_tokens,
+        local_model_dir=model_dir,
+    )
 
 
 def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:

@@ -18,8 +18,10 @@ from extract.json_source import POSITION_COLUMN, RAW_COLUMN
 from extract.records import RecordSpec, prepare_json_line, prepare_record
 from extract.sql_source import FINGERPRINT_COLUMN
 from vectorize import rows
+from vectorize.chunking import LongTextPolicy
 from vectorize.db import connect
 from vectorize.store.collection import Collection
+from vectorize.text import content_hash
 
 logger = logging.getLogger(__name__)
 _connections: dict[str, object] = {}
@@ -32,7 +34,8 @@ class PrepareContext:
     model_key: str
     spec: RecordSpec
     claims: ray.actor.ActorHandle
-    signature: str  # what besides the source row shapes the text: see jobs.embed.source_signature
+    signature: str  # what besides the source row shapes the text: see jobs.sql_delta.source_signature
+    long_text: LongTextPolicy
 
 
 def _connection(dsn: str):
@@ -79,8 +82,34 @@ def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list
     return {(k, c): (h, fp) for k, c, h, fp in stored}, {h for (h,) in present}
 
 
+def split_long_texts(prepared: list[dict], policy: LongTextPolicy) -> list[dict]:
+    """Each row whose text is past the window becomes its chunks (``chunk`` 0, 1, ...), or an
+    error row when the policy refuses long texts."""
+    out = []
+    for row in prepared:
+        if row["status"] != rows.EMBED:
+            out.append(row)
+            continue
+        pieces = policy.split(row["text"])
+        if pieces is None:
+            out.append(
+                rows.error_row(
+                    row["id"], "prepare", "too_long", f"the text is longer than the model's {policy.window} tokens",
+                    row["text"],
+                )
+            )  # fmt: skip
+        elif len(pieces) == 1:
+            out.append(row)
+        else:
+            for number, piece in enumerate(pieces):
+                out.append(
+                    {**row, "chunk": number, "text": piece, "text_sha256": content_hash(piece), "chunks": len(pieces)}
+                )
+    return out
+
+
 def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
-    prepared = to_prepared_rows(batch, ctx.spec, ctx.signature)
+    prepared = split_long_texts(to_prepared_rows(batch, ctx.spec, ctx.signature), ctx.long_text)
     live = [row for row in prepared if row["status"] == rows.EMBED]
     if live:
         stored, present = _known(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from extract.sources import SourcePlan
+from vectorize.chunking import LongTextPolicy
 from vectorize.db import connect
 from vectorize.store.collection import REGISTRY_TABLE, Collection
 from vectorize.text import TextTemplate
@@ -32,8 +33,10 @@ READ_ALL_ABOVE = 0.5
 _REGISTRY = sql.Identifier(REGISTRY_TABLE)
 
 
-def source_signature(id_field: str, template: TextTemplate) -> str:
-    return hashlib.sha256(f"{id_field}\x00{template.pattern}".encode()).hexdigest()[:12]
+def source_signature(id_field: str, template: TextTemplate, long_text: LongTextPolicy) -> str:
+    """What shapes the stored rows besides the source row: a change re-reads every row."""
+    shape = f"{id_field}\x00{template.pattern}\x00{long_text.signature}"
+    return hashlib.sha256(shape.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

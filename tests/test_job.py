@@ -166,6 +166,6 @@ def test_parquet_and_csv_sources(tmp_path, tiny_model, pg_dsn, table_name):
 def test_long_texts_are_truncated_and_counted(tmp_path, tiny_model, pg_dsn, table_name):
     long_text = " ".join(f"word{i}" for i in range(400))
     source = write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "text": long_text}, {"id": "short", "text": "tiny"}])
-    summary = run(source, table_name, tiny_model, pg_dsn)
+    summary = run(source, table_name, tiny_model, pg_dsn, long_text="truncate")
     assert (summary.embedded, summary.truncated) == (2, 1)
     assert summary.tokens > 400

@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--query", help="a Postgres source: the SELECT that gives its rows")
     run.add_argument("--sync", action="store_true", help="also delete the rows the source no longer has")
     run.add_argument(
+        "--long-text",
+        choices=("truncate", "chunk", "error"),
+        help="a text past the model's window: cut, split into chunks, or an error row "
+        "(default: chunk for files, Jira and GitHub; truncate for git and Postgres rows)",
+    )
+    run.add_argument("--chunk-tokens", type=int, help="tokens a chunk (default: the model's window)")
+    run.add_argument("--chunk-overlap", type=int, default=32, help="tokens that consecutive chunks share")
+    run.add_argument(
         "--model",
         help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
     )
@@ -128,6 +136,9 @@ def _run(args: argparse.Namespace) -> int:
         source_table=args.source_table,
         query=args.query,
         sync=args.sync,
+        long_text=args.long_text,
+        chunk_tokens=args.chunk_tokens,
+        chunk_overlap=args.chunk_overlap,
         model=args.model or DEFAULT_MODEL,
         remote=remote,
         dsn=args.dsn,

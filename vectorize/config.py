@@ -22,6 +22,9 @@ class RunSettings:
     source_table: str | None = None  # a Postgres source: the table, or
     query: str | None = None  # the query that gives its rows
     sync: bool = False  # delete what the source no longer has
+    long_text: str | None = None  # truncate | chunk | error; None: the source's default
+    chunk_tokens: int | None = None  # None: the model's window
+    chunk_overlap: int = 32
     model: str = DEFAULT_MODEL
     dsn: str | None = None
     data_dir: Path | None = None

@@ -35,6 +35,7 @@ PREPARED_SCHEMA = pa.schema(
         ("message", pa.string()),
         ("raw", pa.string()),
         ("fingerprint", pa.string()),  # the source row's; unchanged fingerprint: nothing to do
+        ("chunks", pa.int32()),  # how many chunks the record has now; stored ones past it go
     ]
 )
 
@@ -60,4 +61,5 @@ def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) 
         "message": message,
         "raw": raw[:20_000] if raw else raw,
         "fingerprint": None,
+        "chunks": None,
     }

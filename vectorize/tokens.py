@@ -30,6 +30,8 @@ class TokenCounter(Protocol):
 
     def truncate(self, text: str, max_tokens: int) -> str: ...
 
+    def spans(self, text: str) -> list[tuple[int, int]]: ...
+
 
 def _seed_tiktoken_cache(name: str) -> None:
     cache_dir = Path(
@@ -64,6 +66,11 @@ class TiktokenCounter:
         ids = self.encoding.encode_ordinary(text)
         return text if len(ids) <= max_tokens else self.encoding.decode(ids[:max_tokens])
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        ids = self.encoding.encode_ordinary(text)
+        _, starts = self.encoding.decode_with_offsets(ids)
+        return list(zip(starts, [*starts[1:], len(text)], strict=True))
+
 
 class EstimatedCounter:
     """For servers whose tokenizer is not known here: one token per ``chars_per_token`` characters,
@@ -79,3 +86,8 @@ class EstimatedCounter:
 
     def truncate(self, text: str, max_tokens: int) -> str:
         return text[: int(max_tokens * self.chars_per_token)]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        count = max(1, math.ceil(len(text) / self.chars_per_token))
+        step = self.chars_per_token
+        return [(int(i * step), min(len(text), int((i + 1) * step))) for i in range(count)]

@@ -80,6 +80,7 @@ def write_block(
             counts.embedded_new = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
+        _drop_stale_chunks(conn, collection, block)
         if sync:
             _note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
         if reuse.num_rows:
@@ -131,6 +132,22 @@ def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: st
             )
         )
     return int(inserted)
+
+
+def _drop_stale_chunks(conn, collection: Collection, block: pa.Table) -> None:
+    """A record that now has fewer chunks loses the stored ones past its new end."""
+    live = block.filter(pc.is_valid(block.column("chunks")))
+    if not live.num_rows:
+        return
+    counts = dict(zip(*_columns(live, "id", "chunks"), strict=True))
+    for target in (collection.table, collection.errors):
+        conn.execute(
+            sql.SQL(
+                """DELETE FROM {t} t USING unnest(%s::text[], %s::int[]) AS k(id, chunks)
+                   WHERE t.id = k.id AND t.chunk >= k.chunks"""
+            ).format(t=target),
+            (list(counts), list(counts.values())),
+        )
 
 
 def _refresh_metadata(conn, collection: Collection, table: pa.Table) -> None:
