@@ -58,6 +58,7 @@ class SourcePlan:
     envelope: tuple[str, ...] = ()  # keys of an API page whose list holds the records
     sql: Any = None  # extract.sql_source.SqlSource
     only_ids: list[str] | None = None  # read just these rows (a SQL source whose other rows are stored)
+    statement: Any = None  # a SQL source read by another statement (backfill in place)
 
     @property
     def display(self) -> str:
@@ -83,7 +84,7 @@ class SourcePlan:
 
             return ray.data.read_datasource(GitDatasource(self.paths[0]), num_cpus=num_cpus)
         if self.kind == "sql":
-            return self.sql.read(num_cpus, self.only_ids)
+            return self.sql.read(num_cpus, self.only_ids, statement=self.statement)
         if self.kind in ("json", "jira", "github"):
             from extract.json_source import JsonRecordsDatasource
 

@@ -26,6 +26,8 @@ from vectorize.errors import DatabaseConfigError, SourceError
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_COLUMN = "_fingerprint"
+STORED_HASH_COLUMN = "_stored_sha256"  # --dest column: the hash of the text the row's vector is from
+MISSING_COLUMN = "_missing"  # --dest column: the row has no vector
 ROWS_PER_SHARD = 50_000  # bounds a read task's memory; below that, one shard per CPU
 MAX_SHARDS = 256
 _TYPED_HASH = "hash_record_extended(q, 0)::text"
@@ -91,6 +93,25 @@ class SqlSource:
             statement += sql.SQL(" WHERE (q.{id})::text = ANY(%s)").format(id=sql.Identifier(self.id_column))
         return statement
 
+    def backfill_statement(self, column: str, hash_column: str) -> sql.Composed:
+        """Each row as JSON without the vector and hash columns, its id as text, the hash of the
+        text its vector was made from and whether it has one (``--dest column``)."""
+        return sql.SQL(
+            """SELECT (to_jsonb(q) - {c_name} - {h_name})::text AS {raw}, (q.{id})::text AS {pos},
+                      q.{h} AS {stored}, q.{c} IS NULL AS {missing} FROM {rel} q"""
+        ).format(
+            c_name=sql.Literal(column),
+            h_name=sql.Literal(hash_column),
+            raw=sql.Identifier(RAW_COLUMN),
+            pos=sql.Identifier(POSITION_COLUMN),
+            id=sql.Identifier(self.id_column),
+            h=sql.Identifier(hash_column),
+            c=sql.Identifier(column),
+            stored=sql.Identifier(STORED_HASH_COLUMN),
+            missing=sql.Identifier(MISSING_COLUMN),
+            rel=self.relation(),
+        )
+
     def fingerprints(self) -> dict[str, str]:
         """id -> fingerprint of every source row, computed by the server (no row leaves it)."""
         statement = sql.SQL("SELECT (q.{id})::text, {hash} FROM {rel} q").format(
@@ -111,12 +132,19 @@ class SqlSource:
             ).fetchone()
         return int(rows), int(xmin_sum)
 
-    def read(self, num_cpus: float, only_ids: list[str] | None = None, shards: int | None = None):
-        """A Ray dataset of the rows (or of ``only_ids``), sharded on the id."""
+    def read(
+        self,
+        num_cpus: float,
+        only_ids: list[str] | None = None,
+        shards: int | None = None,
+        statement: sql.Composed | None = None,
+    ):
+        """A Ray dataset of the rows (or of ``only_ids``), sharded on the id; ``statement``
+        replaces :meth:`rows_statement`."""
         import ray.data
 
         with self.connect() as conn:
-            statement = self.rows_statement(only_ids is not None).as_string(conn)
+            statement = (statement or self.rows_statement(only_ids is not None)).as_string(conn)
             count = len(only_ids) if only_ids is not None else self._count(conn)
         if only_ids is not None:
             statement = statement.replace("%s", "\x00").replace("%", "%%").replace("\x00", "%s")

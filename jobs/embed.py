@@ -12,7 +12,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
@@ -34,6 +35,7 @@ from vectorize.summary import ApiUsage, RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
@@ -50,9 +52,49 @@ def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
 
 def run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
+    if settings.dest == "column":
+        return _run_backfill(settings, started)
+    if not settings.table:
+        raise ConfigError("--table is required: the collection to write (or --dest column)")
     collection = Collection(settings.table)
     if settings.sync and settings.limit is not None:
         raise ConfigError("--sync leaves the collection holding exactly the source's rows: it cannot take --limit")
+    source, template, identity, origin, long_text = _checked_inputs(settings)
+    dsn = database_dsn(settings.dsn, settings.data_dir)
+    with run_lock(dsn, collection.name):
+        prepare_collection(dsn, collection, identity, origin)
+        summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
+        signature = source_signature(settings.id_field, template, long_text)
+        sql_plan = plan_sql_reads(dsn, collection, source, signature, settings.sync) if source.kind == "sql" else None
+        skipped = sql_plan.skipped if sql_plan else 0
+        record_start(dsn, summary)
+        totals, reused, orphans = WriteCounts(), 0, Counter()
+        if sql_plan is None or sql_plan.skipped < sql_plan.rows:
+            spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
+            stage = _collection_stage(
+                settings, source, spec, identity, summary, (dsn, collection, signature, long_text)
+            )
+
+            def finish(conn: Any) -> tuple[int, Counter]:
+                resolved = resolve_pending(conn, collection, identity.key, summary.run_id)
+                build_vector_index(conn, collection)
+                return resolved
+
+            totals, (reused, orphans) = _embed(settings, source, identity, summary, dsn, stage, finish)
+        if settings.sync:
+            with connect(dsn, vector=False) as conn:
+                if sql_plan is not None:
+                    summary.deleted = delete_ids(conn, collection, sql_plan.gone)
+                else:
+                    summary.deleted = delete_unseen(conn, collection, summary.run_id)
+        if sql_plan is not None and sql_plan.state is not None and settings.limit is None:
+            record_source_state(dsn, collection, sql_plan.state, synced=settings.sync)
+    return _finished(dsn, summary, started, totals, reused, orphans, skipped)
+
+
+def _checked_inputs(settings: RunSettings) -> tuple[SourcePlan, TextTemplate, ModelIdentity, str, LongTextPolicy]:
+    """The source, template, model identity (and where it is from) and long-text policy, all
+    checked before anything is written."""
     source = open_source(
         settings.source, source_table=settings.source_table, query=settings.query, id_field=settings.id_field
     )
@@ -63,29 +105,19 @@ def run_job(settings: RunSettings) -> RunSummary:
     else:
         settings.remote = settings.remote.resolved()
         identity, origin = remote_model(settings.remote)
-    long_text = _long_text_policy(settings, source, identity)
-    dsn = database_dsn(settings.dsn, settings.data_dir)
-    with run_lock(dsn, collection):
-        prepare_collection(dsn, collection, identity, origin)
-        summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
-        signature = source_signature(settings.id_field, template, long_text)
-        sql_plan = plan_sql_reads(dsn, collection, source, signature, settings.sync) if source.kind == "sql" else None
-        skipped = sql_plan.skipped if sql_plan else 0
-        record_start(dsn, summary)
-        totals, reused, orphans = WriteCounts(), 0, Counter()
-        if sql_plan is None or sql_plan.skipped < sql_plan.rows:
-            spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
-            context = (dsn, collection, signature, long_text)
-            totals, reused, orphans = _embed(settings, source, spec, identity, context, summary)
-        if settings.sync:
-            with connect(dsn, vector=False) as conn:
-                if sql_plan is not None:
-                    summary.deleted = delete_ids(conn, collection, sql_plan.gone)
-                else:
-                    summary.deleted = delete_unseen(conn, collection, summary.run_id)
-        if sql_plan is not None and sql_plan.state is not None and settings.limit is None:
-            record_source_state(dsn, collection, sql_plan.state, synced=settings.sync)
-    failed_by_reason = dict(totals.failed_by_reason + orphans)
+    return source, template, identity, origin, _long_text_policy(settings, source, identity)
+
+
+def _finished(
+    dsn: str,
+    summary: RunSummary,
+    started: float,
+    totals: WriteCounts,
+    reused: int = 0,
+    orphans: Counter | None = None,
+    skipped: int = 0,
+) -> RunSummary:
+    failed_by_reason = dict(totals.failed_by_reason + (orphans or Counter()))
     summary.rows_read = totals.rows + skipped
     summary.embedded = totals.embedded
     summary.embedded_new = totals.embedded_new
@@ -101,25 +133,57 @@ def run_job(settings: RunSettings) -> RunSummary:
     return summary
 
 
+def _run_backfill(settings: RunSettings, started: float) -> RunSummary:
+    """``--dest column``: vectors into a column of the source table, where missing or stale."""
+    from jobs.backfill import BackfillContext, ColumnDatasink, prepare_backfill_batch
+    from vectorize.store.column_target import ColumnTarget, prepare_column_target
+
+    if not settings.source.startswith(("postgresql://", "postgres://")) or not settings.source_table:
+        raise ConfigError("--dest column writes into the source table: give postgresql://... --source-table TABLE")
+    for given, option in ((settings.table, "--table"), (settings.dsn, "--dsn"), (settings.sync, "--sync")):
+        if given:
+            raise ConfigError(f"--dest column writes into the source table's own database: drop {option}")
+    if settings.long_text == "chunk":
+        raise ConfigError("a column holds one vector per row: use --long-text truncate or error")
+    settings.long_text = settings.long_text or "truncate"
+    target = ColumnTarget(settings.source_table, settings.column, settings.id_field)
+    source, template, identity, origin, long_text = _checked_inputs(settings)
+    if settings.column in source.fields and f"{settings.column}_sha256" not in source.fields:
+        logger.info("column %s exists; its vectors without a hash beside them are made again", target.name)
+    dsn = source.sql.dsn
+    with run_lock(dsn, target.name):
+        target = prepare_column_target(dsn, target, identity, origin)
+        source.statement = source.sql.backfill_statement(target.column, target.hash_column)
+        summary = RunSummary(str(uuid.uuid4()), target.name, source.display, identity.key)
+        record_start(dsn, summary)
+        spec = RecordSpec(settings.id_field, template)
+
+        def stage(claims: Any) -> tuple[Callable, Any, Any]:
+            sink = ColumnDatasink(dsn, target, identity.dimensions, summary.run_id)
+            return prepare_backfill_batch, BackfillContext(spec, long_text), sink
+
+        totals, _ = _embed(settings, source, identity, summary, dsn, stage, lambda conn: None)
+    return _finished(dsn, summary, started, totals)
+
+
 def _embed(
     settings: RunSettings,
     source: SourcePlan,
-    spec: RecordSpec,
     identity: ModelIdentity,
-    context: tuple[str, Collection, str, LongTextPolicy],
     summary: RunSummary,
-) -> tuple[WriteCounts, int, Counter]:
-    """The Ray pipeline over the rows to read: what it wrote, what it reused, and the rows
-    whose text failed under another id. ``context``: the DSN, collection, source signature and
-    long-text policy."""
-    dsn, collection, signature, long_text = context
+    dsn: str,
+    stage: Callable[[Any], tuple[Callable, Any, Any]],
+    finish: Callable[[Any], T],
+) -> tuple[WriteCounts, T]:
+    """The Ray pipeline over the rows to read. ``stage(claims)`` gives the preparation
+    function, its context and the sink, given the run's text claims actor; ``finish(conn)``
+    runs after the pipeline on a database connection. Returns what the sink wrote and what
+    ``finish`` gave."""
     import ray
 
     from jobs.dedupe import TextClaims
     from jobs.pipeline import run_pipeline
-    from jobs.prepare import PrepareContext
     from jobs.ray_runtime import ensure_ray, plan_actors, plan_remote_actors
-    from jobs.sink import PgvectorDatasink
 
     started = time.perf_counter()
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
@@ -128,34 +192,16 @@ def _embed(
     else:
         plan = plan_remote_actors(settings.actors, settings.cpus_per_actor)
     logger.info(
-        "run %s: %s -> %s with %s, actors %s", summary.run_id, source.display, collection.name, identity.key, plan
+        "run %s: %s -> %s with %s, actors %s", summary.run_id, source.display, summary.collection, identity.key, plan
     )
     claims = TextClaims.remote()
     limiters = start_limiters(settings.remote) if settings.remote else None
-    sink = PgvectorDatasink(
-        dsn,
-        collection,
-        identity.dimensions,
-        identity.key,
-        summary.run_id,
-        sync=settings.sync and source.kind != "sql",  # a SQL source's ids are known from its fingerprints
-        fail_first_write_marker=settings.fail_first_write_marker,
-    )
+    prepare_fn, prepare_ctx, sink = stage(claims)
     try:
-        run_pipeline(
-            source,
-            settings,
-            spec,
-            identity,
-            PrepareContext(dsn, collection, identity.key, spec, claims, signature, long_text),
-            plan,
-            sink,
-            limiters,
-        )
+        run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, limiters)
         summary.api_usage, _ = read_budgets(settings.remote, limiters)
         with connect(dsn) as conn:
-            reused, orphans = resolve_pending(conn, collection, identity.key, summary.run_id)
-            build_vector_index(conn, collection)
+            finished = finish(conn)
     except BaseException as exc:
         summary.seconds = time.perf_counter() - started
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
@@ -172,7 +218,30 @@ def _embed(
         for actor in (claims, *(limiters or ())):
             if actor is not None:
                 ray.kill(actor)
-    return sink.totals, reused, orphans
+    return sink.totals, finished
+
+
+def _collection_stage(
+    settings: RunSettings, source: SourcePlan, spec: RecordSpec, identity: ModelIdentity, summary: RunSummary, context
+) -> Callable[[Any], tuple[Callable, Any, Any]]:
+    from jobs.prepare import PrepareContext, prepare_batch
+    from jobs.sink import PgvectorDatasink
+
+    dsn, collection, signature, long_text = context
+
+    def stage(claims: Any) -> tuple[Callable, Any, Any]:
+        sink = PgvectorDatasink(
+            dsn,
+            collection,
+            identity.dimensions,
+            identity.key,
+            summary.run_id,
+            sync=settings.sync and source.kind != "sql",  # a SQL source's ids are known from its fingerprints
+            fail_first_write_marker=settings.fail_first_write_marker,
+        )
+        return prepare_batch, PrepareContext(dsn, collection, identity.key, spec, claims, signature, long_text), sink
+
+    return stage
 
 
 def _long_text_policy(settings: RunSettings, source: SourcePlan, identity: ModelIdentity) -> LongTextPolicy:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
 import ray.data
+from ray.data.datasource import Datasink
 
-from extract.records import RecordSpec
 from extract.sources import SourcePlan
 from jobs.embedder import EmbedBatches
-from jobs.prepare import PrepareContext, prepare_batch
 from jobs.ray_runtime import LIGHT_STAGE_CPUS, ActorPlan
 from jobs.remote_embedder import EmbedRemoteBatches
-from jobs.sink import PgvectorDatasink
 from vectorize.config import RunSettings
 from vectorize.identity import ModelIdentity
 
@@ -23,21 +23,21 @@ logger = logging.getLogger(__name__)
 def run_pipeline(
     source: SourcePlan,
     settings: RunSettings,
-    spec: RecordSpec,
+    prepare: tuple[Callable[..., pa.Table], Any],
     identity: ModelIdentity,
-    prepare_ctx: PrepareContext,
     plan: ActorPlan,
-    sink: PgvectorDatasink,
+    sink: Datasink,
     limiters: tuple[Any, Any] | None = None,
 ) -> None:
-    """``limiters``: handles to the shared budget actors (primary, fallback) of a remote provider."""
+    """``prepare``: the preparation function and its context; ``limiters``: handles to the
+    shared budget actors (primary, fallback) of a remote provider."""
     dataset = source.read(num_cpus=LIGHT_STAGE_CPUS)
     if settings.limit is not None:
         dataset = dataset.limit(settings.limit)
     dataset = dataset.map_batches(
-        prepare_batch,
+        prepare[0],
         batch_format="pyarrow",
-        fn_kwargs={"ctx": prepare_ctx},
+        fn_kwargs={"ctx": prepare[1]},
         num_cpus=LIGHT_STAGE_CPUS,
     )
     if settings.remote is None:

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), git:REPO, jira:EXPORT, github:EXPORT, "
         "or postgresql://... with --source-table or --query",
     )
-    run.add_argument("--table", required=True, help="the collection (table) to write")
+    run.add_argument("--table", help="the collection (table) to write; not with --dest column")
     run.add_argument(
         "--id-field", "--id-column", dest="id_field", default="id", help="the field or column that identifies a record"
     )
@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--chunk-tokens", type=int, help="tokens a chunk (default: the model's window)")
     run.add_argument("--chunk-overlap", type=int, default=32, help="tokens that consecutive chunks share")
+    run.add_argument(
+        "--dest",
+        choices=("collection", "column"),
+        default="collection",
+        help="collection: a table of vectors (--table); column: backfill a vector column of the --source-table",
+    )
+    run.add_argument("--column", default="embedding", help="with --dest column: the vector column (default embedding)")
     run.add_argument(
         "--model",
         help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
@@ -130,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     remote = remote_settings(args, args.model)
     settings = RunSettings(
         source=args.source,
-        table=args.table,
+        table=args.table or "",
         id_field=args.id_field,
         text=args.text,
         source_table=args.source_table,
@@ -139,6 +146,8 @@ def _run(args: argparse.Namespace) -> int:
         long_text=args.long_text,
         chunk_tokens=args.chunk_tokens,
         chunk_overlap=args.chunk_overlap,
+        dest=args.dest,
+        column=args.column,
         model=args.model or DEFAULT_MODEL,
         remote=remote,
         dsn=args.dsn,

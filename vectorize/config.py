@@ -25,6 +25,8 @@ class RunSettings:
     long_text: str | None = None  # truncate | chunk | error; None: the source's default
     chunk_tokens: int | None = None  # None: the model's window
     chunk_overlap: int = 32
+    dest: str = "collection"  # collection | column: into the source table's own column
+    column: str = "embedding"  # the column, with --dest column
     model: str = DEFAULT_MODEL
     dsn: str | None = None
     data_dir: Path | None = None

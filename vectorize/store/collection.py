@@ -62,20 +62,7 @@ class Collection:
                     PRIMARY KEY (id, chunk))"""
             ).format(dims=sql.Literal(dimensions), **ident),
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(i=self.index("sha256_idx"), **ident),
-            sql.SQL(
-                """CREATE TABLE IF NOT EXISTS {e} (
-                    id text NOT NULL,
-                    chunk integer NOT NULL DEFAULT 0,
-                    stage text NOT NULL,
-                    reason text NOT NULL,
-                    message text NOT NULL,
-                    raw text,
-                    attempts integer NOT NULL DEFAULT 1,
-                    run_id uuid,
-                    first_seen timestamptz NOT NULL DEFAULT now(),
-                    last_seen timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (id, chunk))"""
-            ).format(**ident),
+            errors_table_statement(self.errors),
             sql.SQL(
                 """CREATE TABLE IF NOT EXISTS {p} (
                     run_id uuid NOT NULL,
@@ -98,6 +85,23 @@ class Collection:
         return sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)").format(
             i=self.index("embedding_hnsw"), t=self.table
         )
+
+
+def errors_table_statement(errors: sql.Identifier) -> sql.Composed:
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {e} (
+            id text NOT NULL,
+            chunk integer NOT NULL DEFAULT 0,
+            stage text NOT NULL,
+            reason text NOT NULL,
+            message text NOT NULL,
+            raw text,
+            attempts integer NOT NULL DEFAULT 1,
+            run_id uuid,
+            first_seen timestamptz NOT NULL DEFAULT now(),
+            last_seen timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (id, chunk))"""
+    ).format(e=errors)
 
 
 def create_shared_tables() -> list[sql.SQL]:

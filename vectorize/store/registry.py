@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 from psycopg import sql
 
 from vectorize.db import connect, ensure_vector_extension
@@ -15,12 +18,12 @@ from vectorize.store.collection import REGISTRY_TABLE, Collection, create_shared
 logger = logging.getLogger(__name__)
 
 
-def _registered(conn, collection: Collection) -> tuple[ModelIdentity, str] | None:
+def _registered(conn, name: str) -> tuple[ModelIdentity, str] | None:
     row = conn.execute(
         sql.SQL("SELECT identity, model_source FROM {r} WHERE collection = %s").format(
             r=sql.Identifier(REGISTRY_TABLE)
         ),
-        (collection.name,),
+        (name,),
     ).fetchone()
     if row is None:
         return None
@@ -30,32 +33,47 @@ def _registered(conn, collection: Collection) -> tuple[ModelIdentity, str] | Non
 
 def prepare_collection(dsn: str, collection: Collection, identity: ModelIdentity, model_source: str) -> None:
     """Create what the collection needs, or refuse a model other than the one it holds."""
+    with register(dsn, f"collection {collection.name!r}", collection.name, identity, model_source, "--table") as (
+        conn,
+        is_new,
+    ):
+        if is_new:
+            _refuse_foreign_table(conn, collection)
+        for statement in collection.create_statements(identity.dimensions):
+            conn.execute(statement)
+
+
+@contextmanager
+def register(
+    dsn: str, what: str, name: str, identity: ModelIdentity, model_source: str, option: str
+) -> Iterator[tuple[psycopg.Connection, bool]]:
+    """In one transaction, under a lock on ``name``: the shared tables, and the registry row of
+    ``name`` made or checked against ``identity``; yields the connection and whether the row
+    is new, for the caller's own DDL, and commits after it."""
     ensure_vector_extension(dsn)
     with connect(dsn, autocommit=False) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{collection.name}",))
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{name}",))
         for statement in create_shared_tables():
             conn.execute(statement)
-        found = _registered(conn, collection)
+        found = _registered(conn, name)
         existing = found[0] if found else None
         if existing is not None and not existing.same_model(identity):
             raise ModelMismatchError(
-                f"collection {collection.name!r} holds vectors of {existing.name} "
+                f"{what} holds vectors of {existing.name} "
                 f"({existing.dimensions} dims); this run's model is {identity.name} "
                 f"({identity.dimensions} dims), differing in {'; '.join(identity.differences(existing))}. "
-                f"Use another --table, or --model {existing.name}."
+                f"Use another {option}, or --model {existing.name}."
             )
         if existing is None:
-            _refuse_foreign_table(conn, collection)
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {r} (collection, model_name, model_source, identity, identity_key, dimensions) "
                     "VALUES (%s, %s, %s, %s, %s, %s)"
                 ).format(r=sql.Identifier(REGISTRY_TABLE)),
-                (collection.name, identity.name, model_source, identity.to_json(), identity.key, identity.dimensions),
+                (name, identity.name, model_source, identity.to_json(), identity.key, identity.dimensions),
             )
-            logger.info("registered collection %s for %s", collection.name, identity.key)
-        for statement in collection.create_statements(identity.dimensions):
-            conn.execute(statement)
+            logger.info("registered %s for %s", name, identity.key)
+        yield conn, existing is None
         conn.commit()
 
 
@@ -70,7 +88,7 @@ def _refuse_foreign_table(conn, collection: Collection) -> None:
 def _lookup(conn, collection: Collection) -> tuple[ModelIdentity, str] | None:
     """Like ``_registered``, also in a database where no collection was ever made."""
     exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
-    return _registered(conn, collection) if exists else None
+    return _registered(conn, collection.name) if exists else None
 
 
 def registered_identity(conn, collection: Collection) -> ModelIdentity | None:

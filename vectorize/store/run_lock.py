@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from vectorize.db import connect
-from vectorize.store.collection import Collection
 
 logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def run_lock(dsn: str, collection: Collection) -> Iterator[None]:
-    key = f"vectorize-run:{collection.name}"
+def run_lock(dsn: str, name: str) -> Iterator[None]:
+    """Held while the run on collection (or column) ``name`` goes."""
+    key = f"vectorize-run:{name}"
     with connect(dsn, vector=False) as conn:
         if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
-            logger.warning("another run is writing collection %s; waiting for it to end", collection.name)
+            logger.warning("another run is writing %s; waiting for it to end", name)
             conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
             yield

@@ -44,13 +44,13 @@ _VECTOR_UPSERT = sql.SQL(
 )
 
 
-def _error_upsert(collection: Collection) -> sql.Composed:
+def _error_upsert(errors: sql.Identifier) -> sql.Composed:
     """A row that fails again keeps its first_seen and counts one more attempt."""
     return sql.SQL(
         """ON CONFLICT (id, chunk) DO UPDATE SET stage = EXCLUDED.stage,
              reason = EXCLUDED.reason, message = EXCLUDED.message, raw = EXCLUDED.raw,
              run_id = EXCLUDED.run_id, attempts = {e}.attempts + 1, last_seen = now()"""
-    ).format(e=collection.errors)
+    ).format(e=errors)
 
 
 def _by_status(table: pa.Table, status: str) -> pa.Table:
@@ -86,7 +86,7 @@ def write_block(
         if reuse.num_rows:
             _add_pending(conn, collection, run_id, reuse)
         if failed.num_rows:
-            _upsert_errors(conn, collection, run_id, failed)
+            upsert_errors(conn, collection.errors, run_id, failed)
     return counts
 
 
@@ -218,7 +218,7 @@ def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> 
         )
 
 
-def _upsert_errors(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
+def upsert_errors(conn, errors: sql.Identifier, run_id: str, table: pa.Table) -> None:
     values = zip(*_columns(table, "id", "chunk", "stage", "reason", "message", "raw"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
@@ -226,7 +226,7 @@ def _upsert_errors(conn, collection: Collection, run_id: str, table: pa.Table) -
                 """INSERT INTO {e} (id, chunk, stage, reason, message, raw, run_id)
                    VALUES (%s, %s, %s, %s, %s, %s, %s)
                    {error_upsert}"""
-            ).format(e=collection.errors, error_upsert=_error_upsert(collection)),
+            ).format(e=errors, error_upsert=_error_upsert(errors)),
             [(k, c, s, r, m, raw, run_id) for k, c, s, r, m, raw in values],
         )
 
@@ -267,7 +267,10 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                    {error_upsert}
                    RETURNING 1"""
             ).format(
-                t=collection.table, p=collection.pending, e=collection.errors, error_upsert=_error_upsert(collection)
+                t=collection.table,
+                p=collection.pending,
+                e=collection.errors,
+                error_upsert=_error_upsert(collection.errors),
             ),
             {"model": model_key, "run": run_id},
         ).fetchall()

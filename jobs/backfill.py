@@ -1,0 +1,73 @@
+"""Backfill in place, the Ray side: preparation that skips rows whose vector is current, and
+the sink that writes vectors into the source table's column (see
+:mod:`vectorize.store.column_target`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from ray.data.block import Block
+from ray.data.datasource import Datasink
+from ray.data.datasource.datasink import WriteResult
+
+from extract.records import RecordSpec
+from extract.sql_source import MISSING_COLUMN, POSITION_COLUMN, STORED_HASH_COLUMN
+from jobs.prepare import split_long_texts, to_prepared_rows
+from vectorize import rows
+from vectorize.chunking import LongTextPolicy
+from vectorize.db import connect
+from vectorize.store.column_target import ColumnTarget, write_column_block
+from vectorize.summary import WriteCounts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackfillContext:
+    spec: RecordSpec
+    long_text: LongTextPolicy
+
+
+def prepare_backfill_batch(batch: pa.Table, ctx: BackfillContext) -> pa.Table:
+    """Rows to embed: those with no vector, or whose text's hash is not the stored one."""
+    current = dict(
+        zip(
+            batch.column(POSITION_COLUMN).to_pylist(),
+            zip(batch.column(STORED_HASH_COLUMN).to_pylist(), batch.column(MISSING_COLUMN).to_pylist(), strict=True),
+            strict=True,
+        )
+    )
+    prepared = split_long_texts(to_prepared_rows(batch, ctx.spec, ""), ctx.long_text)
+    for row in prepared:
+        if row["status"] == rows.EMBED:
+            digest, missing = current.get(row["id"], (None, True))
+            if digest == row["text_sha256"] and not missing:
+                row["status"], row["text"] = rows.UNCHANGED, None
+    return pa.Table.from_pylist(prepared, schema=rows.PREPARED_SCHEMA)
+
+
+class ColumnDatasink(Datasink[WriteCounts]):
+    def __init__(self, dsn: str, target: ColumnTarget, dimensions: int, run_id: str) -> None:
+        self.dsn = dsn
+        self.target = target
+        self.dimensions = dimensions
+        self.run_id = run_id
+        self.totals = WriteCounts()
+
+    def get_name(self) -> str:
+        return "PgvectorColumn"
+
+    def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
+        counts = WriteCounts()
+        with connect(self.dsn) as conn:
+            for block in blocks:
+                if block.num_rows:
+                    counts.add(write_column_block(conn, self.target, self.dimensions, self.run_id, block))
+        return counts
+
+    def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
+        for counts in write_result.write_returns:
+            self.totals.add(counts)
