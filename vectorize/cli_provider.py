@@ -6,7 +6,7 @@ import argparse
 
 from vectorize.errors import ConfigError
 from vectorize.rate_limits import RATE_TIERS, RateLimits
-from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, LONG_TEXT_CHOICES, RemoteSettings
+from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, RemoteSettings
 from vectorize.secret import Secret
 
 
@@ -29,7 +29,6 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-in-flight", type=int, default=8, help="requests under way at once, run-wide")
     group.add_argument("--max-attempts", type=int, default=6, help="tries per request before its rows are errors")
     group.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request")
-    group.add_argument("--long-text", choices=LONG_TEXT_CHOICES, default="truncate", help="inputs past the limit")
     group.add_argument("--max-input-tokens", type=int, default=8192, help="per input")
     group.add_argument("--request-tokens", type=int, help="tokens per request (default: TPM/12, at most 300000)")
     group.add_argument("--chars-per-token", type=float, default=3.0, help="token estimate for non-OpenAI models")
@@ -51,7 +50,8 @@ def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettin
         max_in_flight=args.max_in_flight,
         max_attempts=args.max_attempts,
         timeout_s=args.request_timeout,
-        long_text=args.long_text,
+        # the run's --long-text: "error" refuses an input past the limit; chunked texts never pass it
+        long_text="error" if getattr(args, "long_text", None) == "error" else "truncate",
         max_input_tokens=args.max_input_tokens,
         chars_per_token=args.chars_per_token,
         price_per_million=args.price_per_million,
