@@ -52,7 +52,7 @@ class SourcePlan:
     fields: tuple[str, ...] = ()
     fields_exact: bool = True  # False: fields seen in a sample of the records
     default_text: str = "{text}"
-    default_long_text: str = "chunk"  # documents are chunked; short records (git, SQL rows) truncated
+    default_long_text: str = "truncate"  # records; threads of a tracker (description, comments) are chunked
     flatten: Callable[[Any], dict[str, str]] | None = None  # raw API object -> template fields
     metadata_fields: tuple[str, ...] | None = None
     envelope: tuple[str, ...] = ()  # keys of an API page whose list holds the records
@@ -103,34 +103,27 @@ def open_source(
         raise ConfigError("--source-table and --query are for a Postgres source (postgresql://...)")
     if is_sql_source(spec):
         sql_source, columns = open_sql_source(spec, source_table, query, id_field)
-        return SourcePlan(spec, "sql", [], columns, sql=sql_source, default_long_text="truncate")
+        return SourcePlan(spec, "sql", [], columns, sql=sql_source)
     if spec.startswith("git:"):
         from extract.git_source import GIT_FIELDS, check_repository
 
         repo = check_repository(Path(spec[4:] or ".").expanduser())
-        return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS, default_long_text="truncate")
+        return SourcePlan(spec, "git", [str(repo)], GIT_FIELDS)
     if spec.startswith("jira:"):
         from extract.jira import JIRA_FIELDS, JIRA_METADATA, JIRA_TEMPLATE, flatten_jira_issue
 
-        paths = _json_files(spec, spec[5:])
         return SourcePlan(
-            spec, "jira", paths, JIRA_FIELDS, True, JIRA_TEMPLATE, flatten_jira_issue, JIRA_METADATA, ("issues",)
-        )
+            spec, "jira", _json_files(spec, spec[5:]), JIRA_FIELDS, default_text=JIRA_TEMPLATE,
+            default_long_text="chunk", flatten=flatten_jira_issue, metadata_fields=JIRA_METADATA, envelope=("issues",),
+        )  # fmt: skip
     if spec.startswith("github:"):
         from extract.github import GITHUB_FIELDS, GITHUB_METADATA, GITHUB_TEMPLATE, flatten_github_item
 
-        paths = _json_files(spec, spec[7:])
         return SourcePlan(
-            spec,
-            "github",
-            paths,
-            GITHUB_FIELDS,
-            True,
-            GITHUB_TEMPLATE,
-            flatten_github_item,
-            GITHUB_METADATA,
-            ("items",),
-        )
+            spec, "github", _json_files(spec, spec[7:]), GITHUB_FIELDS, default_text=GITHUB_TEMPLATE,
+            default_long_text="chunk", flatten=flatten_github_item, metadata_fields=GITHUB_METADATA,
+            envelope=("items",),
+        )  # fmt: skip
     files, kind = _files(spec, spec)
     paths = [str(p.resolve()) for p in files]
     fields, exact = _discover_fields(kind, files[0])

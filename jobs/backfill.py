@@ -5,20 +5,17 @@ the sink that writes vectors into the source table's column (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
 from ray.data.block import Block
-from ray.data.datasource import Datasink
-from ray.data.datasource.datasink import WriteResult
 
 from extract.records import RecordSpec
 from extract.sql_source import MISSING_COLUMN, POSITION_COLUMN, STORED_HASH_COLUMN
 from jobs.prepare import split_long_texts, to_prepared_rows
+from jobs.sink import CountingDatasink
 from vectorize import rows
 from vectorize.chunking import LongTextPolicy
-from vectorize.db import connect
 from vectorize.store.column_target import ColumnTarget, write_column_block
 from vectorize.summary import WriteCounts
 
@@ -49,25 +46,17 @@ def prepare_backfill_batch(batch: pa.Table, ctx: BackfillContext) -> pa.Table:
     return pa.Table.from_pylist(prepared, schema=rows.PREPARED_SCHEMA)
 
 
-class ColumnDatasink(Datasink[WriteCounts]):
+class ColumnDatasink(CountingDatasink):
+    """Into the source table's vector column (and the column's errors table)."""
+
     def __init__(self, dsn: str, target: ColumnTarget, dimensions: int, run_id: str) -> None:
-        self.dsn = dsn
+        super().__init__(dsn)
         self.target = target
         self.dimensions = dimensions
         self.run_id = run_id
-        self.totals = WriteCounts()
 
     def get_name(self) -> str:
         return "PgvectorColumn"
 
-    def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
-        counts = WriteCounts()
-        with connect(self.dsn) as conn:
-            for block in blocks:
-                if block.num_rows:
-                    counts.add(write_column_block(conn, self.target, self.dimensions, self.run_id, block))
-        return counts
-
-    def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
-        for counts in write_result.write_returns:
-            self.totals.add(counts)
+    def write_block(self, conn, block: Block) -> WriteCounts:
+        return write_column_block(conn, self.target, self.dimensions, self.run_id, block)

@@ -1,4 +1,5 @@
-"""The pgvector Datasink: each write task writes its blocks in one transaction and counts them."""
+"""The pgvector Datasinks: each write task writes its blocks, each in one transaction, and
+counts them; the counts of all tasks add up in the driver."""
 
 from __future__ import annotations
 
@@ -19,7 +20,36 @@ from vectorize.summary import WriteCounts
 logger = logging.getLogger(__name__)
 
 
-class PgvectorDatasink(Datasink[WriteCounts]):
+class CountingDatasink(Datasink[WriteCounts]):
+    """Writes a task's blocks on one connection (``write_block``) and sums what they wrote."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.totals = WriteCounts()
+
+    def write_block(self, conn, block: Block) -> WriteCounts:
+        raise NotImplementedError
+
+    def after_write(self) -> None:
+        """Called in the task after its blocks are committed."""
+
+    def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
+        counts = WriteCounts()
+        with connect(self.dsn) as conn:
+            for block in blocks:
+                if block.num_rows:
+                    counts.add(self.write_block(conn, block))
+        self.after_write()
+        return counts
+
+    def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
+        for counts in write_result.write_returns:
+            self.totals.add(counts)
+
+
+class PgvectorDatasink(CountingDatasink):
+    """Into a collection's table (and its errors and pending tables)."""
+
     def __init__(
         self,
         dsn: str,
@@ -31,32 +61,21 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         sync: bool = False,
         fail_first_write_marker: str | None = None,
     ) -> None:
-        self.dsn = dsn
+        super().__init__(dsn)
         self.collection = collection
         self.dimensions = dimensions
         self.model_key = model_key
         self.run_id = run_id
         self.sync = sync
         self.fail_first_write_marker = fail_first_write_marker
-        self.totals = WriteCounts()
 
     def get_name(self) -> str:
         return "Pgvector"
 
-    def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
-        counts = WriteCounts()
-        with connect(self.dsn) as conn:
-            for block in blocks:
-                if block.num_rows:
-                    counts.add(
-                        write_block(
-                            conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync
-                        )
-                    )
-        self._maybe_die_once()
-        return counts
+    def write_block(self, conn, block: Block) -> WriteCounts:
+        return write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync)
 
-    def _maybe_die_once(self) -> None:
+    def after_write(self) -> None:
         """Test hook: kill this worker after its rows are committed, once, so Ray retries the task."""
         marker = self.fail_first_write_marker
         if not marker:
@@ -68,7 +87,3 @@ class PgvectorDatasink(Datasink[WriteCounts]):
         os.close(fd)
         logger.warning("test hook: write task dies after commit (%s)", Path(marker).name)
         os._exit(1)
-
-    def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
-        for counts in write_result.write_returns:
-            self.totals.add(counts)

@@ -58,7 +58,7 @@ def test_long_text_is_stored_as_chunks_and_a_shrunk_text_loses_its_tail(tmp_path
     long_text = " ".join(f"sentence {i} of a long document about chunking." for i in range(30))
     rows = [{"id": "doc", "text": long_text}, {"id": "note", "text": "a short note"}]
     source = write_jsonl(tmp_path / "docs.jsonl", rows)
-    options = {"chunk_tokens": 40, "chunk_overlap": 8}
+    options = {"long_text": "chunk", "chunk_tokens": 40, "chunk_overlap": 8}
     first = run(source, table_name, tiny_model, pg_dsn, **options)
     stored = query(pg_dsn, "SELECT chunk, text FROM {t} WHERE id = 'doc' ORDER BY chunk", table=table_name)
     assert len(stored) > 4 and [c for c, _ in stored] == list(range(len(stored)))

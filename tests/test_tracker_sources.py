@@ -138,3 +138,12 @@ def test_unknown_template_field_names_the_fields_that_exist(tmp_path, tiny_model
         run(f"github:{path}", table_name, tiny_model, pg_dsn, text="{summary}")
     with pytest.raises(SourceError, match="an export is JSON"):
         run(f"jira:{write_json(tmp_path / 'x.csv', [])}", table_name, tiny_model, pg_dsn)
+
+
+def test_tracker_threads_are_chunked_by_default_and_record_files_truncated(tmp_path):
+    from extract.sources import open_source
+
+    export = write_json(tmp_path / "items.json", github_items())
+    assert open_source(f"github:{export}").default_long_text == "chunk"
+    assert open_source(f"jira:{export}").default_long_text == "chunk"
+    assert open_source(str(export)).default_long_text == "truncate"

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--long-text",
         choices=("truncate", "chunk", "error"),
         help="a text past the model's window: cut, split into chunks, or an error row "
-        "(default: chunk for files, Jira and GitHub; truncate for git and Postgres rows)",
+        "(default: chunk for Jira and GitHub threads; truncate for files, git and Postgres rows)",
     )
     run.add_argument("--chunk-tokens", type=int, help="tokens a chunk (default: the model's window)")
     run.add_argument("--chunk-overlap", type=int, default=32, help="tokens that consecutive chunks share")
