@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from extract.records import RecordSpec, prepare_record
+from jobs.prepare import split_long_texts
 from tests.corpus import write_jsonl
 from tests.helpers import errors, query, run
 from vectorize.chunking import LocalTokenSpans, chunk_by_spans, long_text_policy
 from vectorize.errors import ConfigError
+from vectorize.text import TextTemplate
 from vectorize.tokens import EstimatedCounter
 
 
@@ -76,8 +79,12 @@ def test_long_text_is_stored_as_chunks_and_a_shrunk_text_loses_its_tail(tmp_path
     assert 1 < len(after) < len(stored) and [c for (c,) in after] == list(range(len(after)))
     assert shrunk.failed == 0
 
-    rows[0]["text"] = " ".join(f"sentence {i} of a long document about chunking." for i in range(80))
-    past_window = write_jsonl(tmp_path / "past.jsonl", rows)
-    refused = run(past_window, f"{table_name}_e", tiny_model, pg_dsn, long_text="error")
-    assert (refused.embedded, refused.failed) == (1, 1)
-    assert errors(pg_dsn, f"{table_name}_e")["doc"][0] == "too_long"
+    assert errors(pg_dsn, table_name) == {}
+
+
+def test_a_text_past_the_window_is_an_error_row_when_asked(tiny_model):
+    policy = long_text_policy("error", None, 0, 512, local_model_dir=tiny_model)
+    record = {"id": "doc", "text": " ".join(f"sentence {i} of a long document." for i in range(80))}
+    prepared = split_long_texts([prepare_record(record, RecordSpec("id", TextTemplate.parse("text")))], policy)
+    assert [(row["id"], row["status"], row["reason"]) for row in prepared] == [("doc", "error", "too_long")]
+    assert prepared[0]["raw"].startswith("sentence 0 of")
