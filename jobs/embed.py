@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
+
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
 from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
@@ -61,13 +63,13 @@ def run_job(settings: RunSettings) -> RunSummary:
         raise ConfigError("--sync leaves the collection holding exactly the source's rows: it cannot take --limit")
     source, template, identity, origin, long_text = _checked_inputs(settings)
     dsn = database_dsn(settings.dsn, settings.data_dir)
-    with run_lock(dsn, collection.name):
+    with run_lock(dsn, collection.name) as store:
         prepare_collection(dsn, collection, identity, origin)
         summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
         signature = source_signature(settings.id_field, template, long_text)
-        sql_plan = plan_sql_reads(dsn, collection, source, signature, settings.sync) if source.kind == "sql" else None
+        sql_plan = plan_sql_reads(store, collection, source, signature, settings.sync) if source.kind == "sql" else None
         skipped = sql_plan.skipped if sql_plan else 0
-        record_start(dsn, summary)
+        record_start(store, summary)
         totals, reused, orphans = WriteCounts(), 0, Counter()
         if sql_plan is None or sql_plan.skipped < sql_plan.rows:
             spec = RecordSpec(settings.id_field, template, source.flatten, source.metadata_fields)
@@ -82,14 +84,13 @@ def run_job(settings: RunSettings) -> RunSummary:
 
             totals, (reused, orphans) = _embed(settings, source, identity, summary, dsn, stage, finish)
         if settings.sync:
-            with connect(dsn, vector=False) as conn:
-                if sql_plan is not None:
-                    summary.deleted = delete_ids(conn, collection, sql_plan.gone)
-                else:
-                    summary.deleted = delete_unseen(conn, collection, summary.run_id)
+            if sql_plan is not None:
+                summary.deleted = delete_ids(store, collection, sql_plan.gone)
+            else:
+                summary.deleted = delete_unseen(store, collection, summary.run_id)
         if sql_plan is not None and sql_plan.state is not None and settings.limit is None:
-            record_source_state(dsn, collection, sql_plan.state, synced=settings.sync)
-    return _finished(dsn, summary, started, totals, reused, orphans, skipped)
+            record_source_state(store, collection, sql_plan.state, synced=settings.sync)
+        return _finished(store, summary, started, totals, reused, orphans, skipped)
 
 
 def _checked_inputs(settings: RunSettings) -> tuple[SourcePlan, TextTemplate, ModelIdentity, str, LongTextPolicy]:
@@ -109,7 +110,7 @@ def _checked_inputs(settings: RunSettings) -> tuple[SourcePlan, TextTemplate, Mo
 
 
 def _finished(
-    dsn: str,
+    store: str | psycopg.Connection,
     summary: RunSummary,
     started: float,
     totals: WriteCounts,
@@ -129,7 +130,7 @@ def _finished(
     summary.truncated = totals.truncated
     summary.tokens = totals.tokens
     summary.seconds = time.perf_counter() - started
-    record_end(dsn, summary)
+    record_end(store, summary)
     return summary
 
 
@@ -151,11 +152,11 @@ def _run_backfill(settings: RunSettings, started: float) -> RunSummary:
     if settings.column in source.fields and f"{settings.column}_sha256" not in source.fields:
         logger.info("column %s exists; its vectors without a hash beside them are made again", target.name)
     dsn = source.sql.dsn
-    with run_lock(dsn, target.name):
+    with run_lock(dsn, target.name) as store:
         target = prepare_column_target(dsn, target, identity, origin)
         source.statement = source.sql.backfill_statement(target.column, target.hash_column)
         summary = RunSummary(str(uuid.uuid4()), target.name, source.display, identity.key)
-        record_start(dsn, summary)
+        record_start(store, summary)
         spec = RecordSpec(settings.id_field, template)
 
         def stage(claims: Any) -> tuple[Callable, Any, Any]:
@@ -163,7 +164,7 @@ def _run_backfill(settings: RunSettings, started: float) -> RunSummary:
             return prepare_backfill_batch, BackfillContext(spec, long_text), sink
 
         totals, _ = _embed(settings, source, identity, summary, dsn, stage, lambda conn: None)
-    return _finished(dsn, summary, started, totals)
+        return _finished(store, summary, started, totals)
 
 
 def _embed(

@@ -18,11 +18,12 @@ import json
 import logging
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
 from extract.sources import SourcePlan
 from vectorize.chunking import LongTextPolicy
-from vectorize.db import connect
+from vectorize.db import using
 from vectorize.store.collection import REGISTRY_TABLE, Collection
 from vectorize.text import TextTemplate
 
@@ -69,18 +70,20 @@ def _unchanged_since_last_run(conn, collection: Collection, state: dict, sync: b
     return same and recorded.get("stored") == stored and to_retry == 0
 
 
-def plan_sql_reads(dsn: str, collection: Collection, source: SourcePlan, signature: str, sync: bool) -> SqlReadPlan:
+def plan_sql_reads(
+    store: str | psycopg.Connection, collection: Collection, source: SourcePlan, signature: str, sync: bool
+) -> SqlReadPlan:
     """Sets ``source.only_ids`` where reading just the new and changed rows is the cheaper way."""
     table_state = source.sql.table_state()
     state = None
     if table_state is not None:
         state = {"source": source.display, "signature": signature, "rows": table_state[0], "xmin_sum": table_state[1]}
-        with connect(dsn, vector=False) as conn:
+        with using(store) as conn:
             if _unchanged_since_last_run(conn, collection, state, sync):
                 logger.info("%s has not changed since the last run: nothing to read", source.display)
                 return SqlReadPlan(table_state[0], table_state[0], [], None)
     fingerprints = source.sql.fingerprints()
-    with connect(dsn, vector=False) as conn:
+    with using(store) as conn:
         stored = dict(
             conn.execute(
                 sql.SQL("SELECT id, source_fingerprint FROM {t} WHERE chunk = 0").format(t=collection.table)
@@ -97,9 +100,9 @@ def plan_sql_reads(dsn: str, collection: Collection, source: SourcePlan, signatu
     return SqlReadPlan(len(fingerprints), len(fingerprints) - len(changed), gone, state)
 
 
-def record_source_state(dsn: str, collection: Collection, state: dict, synced: bool) -> None:
+def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:
     """After a complete run: the source's state when it began, and the collection it left."""
-    with connect(dsn, vector=False) as conn:
+    with using(store) as conn:
         stored, _ = _collection_state(conn, collection)
         conn.execute(
             sql.SQL("UPDATE {r} SET source_state = %s WHERE collection = %s").format(r=_REGISTRY),

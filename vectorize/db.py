@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 
@@ -46,22 +48,31 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True) -> psycop
     return conn
 
 
-def ensure_vector_extension(dsn: str) -> None:
+@contextmanager
+def using(where: str | psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """A connection: ``where`` itself, or a new one to the DSN ``where``, closed after."""
+    if isinstance(where, psycopg.Connection):
+        yield where
+    else:
+        with connect(where, vector=False) as conn:
+            yield conn
+
+
+def ensure_vector_extension(conn: psycopg.Connection, dsn: str) -> None:
     """Create the ``vector`` extension when it is missing, or say clearly why it cannot be."""
-    with connect(dsn, vector=False) as conn:
-        present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-        if present:
-            return
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except psycopg.errors.InsufficientPrivilege:
-            raise DatabaseConfigError(
-                f"pgvector is not enabled in {redact_dsn(dsn)} and this user may not enable it: "
-                "ask an owner to run CREATE EXTENSION vector"
-            ) from None
-        except psycopg.Error as exc:
-            raise DatabaseConfigError(
-                f"cannot enable pgvector in {redact_dsn(dsn)}: {_describe(exc, dsn)} "
-                "(is the pgvector extension installed on that server?)"
-            ) from None
-        logger.info("created the vector extension")
+    present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if present:
+        return
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.errors.InsufficientPrivilege:
+        raise DatabaseConfigError(
+            f"pgvector is not enabled in {redact_dsn(dsn)} and this user may not enable it: "
+            "ask an owner to run CREATE EXTENSION vector"
+        ) from None
+    except psycopg.Error as exc:
+        raise DatabaseConfigError(
+            f"cannot enable pgvector in {redact_dsn(dsn)}: {_describe(exc, dsn)} "
+            "(is the pgvector extension installed on that server?)"
+        ) from None
+    logger.info("created the vector extension")

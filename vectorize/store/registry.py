@@ -50,8 +50,8 @@ def register(
     """In one transaction, under a lock on ``name``: the shared tables, and the registry row of
     ``name`` made or checked against ``identity``; yields the connection and whether the row
     is new, for the caller's own DDL, and commits after it."""
-    ensure_vector_extension(dsn)
-    with connect(dsn, autocommit=False) as conn:
+    with connect(dsn, autocommit=False, vector=False) as conn:
+        ensure_vector_extension(conn, dsn)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{name}",))
         for statement in create_shared_tables():
             conn.execute(statement)

@@ -12,21 +12,24 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
+
 from vectorize.db import connect
 
 logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def run_lock(dsn: str, name: str) -> Iterator[None]:
-    """Held while the run on collection (or column) ``name`` goes."""
+def run_lock(dsn: str, name: str) -> Iterator[psycopg.Connection]:
+    """Held while the run on collection (or column) ``name`` goes; yields the (autocommit)
+    connection that holds it, for the run's own bookkeeping."""
     key = f"vectorize-run:{name}"
     with connect(dsn, vector=False) as conn:
         if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
             logger.warning("another run is writing %s; waiting for it to end", name)
             conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
-            yield
+            yield conn
         finally:
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 from psycopg import sql
 
-from vectorize.db import connect
+from vectorize.db import using
 from vectorize.store.collection import RUNS_TABLE
 from vectorize.summary import RunSummary
 
 _RUNS = sql.Identifier(RUNS_TABLE)
 
 
-def record_start(dsn: str, summary: RunSummary) -> None:
-    with connect(dsn, vector=False) as conn:
+def record_start(where: str | psycopg.Connection, summary: RunSummary) -> None:
+    with using(where) as conn:
         conn.execute(
             sql.SQL(
                 "INSERT INTO {r} (run_id, collection, source, model, status) VALUES (%s, %s, %s, %s, 'running')"
@@ -23,8 +24,8 @@ def record_start(dsn: str, summary: RunSummary) -> None:
         )
 
 
-def record_end(dsn: str, summary: RunSummary, *, error: str | None = None) -> None:
-    with connect(dsn, vector=False) as conn:
+def record_end(where: str | psycopg.Connection, summary: RunSummary, *, error: str | None = None) -> None:
+    with using(where) as conn:
         conn.execute(
             sql.SQL(
                 """UPDATE {r} SET status = %s, error = %s, finished_at = now(), rows_read = %s,
