@@ -11,8 +11,9 @@
         └── ProviderStopError         the provider refuses the run (key, access, model, quota, per-day cap):
                                       it stops at once, one line says what to fix (exit 2)
 
-Row-level problems (a malformed line, an empty text) are not exceptions: they travel with the
-row as an error status and land in the collection's errors table. Every class here keeps its
+Row-level problems (a malformed line, an empty text, a broken ADF document) are not exceptions
+of the run: they travel with the row as an error status and land in the collection's errors
+table (inside preparation, ``extract.records.RecordError`` carries one to its row). Every class here keeps its
 message in ``args`` so that it pickles across Ray's process boundaries unchanged.
 """
 
