@@ -14,6 +14,9 @@ from vectorize.summary import RunSummary
 
 def run(source: Path | str, table: str, model: str, dsn: str, **settings) -> RunSummary:
     settings.setdefault("batch_size", 16)
+    # One embedding actor: each actor is a new process that spends seconds importing torch and
+    # sentence_transformers, for a few dozen rows. The tests of the default pool pass actors=None.
+    settings.setdefault("actors", (1, 1))
     return run_job(RunSettings(source=str(source), table=table, model=model, dsn=dsn, **settings))
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 def test_every_row_is_stored_once_with_its_hash_and_metadata(tmp_path, tiny_model, pg_dsn, table_name):
     rows = commit_rows(60)
-    summary = run(write_jsonl(tmp_path / "c.jsonl", rows), table_name, tiny_model, pg_dsn)
+    summary = run(write_jsonl(tmp_path / "c.jsonl", rows), table_name, tiny_model, pg_dsn, actors=None)
     distinct_texts = len({clean_text(r["text"]) for r in rows})
     assert (summary.rows_read, summary.failed) == (60, 0)
     assert summary.embedded == distinct_texts
