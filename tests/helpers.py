@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,17 @@ from psycopg import sql
 from jobs.embed import run_job
 from vectorize.config import RunSettings
 from vectorize.summary import RunSummary
+
+
+def cli_error_lines(*args: str) -> list[str]:
+    """Run ``vectorize ARGS`` in a fresh process that must exit 2; the lines it wrote to stderr."""
+    from tests.corpus import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    return result.stderr.strip().splitlines()
 
 
 def run(source: Path | str, table: str, model: str, dsn: str, **settings) -> RunSummary:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.corpus import ROOT, write_jsonl
+from tests.corpus import write_jsonl
+from tests.helpers import cli_error_lines
 from vectorize.cli import main
 
 
@@ -72,15 +71,7 @@ def test_search_of_an_unknown_collection(capsys, pg_dsn):
 
 
 def test_error_from_a_fresh_process_is_one_line_without_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "vectorize.cli", "run", str(tmp_path / "nope.jsonl"), "--table", "t"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert cli_error_lines("run", str(tmp_path / "nope.jsonl"), "--table", "t") == [
         f"vectorize: error: cannot read {tmp_path / 'nope.jsonl'}: no such file or directory"
     ]
 

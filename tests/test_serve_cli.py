@@ -16,7 +16,7 @@ import pytest
 
 from serve.launch import free_port
 from tests.corpus import commit_rows, write_jsonl
-from tests.helpers import cosine, run, stored
+from tests.helpers import cli_error_lines, cosine, run, stored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "sk-cli-test"
@@ -114,14 +114,7 @@ def test_a_port_in_use_is_one_line_before_ray(pg_dsn):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "vectorize.cli", "serve", "--dsn", pg_dsn, "--port", str(port)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+        lines = cli_error_lines("serve", "--dsn", pg_dsn, "--port", str(port))
+    assert lines == [
         f"vectorize: error: cannot serve on 127.0.0.1:{port}: address already in use; choose another --port"
     ]
