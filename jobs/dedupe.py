@@ -1,11 +1,9 @@
-"""One owner per text in a run: identical texts anywhere in the run are embedded once."""
+"""One owner per text in a run: identical texts anywhere in the run are embedded once (held
+by the run's bookkeeping actor, ``jobs.run_actor``)."""
 
 from __future__ import annotations
 
-import ray
 
-
-@ray.remote(num_cpus=0)
 class TextClaims:
     """Maps a text's hash to the first (id, chunk) that asked for it.
 

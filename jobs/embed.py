@@ -177,14 +177,15 @@ def _embed(
     finish: Callable[[Any], T],
 ) -> tuple[WriteCounts, T]:
     """The Ray pipeline over the rows to read. ``stage(claims)`` gives the preparation
-    function, its context and the sink, given the run's text claims actor; ``finish(conn)``
+    function, its context and the sink, given the run's actor that holds text claims; ``finish(conn)``
     runs after the pipeline on a database connection. Returns what the sink wrote and what
     ``finish`` gave."""
     import ray
 
-    from jobs.dedupe import TextClaims
     from jobs.pipeline import run_pipeline
-    from jobs.ray_runtime import ensure_ray, plan_actors, plan_remote_actors
+    from jobs.progress import StallWatch, waiting_for
+    from jobs.ray_runtime import ensure_ray, on_driver_node, plan_actors, plan_remote_actors
+    from jobs.run_actor import RunActor
 
     started = time.perf_counter()
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
@@ -195,28 +196,34 @@ def _embed(
     logger.info(
         "run %s: %s -> %s with %s, actors %s", summary.run_id, source.display, summary.collection, identity.key, plan
     )
-    claims = TextClaims.remote()
+    run_actor = RunActor.options(**on_driver_node()).remote()
     limiters = start_limiters(settings.remote) if settings.remote else None
-    prepare_fn, prepare_ctx, sink = stage(claims)
+    prepare_fn, prepare_ctx, sink = stage(run_actor)
+    sink.meter = run_actor
+    watch = StallWatch(run_actor, settings.stall_timeout_s, waiting_for(plan))
     try:
-        run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, limiters)
+        with watch:
+            run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, limiters)
         summary.api_usage, _ = read_budgets(settings.remote, limiters)
         with connect(dsn) as conn:
             finished = finish(conn)
     except BaseException as exc:
+        exc = watch.check(exc)
         summary.seconds = time.perf_counter() - started
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
         cause = _vectorize_cause(exc) or stop
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
             raise cause from None
+        if exc is watch.stalled:
+            raise exc from None
         if isinstance(exc, VectorizeError | KeyboardInterrupt):
             raise
         raise VectorizeError(
             f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     finally:
-        for actor in (claims, *(limiters or ())):
+        for actor in (run_actor, *(limiters or ())):
             if actor is not None:
                 ray.kill(actor)
     return sink.totals, finished
@@ -275,11 +282,14 @@ def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:
 
 def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:
     """The run's shared budget actors: the primary's, and the fallback's if there is one."""
+    from jobs.ray_runtime import on_driver_node
     from vectorize.shared_limiter import start_shared_limiter
 
-    primary = start_shared_limiter(remote.rate_limits, remote.max_in_flight)
+    primary = start_shared_limiter(remote.rate_limits, remote.max_in_flight, **on_driver_node())
     fallback = remote.fallback
-    return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight) if fallback else None
+    if fallback is None:
+        return primary, None
+    return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight, **on_driver_node())
 
 
 def read_budgets(

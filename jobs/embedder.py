@@ -29,7 +29,7 @@ class EmbedBatches:
         identity: ModelIdentity,
         model_spec: str,
         cpu_threads: int | None,
-        encode_batch_size: int,
+        encode_batch_size: int | None,
         device: str | None = None,
     ) -> None:
         self.identity = identity

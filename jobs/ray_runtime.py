@@ -43,6 +43,16 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
+def on_driver_node() -> dict:
+    """Options that keep a run's bookkeeping actors (claims and progress, budgets) on the
+    driver's node: that node lives as long as the run does, where a worker node may not."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
+
+
 @dataclass(frozen=True)
 class ActorPlan:
     min_actors: int

@@ -7,11 +7,13 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ray.data.block import Block
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
+from jobs.progress import report
 from vectorize.db import connect
 from vectorize.store.collection import Collection
 from vectorize.store.writer import write_block
@@ -26,6 +28,7 @@ class CountingDatasink(Datasink[WriteCounts]):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.totals = WriteCounts()
+        self.meter: Any = None  # the run's ProgressMeter, told of every block written
 
     def write_block(self, conn, block: Block) -> WriteCounts:
         raise NotImplementedError
@@ -39,6 +42,7 @@ class CountingDatasink(Datasink[WriteCounts]):
             for block in blocks:
                 if block.num_rows:
                     counts.add(self.write_block(conn, block))
+                    report(self.meter, "rows written", block.num_rows)
         self.after_write()
         return counts
 

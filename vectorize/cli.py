@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
-from vectorize.config import RunSettings, parse_actors
+from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
 
@@ -70,11 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _database_options(run)
     run.add_argument("--batch-size", type=int, help="rows per call of an embedding actor (default 1024, remote 256)")
-    run.add_argument("--encode-batch-size", type=int, default=64, help="texts per forward pass")
+    run.add_argument(
+        "--encode-batch-size", type=int, help="texts per forward pass (default 64 on CPU; on a GPU, what fits)"
+    )
     run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
-    run.add_argument("--cpus-per-actor", type=float)
-    run.add_argument("--gpus-per-actor", type=float)
-    run.add_argument("--writers", type=int, default=2, help="concurrent database write tasks")
+    run.add_argument("--cpus-per-actor", type=float, help="CPUs an embedding actor reserves (and its torch threads)")
+    run.add_argument("--gpus-per-actor", type=float, help="GPUs an embedding actor takes; fractions share a card")
+    run.add_argument("--writers", type=int, default=2, help="concurrent database write tasks (connections)")
+    run.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=DEFAULT_STALL_TIMEOUT_S,
+        help=f"fail when no row is finished for this many seconds (default {DEFAULT_STALL_TIMEOUT_S:g}; 0: never)",
+    )
     run.add_argument("--limit", type=int, help="embed only the first N records")
     run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -158,6 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         cpus_per_actor=args.cpus_per_actor,
         gpus_per_actor=args.gpus_per_actor,
         writers=args.writers,
+        stall_timeout_s=args.stall_timeout,
         limit=args.limit,
         ray_address=args.address,
         progress=not args.json,

@@ -12,6 +12,10 @@ from vectorize.remote_settings import RemoteSettings
 LOCAL_BATCH_ROWS = 1024  # sorted by tokens inside an actor's batch, so bigger pads less
 REMOTE_BATCH_ROWS = 256  # packed into requests by tokens; smaller spreads rows over the actors
 
+# Longer than loading a large model or the first block of a slow query; short enough that a
+# pool waiting for nodes that never come does not hold a cluster job for hours.
+DEFAULT_STALL_TIMEOUT_S = 900.0
+
 
 @dataclass
 class RunSettings:
@@ -31,11 +35,12 @@ class RunSettings:
     dsn: str | None = None
     data_dir: Path | None = None
     batch_size: int | None = None  # rows per call of an embedding actor; None: the provider's default
-    encode_batch_size: int = 64  # texts per forward pass inside it
+    encode_batch_size: int | None = None  # texts per forward pass inside it; None: 64 on CPU, fitted to a GPU
     actors: tuple[int, int] | None = None  # (min, max); None: one per GPU, or sized to the CPUs
     cpus_per_actor: float | None = None
     gpus_per_actor: float | None = None
     writers: int = 2
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S  # 0: never
     limit: int | None = None
     ray_address: str | None = None
     progress: bool = False
@@ -46,10 +51,16 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.batch_size is None:
             self.batch_size = REMOTE_BATCH_ROWS if self.remote else LOCAL_BATCH_ROWS
-        if self.batch_size < 1 or self.encode_batch_size < 1:
+        if self.batch_size < 1 or (self.encode_batch_size is not None and self.encode_batch_size < 1):
             raise ConfigError("--batch-size and --encode-batch-size must be at least 1")
         if self.writers < 1:
             raise ConfigError("--writers must be at least 1")
+        if self.stall_timeout_s < 0:
+            raise ConfigError("--stall-timeout must be 0 (never) or more seconds")
+        if (self.cpus_per_actor is not None and self.cpus_per_actor <= 0) or (
+            self.gpus_per_actor is not None and self.gpus_per_actor < 0
+        ):
+            raise ConfigError("--cpus-per-actor must be more than 0 and --gpus-per-actor 0 or more")
         if self.limit is not None and self.limit < 0:
             raise ConfigError("--limit must be 0 or more")
         if self.actors is not None:

@@ -7,6 +7,7 @@
     │   ├── ModelMismatchError        the collection holds vectors of another model identity
     │   └── DatabaseConfigError       a bad DSN, an unreachable server, no pgvector
     ├── StoreError                    the database failed while the run was going
+    ├── StallError                    the run stopped making progress for --stall-timeout seconds
     └── ProviderError                 an embedding provider failed on a whole request
         └── ProviderStopError         the provider refuses the run (key, access, model, quota, per-day cap):
                                       it stops at once, one line says what to fix (exit 2)
@@ -60,6 +61,10 @@ class DatabaseConfigError(ConfigError):
 
 class StoreError(VectorizeError):
     """The database failed while the run was going."""
+
+
+class StallError(VectorizeError):
+    """No rows were finished for longer than the run's stall timeout; it was stopped."""
 
 
 class ProviderError(VectorizeError):

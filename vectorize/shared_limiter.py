@@ -91,12 +91,13 @@ class Limiter:
         self._slot_freed.set()
 
 
-def start_shared_limiter(limits: RateLimits, max_in_flight: int):
-    """A Ray actor holding the run's budget; it takes no CPU from the embedding actors."""
+def start_shared_limiter(limits: RateLimits, max_in_flight: int, **actor_options):
+    """A Ray actor holding the run's budget; it takes no CPU from the embedding actors.
+    ``actor_options``: Ray's, such as where to place it."""
     import ray
 
     actor_class = ray.remote(num_cpus=0, max_concurrency=100_000)(SharedLimiter)
-    return actor_class.remote(limits, max_in_flight)
+    return actor_class.options(**actor_options).remote(limits, max_in_flight)
 
 
 class SharedLimiter:

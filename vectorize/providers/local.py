@@ -9,11 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from vectorize.errors import ModelError
+from vectorize.gpu_batch import probe_gpu_batch
 from vectorize.identity import ModelIdentity
 from vectorize.models import load_sentence_transformer, resolve_model_dir
 from vectorize.providers.base import EmbeddedBatch, as_float32_rows
 
 logger = logging.getLogger(__name__)
+
+CPU_BATCH = 64  # texts per forward pass on CPU; on a GPU the card's free memory decides
 
 
 def pick_device() -> str:
@@ -25,8 +28,9 @@ def pick_device() -> str:
 class SentenceTransformerProvider:
     """Embeds with a local SentenceTransformers model.
 
-    Texts are sorted by token length and cut into sub-batches of ``batch_size`` so that
-    each forward pass pads as little as possible; vectors come back in input order.
+    Texts are sorted by token length and cut into sub-batches of ``batch_size`` (None: 64 on
+    CPU, sized to the free memory on a GPU) so that each forward pass pads as little as
+    possible; vectors come back in input order.
     """
 
     max_batch_inputs = 1_000_000
@@ -38,13 +42,12 @@ class SentenceTransformerProvider:
         *,
         device: str | None = None,
         cpu_threads: int | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
     ) -> None:
         import torch
 
         self.identity = identity
         self.device = device or pick_device()
-        self.batch_size = batch_size
         if self.device == "cpu" and cpu_threads:
             torch.set_num_threads(cpu_threads)
             os.environ["OMP_NUM_THREADS"] = str(cpu_threads)
@@ -53,6 +56,10 @@ class SentenceTransformerProvider:
         if self.device.startswith("cuda"):
             self.model.half()
         self.model.eval()
+        if batch_size is None:
+            on_gpu = self.device.startswith("cuda")
+            batch_size = probe_gpu_batch(self.model, identity.max_tokens) if on_gpu else CPU_BATCH
+        self.batch_size = batch_size
         self.tokenizer = self.model.tokenizer
         loaded_dims = self.model.get_embedding_dimension()
         if loaded_dims != identity.dimensions:

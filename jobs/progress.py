@@ -1,0 +1,109 @@
+"""Whether a run still moves: the write tasks report the rows they finish to the run's
+bookkeeping actor (``jobs.run_actor``); a thread in the driver watches it and stops the run
+when nothing has moved for ``--stall-timeout`` seconds (a pool waiting for resources the
+cluster never gets, a database that stopped answering), instead of letting it hang."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import ray
+
+from jobs.ray_runtime import ActorPlan
+from vectorize.errors import StallError
+
+logger = logging.getLogger(__name__)
+
+
+class ProgressMeter:
+    """Rows finished by stage, and when the last ones were."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, int] = {}
+        self._last = time.monotonic()
+
+    def add(self, stage: str, rows: int) -> None:
+        self._rows[stage] = self._rows.get(stage, 0) + rows
+        self._last = time.monotonic()
+
+    def read(self) -> tuple[dict[str, int], float]:
+        """The counts, and the seconds since the last report."""
+        return dict(self._rows), time.monotonic() - self._last
+
+
+def waiting_for(plan: ActorPlan) -> str:
+    """What a stalled run is most likely waiting for, from its actor plan and the cluster."""
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
+    if plan.gpus_per_actor > gpus:
+        return (
+            f"its embedding actors need {plan.gpus_per_actor:g} GPU each and the cluster has {gpus:g}: "
+            "add GPU nodes (or let the autoscaler add them), or run on CPUs with --gpus-per-actor 0"
+        )
+    if plan.cpus_per_actor > cpus:
+        return (
+            f"its embedding actors need {plan.cpus_per_actor:g} CPUs each and the cluster has {cpus:g}: "
+            "lower --cpus-per-actor or add nodes"
+        )
+    return "check that the database answers and the workers' logs (ray logs, or --debug)"
+
+
+def report(meter: Any, stage: str, rows: int) -> None:
+    """Fire and forget: a lost report only makes the run look slower to the watcher."""
+    if meter is not None and rows:
+        meter.add.remote(stage, rows)
+
+
+class StallWatch:
+    """Interrupts the driver's main thread once the meter has not moved for ``timeout_s``;
+    ``check(exc)`` then turns the interruption into a StallError that says what was waited for."""
+
+    POLL_S = 1.0
+
+    def __init__(self, meter: Any, timeout_s: float, waiting_for: str) -> None:
+        self.meter = meter
+        self.timeout_s = timeout_s
+        self.waiting_for = waiting_for
+        self.stalled: StallError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
+        self._main = threading.main_thread().ident
+
+    def __enter__(self) -> StallWatch:
+        if self.timeout_s > 0 and threading.current_thread() is threading.main_thread():
+            self._thread.start()
+        elif self.timeout_s > 0:
+            logger.warning("--stall-timeout needs the run on the main thread; not watched")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        idle, rows = 0.0, {}
+        while not self._stop.wait(self.POLL_S):
+            try:
+                rows, idle = ray.get(self.meter.read.remote(), timeout=30)
+            except Exception:  # the meter itself unreachable: count the time as idle
+                idle += self.POLL_S
+            if idle >= self.timeout_s:
+                done = ", ".join(f"{n} {stage}" for stage, n in sorted(rows.items())) or "no rows finished"
+                self.stalled = StallError(
+                    f"the run made no progress for {idle:.0f} s (--stall-timeout {self.timeout_s:g}); "
+                    f"so far: {done}; {self.waiting_for}"
+                )
+                logger.info("stopping the run: %s", self.stalled)
+                signal.pthread_kill(self._main, signal.SIGINT)
+                return
+
+    def check(self, exc: BaseException) -> BaseException:
+        """The StallError if this watch interrupted the run, else ``exc``."""
+        if self.stalled is not None and isinstance(exc, KeyboardInterrupt | ray.exceptions.RayError):
+            return self.stalled
+        return exc

@@ -1,0 +1,16 @@
+"""The run's one bookkeeping actor: text claims and progress in one process, because each
+Ray actor is a process of its own to start. It lives on the driver's node (``on_driver_node``)."""
+
+from __future__ import annotations
+
+import ray
+
+from jobs.dedupe import TextClaims
+from jobs.progress import ProgressMeter
+
+
+@ray.remote(num_cpus=0)
+class RunActor(TextClaims, ProgressMeter):
+    def __init__(self) -> None:
+        TextClaims.__init__(self)
+        ProgressMeter.__init__(self)
