@@ -8,6 +8,7 @@ model, the database and the collection's model identity.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import uuid
@@ -54,6 +55,13 @@ def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
 
 def run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or ""
+    if address.startswith("ray://"):
+        raise ConfigError(
+            f"{address}: Ray Data cannot run a pipeline through Ray Client; submit the run as a Ray job "
+            "(ray job submit --address http://HEAD:8265 --working-dir . -- python -m jobs.embed ...) "
+            "or run it on a node of the cluster with --address HEAD:6379"
+        )
     if settings.dest == "column":
         return _run_backfill(settings, started)
     if not settings.table:
@@ -184,11 +192,19 @@ def _embed(
 
     from jobs.pipeline import run_pipeline
     from jobs.progress import StallWatch, waiting_for
-    from jobs.ray_runtime import ensure_ray, on_driver_node, plan_actors, plan_remote_actors
+    from jobs.ray_runtime import (
+        check_embedded_database_reach,
+        ensure_ray,
+        on_driver_node,
+        plan_actors,
+        plan_remote_actors,
+    )
     from jobs.run_actor import RunActor
 
     started = time.perf_counter()
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
+    if settings.dsn is None and not os.environ.get("VECTORIZE_DSN") and settings.dest == "collection":
+        check_embedded_database_reach()
     if settings.remote is None:
         plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
     else:
@@ -200,7 +216,7 @@ def _embed(
     limiters = start_limiters(settings.remote) if settings.remote else None
     prepare_fn, prepare_ctx, sink = stage(run_actor)
     sink.meter = run_actor
-    watch = StallWatch(run_actor, settings.stall_timeout_s, waiting_for(plan))
+    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan))
     try:
         with watch:
             run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, limiters)

@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -64,7 +65,7 @@ class StallWatch:
 
     POLL_S = 1.0
 
-    def __init__(self, meter: Any, timeout_s: float, waiting_for: str) -> None:
+    def __init__(self, meter: Any, timeout_s: float, waiting_for: Callable[[], str]) -> None:
         self.meter = meter
         self.timeout_s = timeout_s
         self.waiting_for = waiting_for
@@ -96,7 +97,7 @@ class StallWatch:
                 done = ", ".join(f"{n} {stage}" for stage, n in sorted(rows.items())) or "no rows finished"
                 self.stalled = StallError(
                     f"the run made no progress for {idle:.0f} s (--stall-timeout {self.timeout_s:g}); "
-                    f"so far: {done}; {self.waiting_for}"
+                    f"so far: {done}; {self.waiting_for()}"
                 )
                 logger.info("stopping the run: %s", self.stalled)
                 signal.pthread_kill(self._main, signal.SIGINT)

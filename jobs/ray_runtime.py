@@ -43,6 +43,23 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
+def check_embedded_database_reach() -> None:
+    """The embedded Postgres listens on a socket of this machine only: a cluster whose nodes
+    are other machines needs a server they can all reach."""
+    import ray
+
+    from vectorize.errors import DatabaseConfigError
+
+    here = ray.util.get_node_ip_address()
+    elsewhere = sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} - {here})
+    if elsewhere:
+        raise DatabaseConfigError(
+            f"the embedded Postgres of this machine cannot be reached from the cluster's other nodes "
+            f"({', '.join(elsewhere[:3])}{', ...' if len(elsewhere) > 3 else ''}): "
+            "pass --dsn (or set VECTORIZE_DSN) to a Postgres with pgvector that every node can reach"
+        )
+
+
 def on_driver_node() -> dict:
     """Options that keep a run's bookkeeping actors (claims and progress, budgets) on the
     driver's node: that node lives as long as the run does, where a worker node may not."""

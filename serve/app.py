@@ -70,6 +70,7 @@ class EmbeddingService:
         self.max_body_bytes = max_body_bytes
         self.keys = [k.encode() for k in api_keys] if api_keys is not None else configured_keys()
         self._db = None
+        self._vector_types = False  # pgvector types registered on self._db
         self._db_lock = threading.Lock()
 
     def reconfigure(self, config: dict) -> None:
@@ -171,13 +172,16 @@ class EmbeddingService:
             )  # fmt: skip
 
     def _connection(self):
-        from vectorize.db import connect
+        from vectorize.db import connect, register_vector_types
 
         if self.dsn is None:
             raise ApiError(503, "this server has no database (start it with --dsn)", "server_error")
         if self._db is None or self._db.closed or self._db.broken:
-            self._db = connect(self.dsn)
+            self._db = connect(self.dsn, vector=False)
             self._db.autocommit = True
+            self._vector_types = False
+        if not self._vector_types:  # until a job has created the extension, the database is empty
+            self._vector_types = register_vector_types(self._db)
         return self._db
 
     def _database_reachable(self) -> bool | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +16,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 _names = itertools.count()
+
+
+def pytest_configure(config) -> None:
+    """One token for Ray's token authentication in ~/.ray/auth_token before anything starts a
+    Ray (the suite's own and the loopback cluster's nodes), so that no two of them write it."""
+    ray_cli = Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray_cli), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from vectorize.remote_settings import RemoteSettings
 LOCAL_BATCH_ROWS = 1024  # sorted by tokens inside an actor's batch, so bigger pads less
 REMOTE_BATCH_ROWS = 256  # packed into requests by tokens; smaller spreads rows over the actors
 
-# Longer than loading a large model or the first block of a slow query; short enough that a
-# pool waiting for nodes that never come does not hold a cluster job for hours.
-DEFAULT_STALL_TIMEOUT_S = 900.0
+# Longer than an autoscaler takes to start and set up a GPU node, or a slow query's first
+# block; short enough that a pool waiting for nodes that never come does not hold a job for hours.
+DEFAULT_STALL_TIMEOUT_S = 1800.0
 
 
 @dataclass

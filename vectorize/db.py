@@ -58,6 +58,17 @@ def using(where: str | psycopg.Connection) -> Iterator[psycopg.Connection]:
             yield conn
 
 
+def register_vector_types(conn: psycopg.Connection) -> bool:
+    """Register pgvector's types on ``conn`` where the extension exists; False where it does not
+    yet (a database no job has written to)."""
+    if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return False
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    return True
+
+
 def ensure_vector_extension(conn: psycopg.Connection, dsn: str) -> None:
     """Create the ``vector`` extension when it is missing, or say clearly why it cannot be."""
     present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
