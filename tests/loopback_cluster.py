@@ -51,7 +51,10 @@ class Node:
 
 @dataclass
 class LoopbackCluster:
-    """``root``: a short path (Ray's unix sockets live under it, 107 bytes at most)."""
+    """``root``: a short path (Ray's unix sockets live under it, 107 bytes at most).
+
+    This process talks to the cluster over HTTP only (the dashboard's Jobs and state APIs):
+    a Ray GCS client in it would end the whole process 60 s after the cluster is gone."""
 
     root: Path
     nodes: dict[str, Node] = field(default_factory=dict)
@@ -125,13 +128,10 @@ class LoopbackCluster:
                     raise RuntimeError(f"node {node.label} exited: {node.log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the loopback cluster did not come up in {timeout_s:.0f} s")
-            if not self._gcs_listens():  # Ray's GCS client ends the process after 60 s without one
-                time.sleep(0.5)
-                continue
             try:
                 alive = {
                     label
-                    for n in list_nodes(address=self.gcs_address, filters=[("state", "=", "ALIVE")], timeout=10)
+                    for n in list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], timeout=10)
                     for label in n.resources_total
                     if label in self.nodes
                 }
@@ -144,21 +144,13 @@ class LoopbackCluster:
                 return
             time.sleep(1)
 
-    def _gcs_listens(self) -> bool:
-        host, port = self.gcs_address.rsplit(":", 1)
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
     def node_ids(self) -> dict[str, str]:
         """label -> Ray node id of every node that ever joined."""
         from ray.util.state import list_nodes
 
         return {
             label: n.node_id
-            for n in list_nodes(address=self.gcs_address, timeout=10)
+            for n in list_nodes(address=self.dashboard_url, timeout=10)
             for label in n.resources_total
             if label in self.nodes
         }

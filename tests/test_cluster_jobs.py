@@ -86,7 +86,7 @@ def embed_actor_nodes(cluster: LoopbackCluster) -> list[str]:
     """The node id of each embedding actor alive now."""
     from ray.util.state import list_actors
 
-    actors = list_actors(address=cluster.gcs_address, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
+    actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], detail=True, timeout=10)
     return [a.node_id for a in actors if EMBED_ACTOR in (a.class_name or "") and a.node_id]
 
 
@@ -95,7 +95,7 @@ def embedding_task_nodes(cluster: LoopbackCluster) -> set[str]:
     from ray.util.state import list_tasks
 
     tasks = list_tasks(
-        address=cluster.gcs_address,
+        address=cluster.dashboard_url,
         filters=[("type", "=", "ACTOR_TASK"), ("state", "=", "FINISHED")],
         detail=True,
         limit=10_000,
