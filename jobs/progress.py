@@ -73,9 +73,13 @@ class StallWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
         self._main = threading.main_thread().ident
+        self._previous: Any = None
 
     def __enter__(self) -> StallWatch:
         if self.timeout_s > 0 and threading.current_thread() is threading.main_thread():
+            # our own handler for the interruption: whoever set SIGINT's before (a server, a
+            # test runner) may ignore it, and the run would hang on
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
             self._thread.start()
         elif self.timeout_s > 0:
             logger.warning("--stall-timeout needs the run on the main thread; not watched")
@@ -85,6 +89,16 @@ class StallWatch:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        previous = self._previous
+        if self.stalled is None and callable(previous):
+            previous(signum, frame)
+        elif self.stalled is not None or previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
     def _watch(self) -> None:
         idle, rows = 0.0, {}
