@@ -41,49 +41,38 @@ def test_every_row_is_stored_once_with_its_hash_and_metadata(tmp_path, tiny_mode
     assert history == [("succeeded", 60, summary.embedded, 0)]
 
 
-def test_rerun_embeds_nothing_and_three_edits_embed_three(tmp_path, tiny_model, pg_dsn, table_name):
+def test_known_texts_are_reused_a_rerun_embeds_nothing_and_three_edits_embed_three(
+    tmp_path, tiny_model, pg_dsn, table_name
+):
     rows = [{"id": f"r{i}", "text": f"row number {i} about topic {i % 7}"} for i in range(40)]
+    rows += [{"id": f"d{i}", "text": "the very same message"} for i in range(10)]
     source = write_jsonl(tmp_path / "rows.jsonl", rows)
-    first = run(source, table_name, tiny_model, pg_dsn)
-    assert first.embedded == 40
+    # batches of 4: the ten copies of one text arrive in different batches
+    first = run(source, table_name, tiny_model, pg_dsn, batch_size=4)
+    assert (first.embedded, first.reused, first.failed) == (41, 9, 0)
     before = stored(pg_dsn, table_name)
+    assert len(before) == 50
+    assert all(np.array_equal(before[f"d{i}"][1], before["d0"][1]) for i in range(10))
 
     again = run(source, table_name, tiny_model, pg_dsn)
-    assert (again.embedded, again.unchanged, again.reused, again.failed) == (0, 40, 0, 0)
+    assert (again.embedded, again.unchanged, again.reused, again.failed) == (0, 50, 0, 0)
 
     for i in (3, 17, 31):
         rows[i]["text"] += " (edited)"
+    rows.append({"id": "twin", "text": rows[5]["text"]})  # a new id whose text is stored already
     write_jsonl(source, rows)
     edited = run(source, table_name, tiny_model, pg_dsn)
-    assert (edited.embedded, edited.unchanged) == (3, 37)
+    assert (edited.embedded, edited.unchanged, edited.reused) == (3, 47, 1)
     after = stored(pg_dsn, table_name)
-    changed = {key for key in after if not np.array_equal(after[key][1], before[key][1])}
+    changed = {key for key in before if not np.array_equal(after[key][1], before[key][1])}
     assert changed == {"r3", "r17", "r31"}
     assert after["r17"][0].endswith("(edited)")
+    assert np.array_equal(after["twin"][1], before["r5"][1])
 
 
-def test_identical_texts_are_embedded_once_across_batches(tmp_path, tiny_model, pg_dsn, table_name):
-    rows = [{"id": f"d{i}", "text": "the very same message" if i % 5 == 0 else f"unique text {i}"} for i in range(50)]
-    summary = run(write_jsonl(tmp_path / "dups.jsonl", rows), table_name, tiny_model, pg_dsn, batch_size=4)
-    assert summary.embedded == 41  # 40 unique texts + one copy of the repeated one
-    assert summary.reused == 9
-    vectors = stored(pg_dsn, table_name)
-    assert len(vectors) == 50
-    repeated = [vectors[f"d{i}"][1] for i in range(0, 50, 5)]
-    assert all(np.array_equal(v, repeated[0]) for v in repeated)
-
-
-def test_text_already_stored_under_another_id_is_reused(tmp_path, tiny_model, pg_dsn, table_name):
-    run(write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "text": "shared words"}]), table_name, tiny_model, pg_dsn)
-    summary = run(
-        write_jsonl(tmp_path / "b.jsonl", [{"id": "b", "text": "shared words"}]), table_name, tiny_model, pg_dsn
-    )
-    assert (summary.embedded, summary.reused) == (0, 1)
-    vectors = stored(pg_dsn, table_name)
-    assert np.array_equal(vectors["a"][1], vectors["b"][1])
-
-
-def test_bad_rows_go_to_the_errors_table_and_the_rest_are_stored(tmp_path, tiny_model, pg_dsn, table_name):
+def test_bad_rows_go_to_the_errors_table_the_rest_are_stored_and_a_fixed_row_leaves_it(
+    tmp_path, tiny_model, pg_dsn, table_name
+):
     good = [{"id": f"g{i}", "title": f"title {i}", "body": f"body {i}"} for i in range(20)]
     bad_lines = [
         '{"id": "m1", "title": "broken',
@@ -114,15 +103,12 @@ def test_bad_rows_go_to_the_errors_table_and_the_rest_are_stored(tmp_path, tiny_
     assert failed["x1"][0] == "missing_text"
     assert failed[f"{source}:26"] == ("not_an_object", "[1, 2, 3]")
 
-
-def test_a_fixed_row_leaves_the_errors_table(tmp_path, tiny_model, pg_dsn, table_name):
-    source = write_jsonl(tmp_path / "fix.jsonl", [{"id": "a", "text": ""}, {"id": "b", "text": "fine"}])
-    run(source, table_name, tiny_model, pg_dsn)
-    assert set(errors(pg_dsn, table_name)) == {"a"}
-    write_jsonl(source, [{"id": "a", "text": "now it has words"}, {"id": "b", "text": "fine"}])
-    run(source, table_name, tiny_model, pg_dsn)
-    assert errors(pg_dsn, table_name) == {}
-    assert set(stored(pg_dsn, table_name)) == {"a", "b"}
+    fixed_line = json.dumps({"id": "e1", "title": "now it has", "body": "words"})  # the empty row, fixed
+    write_jsonl(source, good, [fixed_line if '"e1"' in line else line for line in bad_lines])
+    fixed = run(source, table_name, tiny_model, pg_dsn, text="{title}\\n\\n{body}")
+    assert (fixed.embedded, fixed.unchanged) == (1, 20)
+    assert set(errors(pg_dsn, table_name)) == set(failed) - {"e1"}
+    assert "e1" in stored(pg_dsn, table_name)
 
 
 def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, pg_dsn, table_name):
@@ -135,17 +121,6 @@ def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, 
     assert summary.failed == 0
     got = query(pg_dsn, "SELECT id, count(*) FROM {t} GROUP BY id", table=table_name)
     assert len(got) == 48 and all(count == 1 for _, count in got)
-
-
-def test_another_model_on_the_same_collection_is_refused_before_any_work(
-    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
-):
-    source = write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "text": "some text"}])
-    run(source, table_name, tiny_model, pg_dsn)
-    runs_before = query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0]
-    with pytest.raises(ModelMismatchError, match="Use another --table"):
-        run(source, table_name, other_tiny_model, pg_dsn)
-    assert query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0] == runs_before
 
 
 def test_parquet_and_csv_sources(tmp_path, tiny_model, pg_dsn, table_name):
@@ -163,9 +138,16 @@ def test_parquet_and_csv_sources(tmp_path, tiny_model, pg_dsn, table_name):
     assert set(stored(pg_dsn, table_name + "_csv")) == {"k1", "k2"}
 
 
-def test_long_texts_are_truncated_and_counted(tmp_path, tiny_model, pg_dsn, table_name):
+def test_long_texts_are_truncated_and_counted_and_another_model_is_refused(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
     long_text = " ".join(f"word{i}" for i in range(400))
     source = write_jsonl(tmp_path / "long.jsonl", [{"id": "long", "text": long_text}, {"id": "short", "text": "tiny"}])
     summary = run(source, table_name, tiny_model, pg_dsn, long_text="truncate")
     assert (summary.embedded, summary.truncated) == (2, 1)
     assert summary.tokens > 400
+
+    runs_before = query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0]
+    with pytest.raises(ModelMismatchError, match="Use another --table"):
+        run(source, table_name, other_tiny_model, pg_dsn, long_text="truncate")
+    assert query(pg_dsn, "SELECT count(*) FROM vectorize_runs")[0][0] == runs_before
