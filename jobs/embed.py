@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _vectorize_cause(exc: BaseException) -> VectorizeError | None:
+def vectorize_cause(exc: BaseException) -> VectorizeError | None:
     """The VectorizeError inside a Ray error, if a worker raised one."""
     seen: BaseException | None = exc
     for _ in range(10):
@@ -57,11 +57,9 @@ def run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or ""
     if address.startswith("ray://"):
-        raise ConfigError(
-            f"{address}: Ray Data cannot run a pipeline through Ray Client; submit the run as a Ray job "
-            "(ray job submit --address http://HEAD:8265 --working-dir . -- python -m jobs.embed ...) "
-            "or run it on a node of the cluster with --address HEAD:6379"
-        )
+        from jobs.client_run import run_through_client
+
+        return run_through_client(settings, address)
     if settings.dest == "column":
         return _run_backfill(settings, started)
     if not settings.table:
@@ -227,7 +225,7 @@ def _embed(
         exc = watch.check(exc)
         summary.seconds = time.perf_counter() - started
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
-        cause = _vectorize_cause(exc) or stop
+        cause = vectorize_cause(exc) or stop
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
         if cause is not None and cause is not exc:
             raise cause from None

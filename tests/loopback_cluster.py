@@ -98,6 +98,7 @@ class LoopbackCluster:
         gcs, dashboard, client = free_ports(3)
         self.gcs_address = f"127.0.0.1:{gcs}"
         self.dashboard_url = f"http://127.0.0.1:{dashboard}"
+        self.client_address = f"ray://127.0.0.1:{client}"
         self._start(
             "head",
             num_cpus,

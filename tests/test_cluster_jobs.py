@@ -1,6 +1,7 @@
 """The job on a Ray cluster of a head and two worker nodes on 127.0.0.1, submitted through the
 Jobs API with a working directory, as `ray job submit` does: it spreads its actors over the
-nodes, and it survives losing a worker node in the middle."""
+nodes, and it survives losing a worker node in the middle. Then `vectorize run --address
+ray://...` from a process outside the cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -135,3 +138,21 @@ def test_a_submitted_job_runs_on_more_than_one_node_and_survives_losing_one(
     summary = summary_of(logs)
     assert (summary["rows_read"], summary["failed"]) == (count, 0)
     assert_each_row_once(pg_dsn, table_name, count)
+
+
+def test_vectorize_run_through_ray_client_runs_the_job_on_the_cluster(
+    cluster, tmp_path, pg_dsn, tiny_model, table_name
+):
+    count = 300
+    source = write_rows(tmp_path / "rows.jsonl", count)
+    args = ["run", str(source), "--table", table_name, "--model", tiny_model, "--dsn", pg_dsn, "--json"]
+    args += ["--actors", "1", "--cpus-per-actor", "1", "--address", cluster.client_address]
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["rows_read"], summary["embedded"], summary["failed"]) == (count, count, 0)
+    assert_each_row_once(pg_dsn, table_name, count)
+    history = query(pg_dsn, "SELECT status, rows_read FROM vectorize_runs WHERE run_id = %s", summary["run_id"])
+    assert history == [("succeeded", count)]
