@@ -31,11 +31,9 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 
-# Two workers, a test file each: most of a job's time in a test is one process importing torch
-# and sentence_transformers on one core, so a second file runs on the other meanwhile.
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/throughput.py
