@@ -34,6 +34,7 @@ def test_null_rows_are_filled_changed_ones_refreshed_others_untouched_and_other_
     make_issues_table(pg_dsn, src, 30)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"UPDATE {src} SET body = NULL WHERE id = 5")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # this may be the suite's first use of pgvector
         conn.execute(f"ALTER TABLE {src} ADD COLUMN small vector(8)")
     with pytest.raises(ConfigError, match=r"column t_\w+_src.small is vector\(8\); this model gives vector\(32\)"):
         backfill(pg_dsn, src, tiny_model, column="small")
