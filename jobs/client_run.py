@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import replace
 
 from vectorize.config import RunSettings
@@ -44,13 +45,18 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
     env_vars = {"VECTORIZE_DSN": os.environ["VECTORIZE_DSN"]} if os.environ.get("VECTORIZE_DSN") else {}
     logging.getLogger("ray").setLevel(logging.ERROR)
     try:
-        ray.init(
-            address,
-            runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars},
-            logging_level=logging.ERROR,
-        )
+        with warnings.catch_warnings():  # Ray's own warning says what the error below says
+            warnings.simplefilter("ignore")
+            ray.init(
+                address,
+                runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars},
+                logging_level=logging.ERROR,
+            )
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {address} ({exc}): is its Ray Client port "
+            "(10001 unless set) open to this machine?"
+        ) from None
     task = ray.remote(_run_on_cluster).options(num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_retries=0)
     ref = task.remote(replace(settings, ray_address=None))
     try:
