@@ -51,6 +51,7 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
                 address,
                 runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars},
                 logging_level=logging.ERROR,
+                log_to_driver=settings.worker_logs,  # as a local run: workers' output only with --debug
             )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ConfigError(
