@@ -16,6 +16,7 @@ import warnings
 from dataclasses import replace
 
 from vectorize.config import RunSettings
+from vectorize.embedded_pg import given_dsn
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.summary import RunSummary
 
@@ -33,7 +34,7 @@ def _run_on_cluster(settings: RunSettings) -> RunSummary:
 
 
 def run_through_client(settings: RunSettings, address: str) -> RunSummary:
-    if settings.dsn is None and not os.environ.get("VECTORIZE_DSN"):
+    if given_dsn(settings.dsn) is None:
         raise ConfigError(
             f"a run through {address} writes from the cluster, which cannot reach this machine's embedded "
             "Postgres: pass --dsn (or set VECTORIZE_DSN) to a Postgres with pgvector the cluster can reach"

@@ -24,7 +24,7 @@ from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
 from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy, model_dir_of
 from vectorize.config import RunSettings
 from vectorize.db import connect
-from vectorize.embedded_pg import database_dsn
+from vectorize.embedded_pg import database_dsn, given_dsn
 from vectorize.errors import ConfigError, ProviderStopError, VectorizeError
 from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
@@ -201,7 +201,7 @@ def _embed(
 
     started = time.perf_counter()
     ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
-    if settings.dsn is None and not os.environ.get("VECTORIZE_DSN") and settings.dest == "collection":
+    if given_dsn(settings.dsn) is None and settings.dest == "collection":
         check_embedded_database_reach()
     if settings.remote is None:
         plan = plan_actors(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)

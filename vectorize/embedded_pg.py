@@ -45,6 +45,11 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     return dsn
 
 
+def given_dsn(dsn: str | None) -> str | None:
+    """The DSN given, else $VECTORIZE_DSN; None where the run falls back to the embedded server."""
+    return dsn or os.environ.get("VECTORIZE_DSN") or None
+
+
 def database_dsn(dsn: str | None, data_dir: Path | None) -> str:
     """The DSN given, else $VECTORIZE_DSN, else the embedded server in ``data_dir``."""
-    return dsn or os.environ.get("VECTORIZE_DSN") or start_embedded_postgres(data_dir or default_data_dir())
+    return given_dsn(dsn) or start_embedded_postgres(data_dir or default_data_dir())
