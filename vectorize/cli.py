@@ -1,4 +1,4 @@
-"""The `vectorize` command: run an embedding job, search a collection.
+"""The `vectorize` command: run an embedding job, search, serve and check a collection.
 
 Configuration errors print one line and exit 2; the layers above the core (jobs, extract)
 are imported inside the commands that need them.
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
+from vectorize.cli_quality import add_quality_commands, run_check
 from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     served.add_argument("--cpus-per-replica", type=float, default=1.0, help="also the torch threads of a replica")
     served.add_argument("--matryoshka", action="store_true", help="the model may be shortened with 'dimensions'")
     served.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    add_quality_commands(commands, _database_options)
     return parser
 
 
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands = {"run": _run, "search": _search, "serve": _serve}
+        commands = {"run": _run, "search": _search, "serve": _serve, "check": run_check}
         return commands[args.command](args)
     except VectorizeError as exc:
         if debug:

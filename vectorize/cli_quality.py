@@ -1,0 +1,76 @@
+"""The commands that look at what a collection holds: ``check``, ``nearest``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from vectorize.errors import ConfigError
+from vectorize.quality.verdict import Limits
+
+logger = logging.getLogger(__name__)
+
+
+def add_quality_commands(commands, database_options) -> None:
+    check = commands.add_parser("check", help="check a collection's vectors; exit 1 when a limit fails")
+    check.add_argument("--table", required=True)
+    database_options(check)
+    _limit_options(check)
+    check.add_argument("--sample", type=int, default=1000, help="rows whose nearest neighbour is looked up (0: none)")
+    check.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    group = parser.add_argument_group("limits (a check fails past its limit)")
+    for name, help_text in (
+        ("max_zero", "zero vectors"),
+        ("max_non_finite", "vectors holding NaN or infinity"),
+        ("max_wrong_dims", "vectors of other dimensions than the model's"),
+        ("max_other_model", "rows of another model identity"),
+        ("max_off_norm", "vectors whose norm is off the model's normal"),
+        ("max_duplicate_vectors", "rows sharing one vector with a different text"),
+        ("max_identical_texts", "ids holding a text stored under another id too"),
+    ):
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(defaults, name),
+                           metavar="N", help=f"{help_text} (default {_shown(getattr(defaults, name))})")  # fmt: skip
+    for name, help_text in (
+        ("max_near_duplicate_rate", "share of sampled rows with a different text nearly the same"),
+        ("near_duplicate_similarity", "the similarity from which a neighbour is a near duplicate"),
+        ("min_coverage", "share of source rows stored with a vector"),
+        ("min_score", "quality score, 0-100"),
+    ):
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(defaults, name),
+                           metavar="X", help=f"{help_text} (default {getattr(defaults, name):g})")  # fmt: skip
+    group.add_argument("--norm-tolerance", type=float, help="how far off 1.0 a normalised vector's norm may be")
+
+
+def _shown(default: int | None) -> str:
+    return "no limit" if default is None else str(default)
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    given = {name: getattr(args, name) for name in Limits.__dataclass_fields__}
+    for name, value in given.items():
+        if value is not None and value < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} cannot be negative")
+    if given["near_duplicate_similarity"] > 1:
+        raise ConfigError("--near-duplicate-similarity is a cosine similarity: at most 1")
+    return Limits(**given)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from jobs.check import check_collection
+    from vectorize.embedded_pg import database_dsn
+
+    limits = limits_of(args)
+    if args.sample < 0:
+        raise ConfigError("--sample cannot be negative")
+    dsn = database_dsn(args.dsn, args.data_dir)
+    report = check_collection(
+        dsn, args.table, limits, sample=args.sample, address=args.address, norm_tolerance=args.norm_tolerance
+    )
+    print(json.dumps(report.to_dict()) if args.json else report.render())
+    return 0 if report.passed else 1

@@ -1,0 +1,1 @@
+"""What a collection holds, measured: figures in SQL, limits and a score over them."""
