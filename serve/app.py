@@ -1,6 +1,6 @@
 """``serve.app:app``: OpenAI-compatible embeddings and search over the collections, on Ray Serve.
 
-Routes: ``POST /v1/embeddings``, ``POST /v1/search``, ``GET /v1/models``, ``GET /healthz``,
+Routes: ``POST /v1/embeddings``, ``POST /v1/search``, ``POST /v1/nearest``, ``GET /v1/models``, ``GET /healthz``,
 ``GET /metrics``, and ``GET /v1/noop`` (Serve's own overhead, for the latency benchmark).
 The model is the batch job's provider, so a text gets the vector the job stores for it.
 """
@@ -22,8 +22,8 @@ from serve.auth import authorized, configured_keys
 from serve.embedder import CachedEmbedder
 from serve.metrics import ServiceMetrics
 from serve.responses import FastJSONResponse
-from serve.schema import EmbeddingsRequest, SearchRequest, parse_json
-from vectorize.errors import VectorizeError
+from serve.schema import EmbeddingsRequest, NearestRequest, SearchRequest, parse_json
+from vectorize.errors import ConfigError, UnknownCollectionError, VectorizeError
 from vectorize.models import DEFAULT_MODEL, read_identity
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,18 @@ class EmbeddingService:
 
         return await self._answer(request, "/v1/search", handle)
 
+    @api.post("/v1/nearest")
+    async def nearest(self, request: Request) -> JSONResponse:
+        """The stored texts nearest to given vectors, and a summary over their nearest hits."""
+
+        async def handle() -> dict:
+            parsed = NearestRequest.parse(await self._body(request, "/v1/nearest"))
+            found = await asyncio.to_thread(self._nearest_to_vectors, parsed)
+            results = [{"index": i, "hits": [h.to_dict() for h in hits]} for i, hits in enumerate(found.hits)]
+            return {"object": "list", "collection": parsed.collection, "data": results, "summary": found.summary()}
+
+        return await self._answer(request, "/v1/nearest", handle)
+
     @api.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
         async def handle() -> dict:
@@ -184,6 +196,23 @@ class EmbeddingService:
             self._vector_types = register_vector_types(self._db)
         return self._db
 
+    def _nearest_to_vectors(self, parsed: NearestRequest):
+        from vectorize.quality.given_vectors import nearest_for_vectors
+        from vectorize.store.collection import Collection
+
+        try:
+            Collection(parsed.collection)
+        except VectorizeError as exc:
+            raise ApiError(400, str(exc), param="collection") from None
+        what = "'vectors'"
+        try:
+            with self._db_lock:
+                return nearest_for_vectors(self._connection(), parsed.collection, parsed.vectors, parsed.k, what)
+        except UnknownCollectionError as exc:
+            raise ApiError(404, str(exc), param="collection", code="not_found") from None
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), param="vectors" if str(exc).startswith(what) else "collection") from None
+
     def _database_reachable(self) -> bool | None:
         if self.dsn is None:
             return None
@@ -215,10 +244,7 @@ class EmbeddingService:
                     param="collection",
                 )  # fmt: skip
             hits = nearest(conn, collection, vector, parsed.k, parsed.filter)
-        return [
-            {"id": h.id, "chunk": h.chunk, "similarity": h.similarity, "text": h.text, "metadata": h.metadata}
-            for h in hits
-        ]
+        return [h.to_dict() for h in hits]
 
 
 def build_app(args: dict | None = None) -> serve.Application:

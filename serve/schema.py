@@ -82,3 +82,27 @@ class SearchRequest:
         if not isinstance(filters, dict):
             raise ApiError(400, "'filter' must be an object of metadata key: value", param="filter")
         return cls(query, collection, k, filters)
+
+
+@dataclass
+class NearestRequest:
+    """``{"collection": ..., "vectors": [[...], ...] or [...], "k": 10}``"""
+
+    collection: str
+    vectors: list
+    k: int = 10
+
+    @classmethod
+    def parse(cls, data: dict) -> NearestRequest:
+        collection = data.get("collection")
+        if not isinstance(collection, str) or not collection:
+            raise ApiError(400, "'collection' must be the name of a collection", param="collection")
+        vectors = data.get("vectors")
+        if not isinstance(vectors, list) or not vectors:
+            raise ApiError(400, "'vectors' must be a vector or a non-empty list of vectors", param="vectors")
+        if len(vectors) > MAX_INPUTS and isinstance(vectors[0], list):
+            raise ApiError(400, f"'vectors' has {len(vectors)} items; the limit is {MAX_INPUTS}", param="vectors")
+        k = data.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise ApiError(400, "'k' must be an integer from 1 to 1000", param="k")
+        return cls(collection, vectors, k)

@@ -202,3 +202,47 @@ def test_overload_past_the_queue_is_503_with_retry_after(served, tiny_model):
         assert rejected.headers.get("retry-after") == "1"
     finally:
         serve.delete("tight")
+
+
+def test_nearest_texts_for_given_vectors_and_its_bad_input(served, pg_dsn, tiny_model):
+    from tests.planted import plant_collection
+    from vectorize.models import read_identity
+    from vectorize.store.collection import Collection
+    from vectorize.store.registry import prepare_collection
+
+    base = served[0]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    plant_collection(pg_dsn, "served_planted", read_identity(tiny_model))  # vectors far apart, unlike the tiny model's
+    planted = stored(pg_dsn, "served_planted")
+    ids = ["r0", "r5", "r9"]
+    vectors = [planted[i][1].tolist() for i in ids]
+    answer = httpx.post(f"{base}/v1/nearest", json={"collection": "served_planted", "vectors": vectors, "k": 2},
+                        headers=headers)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["hits"][0]["id"] for r in body["data"]] == ids
+    assert all(len(r["hits"]) == 2 for r in body["data"])
+    assert body["summary"]["count"] == 3 and body["summary"]["min"] == pytest.approx(1.0, abs=1e-5)
+    one = httpx.post(
+        f"{base}/v1/nearest", json={"collection": "served_planted", "vectors": vectors[0]}, headers=headers
+    )
+    assert one.json()["data"][0]["hits"][0]["id"] == ids[0] and len(one.json()["data"][0]["hits"]) == 10
+
+    prepare_collection(pg_dsn, Collection("served_empty"), read_identity(tiny_model), "tests")
+    nan_body = json.dumps({"collection": "served_planted", "vectors": [vectors[0], vectors[1]]})
+    nan_body = nan_body.replace(str(vectors[1][5]), "NaN", 1)
+    for body, status, param, says in (
+        ({"collection": "served_planted", "vectors": [vectors[0][:31]]}, 400, "vectors", "31 dimensions"),
+        (nan_body, 400, "vectors", "vector 1 holds NaN"),
+        ({"collection": "no_such_thing", "vectors": vectors}, 404, "collection", "no collection 'no_such_thing'"),
+        ({"collection": "served_empty", "vectors": vectors}, 400, "collection", "holds no vectors yet"),
+        ({"collection": "served_planted", "vectors": []}, 400, "vectors", "non-empty list"),
+        ({"collection": "served_planted", "vectors": [[1, "x"]]}, 400, "vectors", "give numbers"),
+    ):
+        content = body if isinstance(body, str) else json.dumps(body)
+        answer = httpx.post(
+            f"{base}/v1/nearest", content=content, headers={**headers, "content-type": "application/json"}
+        )
+        error = answer.json()["error"]
+        assert (answer.status_code, error["param"]) == (status, param), answer.text
+        assert says in error["message"]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
-from vectorize.cli_quality import add_quality_commands, run_check
+from vectorize.cli_quality import add_quality_commands, run_check, run_nearest
 from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -233,20 +233,7 @@ def _search(args: argparse.Namespace) -> int:
     with connect(dsn) as conn:
         hits = nearest(conn, collection, vector, args.k)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": h.id,
-                        "chunk": h.chunk,
-                        "similarity": round(h.similarity, 4),
-                        "text": h.text,
-                        "metadata": h.metadata,
-                    }
-                    for h in hits
-                ]
-            )
-        )
+        print(json.dumps([h.to_dict(digits=4) for h in hits]))
         return 0
     for rank, hit in enumerate(hits, 1):
         first = " ".join(hit.text.split())[:100]
@@ -261,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands = {"run": _run, "search": _search, "serve": _serve, "check": run_check}
+        commands = {"run": _run, "search": _search, "serve": _serve, "check": run_check, "nearest": run_nearest}
         return commands[args.command](args)
     except VectorizeError as exc:
         if debug:

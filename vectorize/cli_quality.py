@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from vectorize.errors import ConfigError
 from vectorize.quality.verdict import Limits
@@ -20,6 +21,14 @@ def add_quality_commands(commands, database_options) -> None:
     check.add_argument("--sample", type=int, default=1000, help="rows whose nearest neighbour is looked up (0: none)")
     check.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    near = commands.add_parser("nearest", help="the stored texts nearest to given vectors (.npy or .json)")
+    near.add_argument("--table", required=True)
+    near.add_argument("--vectors", required=True, type=Path, help=".npy, or .json: a vector, a list of vectors, "
+                      "or an OpenAI embeddings answer")  # fmt: skip
+    near.add_argument("-k", type=int, default=5, help="texts per vector (default 5)")
+    database_options(near)
+    near.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -74,3 +83,30 @@ def run_check(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.to_dict()) if args.json else report.render())
     return 0 if report.passed else 1
+
+
+def run_nearest(args: argparse.Namespace) -> int:
+    from vectorize.db import connect
+    from vectorize.embedded_pg import database_dsn
+    from vectorize.quality.given_vectors import load_vectors, nearest_for_vectors
+
+    if not 1 <= args.k <= 1000:
+        raise ConfigError("-k must be from 1 to 1000")
+    values = load_vectors(args.vectors)
+    dsn = database_dsn(args.dsn, args.data_dir)
+    with connect(dsn) as conn:
+        found = nearest_for_vectors(conn, args.table, values, args.k, f"--vectors {args.vectors}")
+    summary = found.summary()
+    if args.json:
+        results = [{"index": i, "hits": [h.to_dict(digits=6) for h in hits]} for i, hits in enumerate(found.hits)]
+        print(json.dumps({"collection": args.table, "results": results, "summary": summary}))
+        return 0
+    for i, hits in enumerate(found.hits):
+        print(f"vector {i}")
+        for rank, hit in enumerate(hits, 1):
+            print(f"  {rank:>2}. {hit.similarity:.3f}  {hit.id}  {' '.join(hit.text.split())[:90]}")
+    print(
+        f"{summary['count']} vectors; similarity of the nearest text: "
+        f"mean {summary['mean']:.3f}, min {summary['min']:.3f}, max {summary['max']:.3f}"
+    )
+    return 0

@@ -5,6 +5,7 @@
     │   ├── SourceError               a path that cannot be read, a field missing from the whole source
     │   ├── ModelError                an unknown model, a model that cannot be loaded
     │   ├── ModelMismatchError        the collection holds vectors of another model identity
+    │   ├── UnknownCollectionError    no collection of that name in the database
     │   └── DatabaseConfigError       a bad DSN, an unreachable server, no pgvector
     ├── StoreError                    the database failed while the run was going
     ├── StallError                    the run stopped making progress for --stall-timeout seconds
@@ -53,6 +54,10 @@ class ModelError(ConfigError):
 
 class ModelMismatchError(ConfigError):
     """The collection already holds vectors of another model identity."""
+
+
+class UnknownCollectionError(ConfigError):
+    """No collection of that name is registered in the database."""
 
 
 class DatabaseConfigError(ConfigError):

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from vectorize.db import connect, ensure_vector_extension
-from vectorize.errors import ConfigError, ModelMismatchError
+from vectorize.errors import ConfigError, ModelMismatchError, UnknownCollectionError
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import REGISTRY_TABLE, Collection, create_shared_tables
 
@@ -102,7 +102,7 @@ def registered_model(dsn: str, collection: Collection) -> tuple[ModelIdentity, s
     with connect(dsn, vector=False) as conn:
         found = _lookup(conn, collection)
     if found is None:
-        raise ConfigError(
+        raise UnknownCollectionError(
             f"no collection {collection.name!r} in this database: "
             f"run `vectorize run ... --table {collection.name}` first"
         )

@@ -19,6 +19,16 @@ class Hit:
     text: str
     metadata: dict
 
+    def to_dict(self, digits: int | None = None) -> dict:
+        similarity = self.similarity if digits is None else round(self.similarity, digits)
+        return {
+            "id": self.id,
+            "chunk": self.chunk,
+            "similarity": similarity,
+            "text": self.text,
+            "metadata": self.metadata,
+        }
+
 
 def nearest(conn, collection: Collection, vector: np.ndarray, k: int, where: dict | None = None) -> list[Hit]:
     """The ``k`` nearest rows; ``where``: metadata key: value pairs every hit must have."""

@@ -1,0 +1,108 @@
+"""Vectors made elsewhere, given to ``nearest``: read from .npy or .json, and checked against
+the collection before any query (the dimension, finite values, at least one)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from psycopg import sql
+
+from vectorize.errors import ConfigError, UnknownCollectionError
+from vectorize.store.collection import Collection
+from vectorize.store.registry import registered_identity
+from vectorize.store.search import Hit, nearest
+
+logger = logging.getLogger(__name__)
+
+
+def load_vectors(path: Path) -> np.ndarray:
+    """A .npy array (one vector or one a row), or JSON: a list of numbers, a list of lists, or
+    an OpenAI embeddings answer (``{"data": [{"embedding": [...]}, ...]}``)."""
+    if not path.is_file():
+        raise ConfigError(f"--vectors {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            values = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ConfigError(f"--vectors {path}: not a numeric .npy array ({exc})") from None
+    elif suffix == ".json":
+        try:
+            values = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigError(f"--vectors {path}: not valid JSON ({exc})") from None
+        if isinstance(values, dict) and isinstance(values.get("data"), list):
+            values = [item.get("embedding") if isinstance(item, dict) else item for item in values["data"]]
+    else:
+        raise ConfigError(f"--vectors {path}: give a .npy or .json file")
+    return as_matrix(values, f"--vectors {path}")
+
+
+def as_matrix(values: object, what: str) -> np.ndarray:
+    """``values`` as a float32 matrix, one vector a row; ConfigError naming what is wrong."""
+    try:
+        matrix = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: give numbers, as one vector or a list of vectors of one length") from None
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ConfigError(f"{what}: give at least one vector, as one vector or a list of vectors of one length")
+    return matrix
+
+
+def check_vectors(matrix: np.ndarray, dimensions: int, collection: str, what: str) -> np.ndarray:
+    if matrix.shape[1] != dimensions:
+        raise ConfigError(
+            f"{what}: vectors of {matrix.shape[1]} dimensions; collection {collection!r} holds {dimensions}"
+        )
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        raise ConfigError(f"{what}: vector {int(bad[0])} holds NaN or infinity ({bad.size} such vectors in all)")
+    zero = np.flatnonzero(~matrix.any(axis=1))
+    if zero.size:
+        raise ConfigError(f"{what}: vector {int(zero[0])} is all zeros, which has no direction to compare")
+    return matrix.astype(np.float32)
+
+
+@dataclass
+class NearestTexts:
+    hits: list[list[Hit]]
+
+    def summary(self) -> dict:
+        """Over the nearest hit of each given vector."""
+        best = [h[0].similarity for h in self.hits if h]
+        if not best:
+            return {"count": len(self.hits), "mean": None, "min": None, "max": None}
+        return {
+            "count": len(self.hits),
+            "mean": round(math.fsum(best) / len(best), 6),
+            "min": round(min(best), 6),
+            "max": round(max(best), 6),
+        }
+
+
+def nearest_texts(conn, collection: Collection, vectors: np.ndarray, k: int) -> NearestTexts:
+    """The ``k`` stored texts nearest to each of ``vectors`` (checked already)."""
+    if not 1 <= k <= 1000:
+        raise ConfigError("-k must be from 1 to 1000")
+    return NearestTexts([nearest(conn, collection, vector, k) for vector in vectors])
+
+
+def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> NearestTexts:
+    """The library call behind ``vectorize nearest`` and ``POST /v1/nearest``: ``values`` checked
+    against collection ``table`` (which must exist and hold vectors), then queried."""
+    collection = Collection(table)
+    identity = registered_identity(conn, collection)
+    if identity is None:
+        raise UnknownCollectionError(f"no collection {table!r} in this database")
+    vectors = check_vectors(as_matrix(values, what), identity.dimensions, table, what)
+    empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=collection.table)).fetchone()[0]
+    if empty:
+        raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
+    return nearest_texts(conn, collection, vectors, k)
