@@ -20,6 +20,7 @@ import psycopg
 
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
+from jobs.live_figures import export_run_totals
 from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
 from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy, model_dir_of
 from vectorize.config import RunSettings
@@ -34,7 +35,7 @@ from vectorize.store.registry import prepare_collection
 from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import record_end, record_start
 from vectorize.store.writer import build_vector_index, delete_ids, delete_unseen, resolve_pending
-from vectorize.summary import ApiUsage, RunSummary, WriteCounts
+from vectorize.summary import ApiUsage, BatchMetrics, RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def _finished(
     summary.tokens = totals.tokens
     summary.seconds = time.perf_counter() - started
     record_end(store, summary)
+    export_run_totals(summary, "succeeded")
     return summary
 
 
@@ -188,6 +190,8 @@ def _embed(
     ``finish`` gave."""
     import ray
 
+    from jobs.batch_events import RunContext
+    from jobs.live_figures import LiveFigures
     from jobs.pipeline import run_pipeline
     from jobs.progress import StallWatch, waiting_for
     from jobs.ray_runtime import (
@@ -215,18 +219,22 @@ def _embed(
     prepare_fn, prepare_ctx, sink = stage(run_actor)
     sink.meter = run_actor
     watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan))
+    run = RunContext(summary.run_id, summary.collection, run_actor)
     try:
-        with watch:
-            run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, limiters)
+        with watch, LiveFigures(dsn, summary, run_actor):
+            run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, run, limiters)
+        summary.batch_metrics = read_batch_metrics(run_actor)
         summary.api_usage, _ = read_budgets(settings.remote, limiters)
         with connect(dsn) as conn:
             finished = finish(conn)
     except BaseException as exc:
         exc = watch.check(exc)
         summary.seconds = time.perf_counter() - started
+        summary.batch_metrics = read_batch_metrics(run_actor)
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
         cause = vectorize_cause(exc) or stop
         record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
+        export_run_totals(summary, "failed")
         if cause is not None and cause is not exc:
             raise cause from None
         if exc is watch.stalled:
@@ -292,6 +300,16 @@ def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:
     if remote.fallback is not None:
         check_fallback(identity, remote.fallback)
     return identity, f"{remote.provider}:{remote.model} at {client_spec(remote).where}"
+
+
+def read_batch_metrics(run_actor: Any) -> BatchMetrics | None:
+    import ray
+
+    try:
+        return ray.get(run_actor.batch_metrics.remote(), timeout=30)
+    except Exception:  # the figures are lost with the actor; the run's outcome is not
+        logger.warning("could not read the batch figures of the run", exc_info=True)
+        return None
 
 
 def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pyarrow as pa
 
+from jobs.batch_events import BatchEvents, RunContext
 from jobs.vector_rows import attach_vectors, empty_result, texts_to_embed
 from vectorize.identity import ModelIdentity
 from vectorize.providers.base import EmbeddedBatch, RowProblem
@@ -31,8 +33,10 @@ class EmbedBatches:
         cpu_threads: int | None,
         encode_batch_size: int | None,
         device: str | None = None,
+        run: RunContext | None = None,
     ) -> None:
         self.identity = identity
+        self.events = BatchEvents(run)
         self._provider: SentenceTransformerProvider | None = None
         self._load_error: BaseException | None = None
 
@@ -75,10 +79,16 @@ class EmbedBatches:
     def __call__(self, batch: pa.Table) -> pa.Table:
         todo, texts = texts_to_embed(batch)
         if not texts:
+            self.events.record(batch.num_rows, 0, 0, 0.0)
             return attach_vectors(batch, todo, empty_result(self.identity.dimensions), self.identity.dimensions)
+        provider = self.provider  # the wait for the model to load is not the batch's time
+        started = time.perf_counter()
         try:
-            result = self.provider.embed(texts)
+            result = provider.embed(texts)
         except Exception:
             logger.warning("a batch of %d failed; embedding its texts one by one", len(texts), exc_info=True)
             result = self._embed_each(texts)
+        seconds = time.perf_counter() - started
+        embedded = sum(p is None for p in result.problems) if result.problems else len(texts)
+        self.events.record(batch.num_rows, embedded, sum(result.token_counts), seconds)
         return attach_vectors(batch, todo, result, self.identity.dimensions)

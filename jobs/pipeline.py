@@ -11,6 +11,7 @@ import ray.data
 from ray.data.datasource import Datasink
 
 from extract.sources import SourcePlan
+from jobs.batch_events import RunContext
 from jobs.embedder import EmbedBatches
 from jobs.ray_runtime import LIGHT_STAGE_CPUS, ActorPlan
 from jobs.remote_embedder import EmbedRemoteBatches
@@ -27,10 +28,12 @@ def run_pipeline(
     identity: ModelIdentity,
     plan: ActorPlan,
     sink: Datasink,
+    run: RunContext,
     limiters: tuple[Any, Any] | None = None,
 ) -> None:
-    """``prepare``: the preparation function and its context; ``limiters``: handles to the
-    shared budget actors (primary, fallback) of a remote provider."""
+    """``prepare``: the preparation function and its context; ``run``: the run the embedding
+    actors tell of their batches; ``limiters``: handles to the shared budget actors (primary,
+    fallback) of a remote provider."""
     dataset = source.read(num_cpus=LIGHT_STAGE_CPUS)
     if settings.limit is not None:
         dataset = dataset.limit(settings.limit)
@@ -51,6 +54,7 @@ def run_pipeline(
                 "model_spec": settings.model,
                 "cpu_threads": plan.torch_threads,
                 "encode_batch_size": settings.encode_batch_size,
+                "run": run,
             },
             num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor or None,
@@ -69,6 +73,7 @@ def run_pipeline(
                 "settings": settings.remote,
                 "limiter": limiters[0],
                 "fallback_limiter": limiters[1],
+                "run": run,
             },
             num_cpus=plan.cpus_per_actor,
         )

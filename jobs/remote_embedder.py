@@ -5,9 +5,11 @@ one batch waits for its slowest answer."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pyarrow as pa
 
+from jobs.batch_events import BatchEvents, RunContext
 from jobs.vector_rows import attach_vectors, empty_result, texts_to_embed
 from vectorize.identity import ModelIdentity
 from vectorize.providers.api import build_embedder
@@ -19,8 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 class EmbedRemoteBatches:
-    def __init__(self, identity: ModelIdentity, settings: RemoteSettings, limiter, fallback_limiter=None) -> None:
+    def __init__(
+        self,
+        identity: ModelIdentity,
+        settings: RemoteSettings,
+        limiter,
+        fallback_limiter=None,
+        run: RunContext | None = None,
+    ) -> None:
         self.identity = identity
+        self.events = BatchEvents(run)
         self.settings = settings
         self.limiter = limiter
         self.fallback_limiter = fallback_limiter
@@ -35,5 +45,8 @@ class EmbedRemoteBatches:
     async def __call__(self, batch: pa.Table) -> pa.Table:
         dims = self.identity.dimensions
         todo, texts = texts_to_embed(batch)
+        started = time.perf_counter()
         result = await self._get_embedder().embed(texts) if texts else empty_result(dims)
+        embedded = sum(p is None for p in result.problems) if result.problems else len(texts)
+        self.events.record(batch.num_rows, embedded, sum(result.token_counts), time.perf_counter() - started)
         return attach_vectors(batch, todo, result, dims)

@@ -68,6 +68,27 @@ class ApiUsage(RequestStats):
 
 
 @dataclass
+class BatchMetrics:
+    """How the embedding actors' batches went."""
+
+    batches: int = 0
+    embedding_batches: int = 0  # batches with something to embed
+    texts_embedded: int = 0
+    tokens: int = 0
+    actors: int = 0
+    batch_seconds_mean: float = 0.0
+    batch_seconds_p95: float = 0.0
+    actor_utilisation: float = 0.0  # share of the embedding time the actors spent in the model
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, texts/s)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("batch_seconds_mean", "batch_seconds_p95", "actor_utilisation"):
+            data[key] = round(data[key], 4)
+        return data
+
+
+@dataclass
 class RunSummary:
     run_id: str
     collection: str
@@ -86,6 +107,13 @@ class RunSummary:
     tokens: int = 0
     seconds: float = 0.0
     api_usage: ApiUsage | None = None
+    batch_metrics: BatchMetrics | None = None
+
+    @property
+    def reuse_hit_rate(self) -> float:
+        """Of the rows that got a vector, the share that needed no model call."""
+        hits = self.reused + self.unchanged
+        return hits / (hits + self.embedded) if hits + self.embedded else 0.0
 
     @property
     def rows_per_second(self) -> float:
@@ -101,10 +129,24 @@ class RunSummary:
         data["embedded_per_second"] = round(self.embedded_per_second, 2)
         data["seconds"] = round(self.seconds, 3)
         data["api_usage"] = self.api_usage.to_dict() if self.api_usage else None
+        data["batch_metrics"] = self.batch_metrics.to_dict() if self.batch_metrics else None
+        data["reuse_hit_rate"] = round(self.reuse_hit_rate, 4)
         return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def run_metrics(self) -> dict:
+        """The figures the run history keeps beside its columns."""
+        batches = self.batch_metrics or BatchMetrics()
+        usage = self.api_usage
+        return {
+            **batches.to_dict(),
+            "reuse_hit_rate": round(self.reuse_hit_rate, 4),
+            "texts_per_second": round(self.embedded_per_second, 2),
+            "api_calls": usage.requests if usage else batches.embedding_batches,
+            "retries": usage.retries if usage else 0,
+        }
 
     def render(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failed_by_reason.items()))
@@ -115,12 +157,20 @@ class RunSummary:
             f"reused       {self.reused}  (same text already stored or repeated in this run)",
             f"unchanged    {self.unchanged}" + (f"  ({self.refreshed} with new metadata)" if self.refreshed else ""),
             *([f"deleted      {self.deleted}  (gone from the source)"] if self.deleted is not None else []),
+            f"hit rate     {self.reuse_hit_rate:.1%}  (rows given a vector without the model: reused, unchanged)",
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
             f"truncated    {self.truncated}  (longer than the model's window)",
             f"tokens       {self.tokens}",
             f"seconds      {self.seconds:.1f}",
             f"texts/s      {self.rows_per_second:.1f} rows read, {self.embedded_per_second:.1f} embedded",
         ]
+        batches = self.batch_metrics
+        if batches is not None and batches.embedding_batches:
+            lines.append(
+                f"batches      {batches.embedding_batches} embedded on {batches.actors} actors: "
+                f"mean {batches.batch_seconds_mean:.2f} s, p95 {batches.batch_seconds_p95:.2f} s, "
+                f"actors busy {batches.actor_utilisation:.0%}"
+            )
         usage = self.api_usage
         if usage is not None:
             cost = "unknown price" if usage.cost_usd is None else f"about ${usage.cost_usd:.4f}"

@@ -146,4 +146,6 @@ def create_shared_tables() -> list[sql.SQL]:
             "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS embedded_new bigint, "
             "ADD COLUMN IF NOT EXISTS refreshed bigint, ADD COLUMN IF NOT EXISTS deleted bigint"
         ).format(r=sql.Identifier(RUNS_TABLE)),
+        # batch latency, actor utilisation, throughput over time; live while the run goes (after 0.3)
+        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS metrics jsonb").format(r=sql.Identifier(RUNS_TABLE)),
     ]

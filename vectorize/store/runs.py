@@ -31,7 +31,7 @@ def record_end(where: str | psycopg.Connection, summary: RunSummary, *, error: s
                 """UPDATE {r} SET status = %s, error = %s, finished_at = now(), rows_read = %s,
                    embedded = %s, reused = %s, unchanged = %s, failed = %s, failed_by_reason = %s,
                    truncated = %s, tokens = %s, seconds = %s, texts_per_second = %s, api_usage = %s,
-                   embedded_new = %s, refreshed = %s, deleted = %s
+                   embedded_new = %s, refreshed = %s, deleted = %s, metrics = %s
                    WHERE run_id = %s"""
             ).format(r=_RUNS),
             (
@@ -51,6 +51,16 @@ def record_end(where: str | psycopg.Connection, summary: RunSummary, *, error: s
                 summary.embedded_new,
                 summary.refreshed,
                 summary.deleted,
+                json.dumps(summary.run_metrics()),
                 summary.run_id,
             ),
+        )
+
+
+def record_progress(where: str | psycopg.Connection, run_id: str, metrics: dict) -> None:
+    """The figures of a run still going, in its ``metrics`` (marked ``"live": true``)."""
+    with using(where) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {r} SET metrics = %s WHERE run_id = %s AND status = 'running'").format(r=_RUNS),
+            (json.dumps({**metrics, "live": True}), run_id),
         )

@@ -1,0 +1,112 @@
+"""One event per embedded batch: ``embedding.batch_generated``, logged as one JSON line by the
+actor that made it, told to the run's bookkeeping actor (for the run's figures and its
+timeline) and counted in Ray's metrics (so a Ray dashboard or Prometheus shows the run live).
+
+Ray exports the metrics of every process at the node's metrics port, prefixed ``ray_``:
+``ray_vectorize_batches_total``, ``ray_vectorize_batch_texts_total``,
+``ray_vectorize_texts_embedded_total``, ``ray_vectorize_tokens_total`` and the histogram
+``ray_vectorize_batch_seconds``, each tagged with the collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+EVENT = "embedding.batch_generated"
+events = logging.getLogger("vectorize.events")
+logger = logging.getLogger(__name__)
+
+BATCH_SECONDS_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What an embedding actor needs to tell of its batches: the run, and its bookkeeping actor."""
+
+    run_id: str
+    collection: str
+    meter: Any = None
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    rows: int  # rows of the batch, embedded or not
+    embedded: int  # texts the model embedded
+    tokens: int
+    seconds: float  # in the model (or the API), for this batch
+    ended: float  # wall clock, seconds since the epoch
+    actor: str
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+class BatchEvents:
+    """Held by an embedding actor; ``record`` after each batch."""
+
+    def __init__(self, context: RunContext | None) -> None:
+        self.context = context
+        self.actor = f"{os.uname().nodename}:{os.getpid()}"
+        self._metrics: dict[str, Any] | None = None
+        if context is not None and not events.handlers:
+            handler = logging.StreamHandler(sys.stderr)  # Ray keeps a worker's stderr in its log files
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            events.addHandler(handler)
+            events.setLevel(logging.INFO)
+            events.propagate = False
+
+    def record(self, rows: int, embedded: int, tokens: int, seconds: float) -> BatchFigures:
+        figures = BatchFigures(rows, embedded, tokens, seconds, time.time(), self.actor)
+        context = self.context
+        if context is None:
+            return figures
+        events.info(
+            json.dumps(
+                {
+                    "event": EVENT,
+                    "run_id": context.run_id,
+                    "collection": context.collection,
+                    **asdict(figures),
+                    "seconds": round(seconds, 6),
+                    "texts_per_second": round(figures.texts_per_second, 2),
+                }
+            )
+        )
+        if context.meter is not None:
+            context.meter.add_batch.remote(figures)
+        try:
+            self._count(context.collection, figures)
+        except Exception:  # metrics are for watching; a failure of theirs must not fail the batch
+            logger.warning("could not record the batch's metrics", exc_info=True)
+        return figures
+
+    def _count(self, collection: str, figures: BatchFigures) -> None:
+        if self._metrics is None:
+            from ray.util.metrics import Counter, Histogram
+
+            tags = ("collection",)
+            self._metrics = {
+                "batches": Counter("vectorize_batches", "Batches an embedding actor finished.", tags),
+                "rows": Counter("vectorize_batch_texts", "Rows in the batches, embedded or not.", tags),
+                "embedded": Counter("vectorize_texts_embedded", "Texts the model embedded.", tags),
+                "tokens": Counter("vectorize_tokens", "Tokens of the texts embedded.", tags),
+                "seconds": Histogram(
+                    "vectorize_batch_seconds", "Seconds a batch spent in the model.", BATCH_SECONDS_BOUNDARIES, tags
+                ),
+            }
+        tags = {"collection": collection}
+        self._metrics["batches"].inc(1, tags)
+        if figures.rows:
+            self._metrics["rows"].inc(figures.rows, tags)
+        if figures.embedded:
+            self._metrics["embedded"].inc(figures.embedded, tags)
+            self._metrics["seconds"].observe(figures.seconds, tags)
+        if figures.tokens:
+            self._metrics["tokens"].inc(figures.tokens, tags)

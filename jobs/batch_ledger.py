@@ -1,0 +1,61 @@
+"""The run's batches, as its bookkeeping actor keeps them: the figures a run reports (batch
+latency, actor utilisation, throughput over time) are made from these."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from jobs.batch_events import BatchFigures
+from vectorize.summary import BatchMetrics
+
+TIMELINE_POINTS = 120  # at most this many points of throughput over the run
+
+
+class BatchLedger:
+    def __init__(self) -> None:
+        self._batches: list[BatchFigures] = []
+        self._opened = time.time()
+
+    def add_batch(self, figures: BatchFigures) -> None:
+        self._batches.append(figures)
+
+    def batch_metrics(self) -> BatchMetrics:
+        return summarise(self._batches, self._opened, time.time())
+
+
+def summarise(batches: list[BatchFigures], opened: float, now: float) -> BatchMetrics:
+    """Latency over the batches that embedded something; utilisation: the share of the time
+    from the first batch's start to the last one's end that the actors spent in the model."""
+    working = [b for b in batches if b.embedded]
+    seconds = sorted(b.seconds for b in working)
+    actors = {b.actor for b in batches}
+    if working:
+        start = min(b.ended - b.seconds for b in working)
+        span = max(b.ended for b in working) - start
+        busy = sum(seconds)
+        utilisation = min(1.0, busy / (span * len({b.actor for b in working}))) if span > 0 else 1.0
+    else:
+        utilisation = 0.0
+    return BatchMetrics(
+        batches=len(batches),
+        embedding_batches=len(working),
+        texts_embedded=sum(b.embedded for b in working),
+        tokens=sum(b.tokens for b in working),
+        actors=len(actors),
+        batch_seconds_mean=sum(seconds) / len(seconds) if seconds else 0.0,
+        batch_seconds_p95=seconds[min(len(seconds) - 1, math.ceil(0.95 * len(seconds)) - 1)] if seconds else 0.0,
+        actor_utilisation=utilisation,
+        timeline=timeline(working, opened, now),
+    )
+
+
+def timeline(batches: list[BatchFigures], opened: float, now: float) -> list[tuple[float, float]]:
+    """(seconds since the run opened, texts embedded per second) in equal steps over the run."""
+    span = max(now - opened, 1e-6)
+    points = max(1, min(TIMELINE_POINTS, math.ceil(span)))
+    step = span / points
+    texts = [0] * points
+    for b in batches:
+        texts[min(points - 1, max(0, int((b.ended - opened) / step)))] += b.embedded
+    return [(round((i + 1) * step, 3), round(n / step, 3)) for i, n in enumerate(texts)]
