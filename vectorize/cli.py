@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
-from vectorize.cli_quality import add_quality_commands, run_check, run_nearest
+from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
 from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -248,7 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        commands = {"run": _run, "search": _search, "serve": _serve, "check": run_check, "nearest": run_nearest}
+        commands = {
+            "run": _run,
+            "search": _search,
+            "serve": _serve,
+            "check": run_check,
+            "nearest": run_nearest,
+            "report": run_report,
+        }
         return commands[args.command](args)
     except VectorizeError as exc:
         if debug:

@@ -15,12 +15,12 @@ logger = logging.getLogger(__name__)
 
 def add_quality_commands(commands, database_options) -> None:
     check = commands.add_parser("check", help="check a collection's vectors; exit 1 when a limit fails")
-    check.add_argument("--table", required=True)
-    database_options(check)
-    _limit_options(check)
-    check.add_argument("--sample", type=int, default=1000, help="rows whose nearest neighbour is looked up (0: none)")
-    check.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    _check_arguments(check, database_options)
     check.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+    report = commands.add_parser("report", help="one HTML page of a collection: charts and the check results")
+    _check_arguments(report, database_options)
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the page to write (default report.html)")
 
     near = commands.add_parser("nearest", help="the stored texts nearest to given vectors (.npy or .json)")
     near.add_argument("--table", required=True)
@@ -29,6 +29,14 @@ def add_quality_commands(commands, database_options) -> None:
     near.add_argument("-k", type=int, default=5, help="texts per vector (default 5)")
     database_options(near)
     near.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _check_arguments(parser: argparse.ArgumentParser, database_options) -> None:
+    parser.add_argument("--table", required=True)
+    database_options(parser)
+    parser.add_argument("--sample", type=int, default=1000, help="rows whose nearest neighbour is looked up (0: none)")
+    parser.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
+    _limit_options(parser)
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -70,19 +78,36 @@ def limits_of(args: argparse.Namespace) -> Limits:
     return Limits(**given)
 
 
-def run_check(args: argparse.Namespace) -> int:
-    from jobs.check import check_collection
+def _check_inputs(args: argparse.Namespace) -> tuple[str, str, Limits]:
+    """The database, the collection and the limits of ``check`` and ``report``."""
     from vectorize.embedded_pg import database_dsn
 
     limits = limits_of(args)
     if args.sample < 0:
         raise ConfigError("--sample cannot be negative")
-    dsn = database_dsn(args.dsn, args.data_dir)
-    report = check_collection(
-        dsn, args.table, limits, sample=args.sample, address=args.address, norm_tolerance=args.norm_tolerance
-    )
+    return database_dsn(args.dsn, args.data_dir), args.table, limits
+
+
+def _check_options(args: argparse.Namespace) -> dict:
+    return {"sample": args.sample, "address": args.address, "norm_tolerance": args.norm_tolerance}
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from jobs.check import check_collection
+
+    report = check_collection(*_check_inputs(args), **_check_options(args))
     print(json.dumps(report.to_dict()) if args.json else report.render())
     return 0 if report.passed else 1
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from jobs.report import write_report
+
+    dsn, table, limits = _check_inputs(args)
+    report = write_report(dsn, table, args.out, limits, **_check_options(args))
+    verdict = "passed" if report.passed else f"failed: {', '.join(c.name for c in report.checks if not c.passed)}"
+    print(f"wrote {args.out} ({report.figures.rows} vectors; checks {verdict}; score {report.score:.1f})")
+    return 0
 
 
 def run_nearest(args: argparse.Namespace) -> int:

@@ -64,3 +64,21 @@ def record_progress(where: str | psycopg.Connection, run_id: str, metrics: dict)
             sql.SQL("UPDATE {r} SET metrics = %s WHERE run_id = %s AND status = 'running'").format(r=_RUNS),
             (json.dumps({**metrics, "live": True}), run_id),
         )
+
+
+def run_history(where: str | psycopg.Connection, collection: str, limit: int = 200) -> list[dict]:
+    """The collection's latest runs, oldest first, each a dict of the run history's columns."""
+    with using(where) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"public.{RUNS_TABLE}",)).fetchone()[0]
+        if exists is None:
+            return []
+        cursor = conn.execute(
+            sql.SQL(
+                """SELECT run_id::text, status, error, started_at, finished_at, rows_read, embedded, reused,
+                          unchanged, failed, failed_by_reason, tokens, seconds, texts_per_second, metrics
+                   FROM {r} WHERE collection = %s ORDER BY started_at DESC LIMIT %s"""
+            ).format(r=_RUNS),
+            (collection, limit),
+        )
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in reversed(cursor.fetchall())]
