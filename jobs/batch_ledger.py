@@ -51,11 +51,19 @@ def summarise(batches: list[BatchFigures], opened: float, now: float) -> BatchMe
 
 
 def timeline(batches: list[BatchFigures], opened: float, now: float) -> list[tuple[float, float]]:
-    """(seconds since the run opened, texts embedded per second) in equal steps over the run."""
+    """(seconds since the run opened, texts embedded per second) in equal steps over the run;
+    a batch's texts are spread over the time it spent in the model."""
     span = max(now - opened, 1e-6)
     points = max(1, min(TIMELINE_POINTS, math.ceil(span)))
     step = span / points
-    texts = [0] * points
+    texts = [0.0] * points
     for b in batches:
-        texts[min(points - 1, max(0, int((b.ended - opened) / step)))] += b.embedded
+        start = max(0.0, b.ended - b.seconds - opened)
+        end = min(span, max(start, b.ended - opened))
+        if end - start < 1e-9:
+            texts[min(points - 1, int(start / step))] += b.embedded
+            continue
+        for i in range(int(start / step), min(points - 1, int(end / step)) + 1):
+            overlap = min(end, (i + 1) * step) - max(start, i * step)
+            texts[i] += b.embedded * max(0.0, overlap) / (end - start)
     return [(round((i + 1) * step, 3), round(n / step, 3)) for i, n in enumerate(texts)]

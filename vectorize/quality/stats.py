@@ -118,7 +118,9 @@ def measure(
         other_model=sum(n for key, n in models.items() if key != identity.key),
         errors_by_reason=_errors_by_reason(conn, collection, stored_only=False),
         missing_by_reason=_missing(conn, collection),
-        norm_histogram=_norm_histogram(conn, collection, float(low or 0.0), float(high or 0.0)),
+        norm_histogram=_norm_histogram(
+            conn, collection, max(0.0, min(float(low or 0.0), norm_range[0])), max(float(high or 0.0), norm_range[1])
+        ),
     )
 
 
@@ -162,8 +164,9 @@ def _missing(conn, collection: Collection) -> dict[str, int]:
 
 
 def _norm_histogram(conn, collection: Collection, low: float, high: float) -> tuple[list[float], list[int]]:
-    """Counts of norms in NORM_BINS equal bins between the smallest and the largest: the bins'
-    left edges and their counts."""
+    """Counts of norms in NORM_BINS equal bins from ``low`` to ``high`` (the smallest and largest
+    norm, widened to the normal range, so that a normalised model's shows one bar at 1.0, not
+    float noise): the bins' left edges and their counts."""
     if high <= low:
         high = low + 1e-6
     width = (high - low) / NORM_BINS
