@@ -42,30 +42,26 @@ def _check_arguments(parser: argparse.ArgumentParser, database_options) -> None:
 def _limit_options(parser: argparse.ArgumentParser) -> None:
     defaults = Limits()
     group = parser.add_argument_group("limits (a check fails past its limit)")
-    for name, help_text in (
-        ("max_zero", "zero vectors"),
-        ("max_non_finite", "vectors holding NaN or infinity"),
-        ("max_wrong_dims", "vectors of other dimensions than the model's"),
-        ("max_other_model", "rows of another model identity"),
-        ("max_off_norm", "vectors whose norm is off the model's normal"),
-        ("max_duplicate_vectors", "rows sharing one vector with a different text"),
-        ("max_identical_texts", "ids holding a text stored under another id too"),
+    for name, kind, help_text in (
+        ("max_zero", int, "zero vectors"),
+        ("max_non_finite", int, "vectors holding NaN or infinity"),
+        ("max_wrong_dims", int, "vectors of other dimensions than the model's"),
+        ("max_other_model", int, "rows of another model identity"),
+        ("max_off_norm", int, "vectors whose norm is off the model's normal"),
+        ("max_duplicate_vectors", int, "rows sharing one vector with a different text"),
+        ("max_identical_texts", int, "ids holding a text stored under another id too"),
+        ("max_near_duplicate_rate", float, "share of sampled rows with a different text nearly the same"),
+        ("near_duplicate_similarity", float, "the similarity from which a neighbour is a near duplicate"),
+        ("min_coverage", float, "share of source rows stored with a vector"),
+        ("min_score", float, "quality score, 0-100"),
     ):
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(defaults, name),
-                           metavar="N", help=f"{help_text} (default {_shown(getattr(defaults, name))})")  # fmt: skip
-    for name, help_text in (
-        ("max_near_duplicate_rate", "share of sampled rows with a different text nearly the same"),
-        ("near_duplicate_similarity", "the similarity from which a neighbour is a near duplicate"),
-        ("min_coverage", "share of source rows stored with a vector"),
-        ("min_score", "quality score, 0-100"),
-    ):
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(defaults, name),
-                           metavar="X", help=f"{help_text} (default {getattr(defaults, name):g})")  # fmt: skip
-    group.add_argument("--norm-tolerance", type=float, help="how far off 1.0 a normalised vector's norm may be")
-
-
-def _shown(default: int | None) -> str:
-    return "no limit" if default is None else str(default)
+        default = getattr(defaults, name)
+        shown = "no limit" if default is None else f"{default:g}"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,
+                           metavar="N" if kind is int else "X", help=f"{help_text} (default {shown})")  # fmt: skip
+    group.add_argument(
+        "--norm-tolerance", type=float, metavar="X", help="how far off 1.0 a normalised vector's norm may be"
+    )
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
