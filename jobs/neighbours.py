@@ -40,13 +40,19 @@ def nearest_other_texts(dsn: str, table: str, keys: list[tuple[str, int, str]]) 
     found: list[float] = []
     with connect(dsn) as conn:
         for key, chunk, digest in keys:
+            own = conn.execute(
+                sql.SQL("SELECT embedding FROM {t} WHERE id = %s AND chunk = %s").format(t=collection.table),
+                (key, chunk),
+            ).fetchone()
+            if own is None:  # deleted since it was sampled
+                continue
+            # the vector as a parameter, not a join: only then can the HNSW index order the rows
             hits = conn.execute(
                 sql.SQL(
-                    """WITH q AS (SELECT embedding FROM {t} WHERE id = %(id)s AND chunk = %(chunk)s)
-                       SELECT t.text_sha256, 1 - (t.embedding <=> q.embedding)
-                       FROM {t} t, q ORDER BY t.embedding <=> q.embedding LIMIT %(k)s"""
+                    """SELECT text_sha256, 1 - (embedding <=> %(q)s) FROM {t}
+                       ORDER BY embedding <=> %(q)s LIMIT %(k)s"""
                 ).format(t=collection.table),
-                {"id": key, "chunk": chunk, "k": HITS_PER_QUERY},
+                {"q": own[0], "k": HITS_PER_QUERY},
             ).fetchall()
             for other, similarity in hits:
                 if other != digest and similarity is not None and not math.isnan(similarity):
