@@ -9,9 +9,11 @@ vector is to be reused wait in the pending table until the run resolves them.
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
@@ -278,7 +280,23 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
     return int(reused), Counter({"duplicate_of_failed": len(orphans)} if orphans else {})
 
 
+# Memory for building the HNSW index: pgvector builds far faster while the graph fits in
+# maintenance_work_mem: 100,000 vectors of 384 dims took 288 s with Postgres's default (64 MB)
+# and 69 s with 1 GB on a 2-core machine. Postgres takes only what the graph needs.
+INDEX_BUILD_MEMORY = os.environ.get("VECTORIZE_INDEX_BUILD_MEMORY", "1GB")
+
+
 def build_vector_index(conn, collection: Collection) -> None:
     """HNSW cosine index, built once after the first bulk load; then fresh statistics."""
-    conn.execute(collection.vector_index_statement())
+    try:
+        with conn.transaction():
+            if INDEX_BUILD_MEMORY:
+                conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
+            conn.execute(collection.vector_index_statement())
+    except (psycopg.errors.OutOfMemory, psycopg.errors.DiskFull, psycopg.errors.InvalidParameterValue) as exc:
+        # a parallel build's shared memory can exceed a small /dev/shm (a container's 64 MB);
+        # or $VECTORIZE_INDEX_BUILD_MEMORY is not a size Postgres reads
+        logger.warning("building the HNSW index with maintenance_work_mem %s failed (%s); "
+                       "again with the server's own setting", INDEX_BUILD_MEMORY, exc)  # fmt: skip
+        conn.execute(collection.vector_index_statement())
     conn.execute(sql.SQL("ANALYZE {t}").format(t=collection.table))
