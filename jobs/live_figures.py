@@ -1,6 +1,7 @@
 """A run's figures while it goes: every few seconds the driver reads the run's bookkeeping
 actor and writes what it holds to the run history (``metrics``, marked live) and to Ray's
-metrics (``ray_vectorize_run_rows_written``, ``ray_vectorize_run_texts_per_second``); at the
+metrics (``ray_vectorize_run_rows_written``, ``ray_vectorize_run_rows_so_far{outcome}``,
+``ray_vectorize_run_texts_per_second``); at the
 end, the run's totals go to Ray's counters ``ray_vectorize_run_rows_total{outcome}``,
 ``ray_vectorize_run_tokens_total`` and ``ray_vectorize_runs_total{status}``."""
 
@@ -59,16 +60,19 @@ class LiveFigures:
 
         (rows, _), batches = ray.get([self.meter.read.remote(), self.meter.batch_metrics.remote()], timeout=30)
         written = rows.get("rows written", 0)
+        outcomes = {outcome: rows.get(outcome, 0) for outcome in ("embedded", "reused", "unchanged", "failed")}
         elapsed = time.perf_counter() - self._started
         rate = batches.texts_embedded / elapsed if elapsed > 0 else 0.0
-        record_progress(
-            self.dsn,
-            self.summary.run_id,
-            {**batches.to_dict(), "rows_written": written, "seconds": round(elapsed, 1), "texts_per_second": rate},
-        )
+        figures = {"rows_written": written, **outcomes, "seconds": round(elapsed, 1), "texts_per_second": rate}
+        record_progress(self.dsn, self.summary.run_id, {**batches.to_dict(), **figures})
         tags = {"collection": self.summary.collection}
         description = "Rows the running job has written so far."
         _metric("Gauge", "vectorize_run_rows_written", description, ("collection",)).set(written, tags)
+        by_outcome = _metric(
+            "Gauge", "vectorize_run_rows_so_far", "The running job's rows by outcome.", ("collection", "outcome")
+        )
+        for outcome, count in outcomes.items():
+            by_outcome.set(count, {**tags, "outcome": outcome})
         description = "Texts per second the running job has embedded."
         _metric("Gauge", "vectorize_run_texts_per_second", description, ("collection",)).set(rate, tags)
 

@@ -17,7 +17,7 @@ from jobs.progress import report
 from vectorize.db import connect
 from vectorize.store.collection import Collection
 from vectorize.store.writer import write_block
-from vectorize.summary import WriteCounts
+from vectorize.summary import WriteCounts, live_outcomes
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,11 @@ class CountingDatasink(Datasink[WriteCounts]):
         with connect(self.dsn) as conn:
             for block in blocks:
                 if block.num_rows:
-                    counts.add(self.write_block(conn, block))
+                    written = self.write_block(conn, block)
+                    counts.add(written)
                     report(self.meter, "rows written", block.num_rows)
+                    for outcome, rows in live_outcomes(written).items():
+                        report(self.meter, outcome, rows)
         self.after_write()
         return counts
 

@@ -37,6 +37,17 @@ class WriteCounts:
         self.tokens += other.tokens
 
 
+def live_outcomes(counts: WriteCounts) -> dict[str, int]:
+    """What a written block adds to a running job's figures, by outcome (a row waiting to reuse
+    a vector counts as reused: the run's end gives it the vector)."""
+    return {
+        "embedded": counts.embedded,
+        "reused": counts.reuse_pending,
+        "unchanged": counts.unchanged + counts.refreshed,
+        "failed": sum(counts.failed_by_reason.values()),
+    }
+
+
 @dataclass
 class RequestStats:
     """Requests to a remote provider, counted by the run's shared budget."""
