@@ -19,15 +19,16 @@ HITS_PER_QUERY = 8  # enough to step over the row itself and its identical texts
 
 
 def sample_rows(conn, collection: Collection, rows: int, size: int) -> list[tuple[str, int, str]]:
-    """Up to ``size`` rows with a usable vector, picked at random; every row when the
-    collection has no more than ``size``."""
-    fraction = 1.0 if size >= rows else min(1.0, 2.0 * size / max(rows, 1))
+    """Up to ``size`` rows with a usable vector, picked at random over the whole table (about
+    1.5 x ``size`` pass a coin toss in one scan, and a shuffle of those keeps ``size``); every
+    row when the collection has no more than ``size``."""
+    fraction = 1.0 if size >= rows else min(1.0, 1.5 * size / max(rows, 1))
     return conn.execute(
         sql.SQL(
             """SELECT id, chunk, text_sha256 FROM {t}
                WHERE vector_norm(embedding) > 0 AND vector_norm(embedding) < 'Infinity'::float8
                  AND random() < %s
-               LIMIT %s"""
+               ORDER BY random() LIMIT %s"""
         ).format(t=collection.table),
         (fraction, size),
     ).fetchall()
