@@ -10,7 +10,7 @@ with a few hundred planted flaws, its HNSW index built as a job builds it. In on
   one connection, one after the other;
 - the peak memory of this process against the table's size on disk: the vectors stay in Postgres.
 
-    python bench/check_scale.py [--rows 200000]
+    python bench/check_scale.py [--rows 100000]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def timed(fn) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--sample", type=int, default=1000)
     args = parser.parse_args()
 
