@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from jobs.ray_metrics import ray_metric
+
 EVENT = "embedding.batch_generated"
 events = logging.getLogger("vectorize.events")
 logger = logging.getLogger(__name__)
@@ -54,7 +56,6 @@ class BatchEvents:
     def __init__(self, context: RunContext | None) -> None:
         self.context = context
         self.actor = f"{os.uname().nodename}:{os.getpid()}"
-        self._metrics: dict[str, Any] | None = None
         if context is not None and not events.handlers:
             handler = logging.StreamHandler(sys.stderr)  # Ray keeps a worker's stderr in its log files
             handler.setFormatter(logging.Formatter("%(message)s"))
@@ -88,25 +89,20 @@ class BatchEvents:
         return figures
 
     def _count(self, collection: str, figures: BatchFigures) -> None:
-        if self._metrics is None:
-            from ray.util.metrics import Counter, Histogram
-
-            tags = ("collection",)
-            self._metrics = {
-                "batches": Counter("vectorize_batches", "Batches an embedding actor finished.", tags),
-                "rows": Counter("vectorize_batch_texts", "Rows in the batches, embedded or not.", tags),
-                "embedded": Counter("vectorize_texts_embedded", "Texts the model embedded.", tags),
-                "tokens": Counter("vectorize_tokens", "Tokens of the texts embedded.", tags),
-                "seconds": Histogram(
-                    "vectorize_batch_seconds", "Seconds a batch spent in the model.", BATCH_SECONDS_BOUNDARIES, tags
-                ),
-            }
         tags = {"collection": collection}
-        self._metrics["batches"].inc(1, tags)
+        keys = ("collection",)
+        ray_metric("Counter", "vectorize_batches", "Batches an embedding actor finished.", keys).inc(1, tags)
         if figures.rows:
-            self._metrics["rows"].inc(figures.rows, tags)
+            ray_metric("Counter", "vectorize_batch_texts", "Rows in the batches, embedded or not.", keys).inc(
+                figures.rows, tags
+            )
         if figures.embedded:
-            self._metrics["embedded"].inc(figures.embedded, tags)
-            self._metrics["seconds"].observe(figures.seconds, tags)
+            ray_metric("Counter", "vectorize_texts_embedded", "Texts the model embedded.", keys).inc(
+                figures.embedded, tags
+            )
+            ray_metric(
+                "Histogram", "vectorize_batch_seconds", "Seconds a batch spent in the model.", keys,
+                boundaries=BATCH_SECONDS_BOUNDARIES,
+            ).observe(figures.seconds, tags)  # fmt: skip
         if figures.tokens:
-            self._metrics["tokens"].inc(figures.tokens, tags)
+            ray_metric("Counter", "vectorize_tokens", "Tokens of the texts embedded.", keys).inc(figures.tokens, tags)

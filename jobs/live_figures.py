@@ -12,20 +12,11 @@ import threading
 import time
 from typing import Any
 
+from jobs.ray_metrics import ray_metric
 from vectorize.store.runs import record_progress
 from vectorize.summary import RunSummary
 
 logger = logging.getLogger(__name__)
-
-_gauges: dict[str, Any] = {}
-
-
-def _metric(kind: str, name: str, description: str, tags: tuple[str, ...]) -> Any:
-    if name not in _gauges:
-        from ray.util import metrics
-
-        _gauges[name] = getattr(metrics, kind)(name, description, tags)
-    return _gauges[name]
 
 
 class LiveFigures:
@@ -67,14 +58,14 @@ class LiveFigures:
         record_progress(self.dsn, self.summary.run_id, {**batches.to_dict(), **figures})
         tags = {"collection": self.summary.collection}
         description = "Rows the running job has written so far."
-        _metric("Gauge", "vectorize_run_rows_written", description, ("collection",)).set(written, tags)
-        by_outcome = _metric(
+        ray_metric("Gauge", "vectorize_run_rows_written", description, ("collection",)).set(written, tags)
+        by_outcome = ray_metric(
             "Gauge", "vectorize_run_rows_so_far", "The running job's rows by outcome.", ("collection", "outcome")
         )
         for outcome, count in outcomes.items():
             by_outcome.set(count, {**tags, "outcome": outcome})
         description = "Texts per second the running job has embedded."
-        _metric("Gauge", "vectorize_run_texts_per_second", description, ("collection",)).set(rate, tags)
+        ray_metric("Gauge", "vectorize_run_texts_per_second", description, ("collection",)).set(rate, tags)
 
 
 def export_run_totals(summary: RunSummary, status: str) -> None:
@@ -84,7 +75,9 @@ def export_run_totals(summary: RunSummary, status: str) -> None:
     if not ray.is_initialized():
         return
     try:
-        rows = _metric("Counter", "vectorize_run_rows", "Rows of finished runs, by outcome.", ("collection", "outcome"))
+        rows = ray_metric(
+            "Counter", "vectorize_run_rows", "Rows of finished runs, by outcome.", ("collection", "outcome")
+        )
         for outcome, count in (
             ("read", summary.rows_read),
             ("embedded", summary.embedded),
@@ -95,9 +88,9 @@ def export_run_totals(summary: RunSummary, status: str) -> None:
             if count:
                 rows.inc(count, {"collection": summary.collection, "outcome": outcome})
         if summary.tokens:
-            tokens = _metric("Counter", "vectorize_run_tokens", "Tokens embedded by finished runs.", ("collection",))
+            tokens = ray_metric("Counter", "vectorize_run_tokens", "Tokens embedded by finished runs.", ("collection",))
             tokens.inc(summary.tokens, {"collection": summary.collection})
-        runs = _metric("Counter", "vectorize_runs", "Finished runs, by status.", ("collection", "status"))
+        runs = ray_metric("Counter", "vectorize_runs", "Finished runs, by status.", ("collection", "status"))
         runs.inc(1, {"collection": summary.collection, "status": status})
     except Exception:
         logger.warning("could not export the run's figures to Ray's metrics", exc_info=True)

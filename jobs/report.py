@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-from jobs.check import DEFAULT_SAMPLE, check_collection
+from jobs.check import check_collection
 from vectorize.errors import ConfigError
 from vectorize.quality.check_report import CheckReport
 from vectorize.quality.report_page import render_page
@@ -15,20 +16,12 @@ from vectorize.store.runs import run_history
 logger = logging.getLogger(__name__)
 
 
-def write_report(
-    dsn: str,
-    table: str,
-    out: Path,
-    limits: Limits | None = None,
-    *,
-    sample: int = DEFAULT_SAMPLE,
-    address: str | None = None,
-    norm_tolerance: float | None = None,
-) -> CheckReport:
-    """The collection checked and drawn into ``out`` (one HTML file); the check's outcome."""
+def write_report(dsn: str, table: str, out: Path, limits: Limits | None = None, **check_options: Any) -> CheckReport:
+    """The collection checked (``check_collection``'s options) and drawn into ``out``, one
+    HTML file; the check's outcome."""
     if out.is_dir() or not out.parent.is_dir():
         raise ConfigError(f"--out {out}: give a file in a folder that exists")
-    report = check_collection(dsn, table, limits, sample=sample, address=address, norm_tolerance=norm_tolerance)
+    report = check_collection(dsn, table, limits, **check_options)
     out.write_text(render_page(report, run_history(dsn, table)), encoding="utf-8")
     logger.info("wrote %s", out)
     return report

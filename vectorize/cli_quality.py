@@ -111,8 +111,6 @@ def run_nearest(args: argparse.Namespace) -> int:
     from vectorize.embedded_pg import database_dsn
     from vectorize.quality.given_vectors import load_vectors, nearest_for_vectors
 
-    if not 1 <= args.k <= 1000:
-        raise ConfigError("-k must be from 1 to 1000")
     values = load_vectors(args.vectors)
     dsn = database_dsn(args.dsn, args.data_dir)
     with connect(dsn) as conn:

@@ -76,14 +76,10 @@ def measure(
         norm_range = (1.0 - norm_tolerance, 1.0 + norm_tolerance)
     else:
         norm_range = (mean - norm_sigmas * std, mean + norm_sigmas * std)
-    off_norm = conn.execute(
-        sql.SQL(
-            """SELECT count(*) FROM {t} WHERE vector_norm(embedding) > 0
-               AND vector_norm(embedding) < 'Infinity'::float8
-               AND (vector_norm(embedding) < %s OR vector_norm(embedding) > %s)"""
-        ).format(t=t),
+    histogram, off_norm = _norms_by_bin(
+        conn, collection, (max(0.0, min(float(low or 0.0), norm_range[0])), max(float(high or 0.0), norm_range[1])),
         norm_range,
-    ).fetchone()[0]
+    )  # fmt: skip
     dup_groups, dup_rows = conn.execute(
         sql.SQL(
             """SELECT count(*), coalesce(sum(n), 0) FROM (
@@ -118,9 +114,7 @@ def measure(
         other_model=sum(n for key, n in models.items() if key != identity.key),
         errors_by_reason=_errors_by_reason(conn, collection, stored_only=False),
         missing_by_reason=_missing(conn, collection),
-        norm_histogram=_norm_histogram(
-            conn, collection, max(0.0, min(float(low or 0.0), norm_range[0])), max(float(high or 0.0), norm_range[1])
-        ),
+        norm_histogram=histogram,
     )
 
 
@@ -163,21 +157,26 @@ def _missing(conn, collection: Collection) -> dict[str, int]:
     return missing
 
 
-def _norm_histogram(conn, collection: Collection, low: float, high: float) -> tuple[list[float], list[int]]:
-    """Counts of norms in NORM_BINS equal bins from ``low`` to ``high`` (the smallest and largest
-    norm, widened to the normal range, so that a normalised model's shows one bar at 1.0, not
-    float noise): the bins' left edges and their counts."""
+def _norms_by_bin(
+    conn, collection: Collection, bounds: tuple[float, float], normal: tuple[float, float]
+) -> tuple[tuple[list[float], list[int]], int]:
+    """In one scan: counts of norms in NORM_BINS equal bins over ``bounds`` (the smallest and
+    largest norm, widened to the normal range, so that a normalised model's shows one bar at
+    1.0, not float noise), as the bins' left edges and their counts; and how many non-zero
+    norms lie outside ``normal``."""
+    low, high = bounds
     if high <= low:
         high = low + 1e-6
+    found = conn.execute(
+        sql.SQL(
+            """SELECT least(width_bucket(n, %(low)s, %(high)s, %(bins)s), %(bins)s) AS bin, count(*),
+                      count(*) FILTER (WHERE n > 0 AND (n < %(lo)s OR n > %(hi)s))
+               FROM (SELECT vector_norm(embedding) AS n FROM {t}) norms
+               WHERE n < 'Infinity'::float8 GROUP BY bin"""
+        ).format(t=collection.table),
+        {"low": low, "high": high, "bins": NORM_BINS, "lo": normal[0], "hi": normal[1]},
+    ).fetchall()
+    counts = {bin_: n for bin_, n, _ in found}
     width = (high - low) / NORM_BINS
-    found = dict(
-        conn.execute(
-            sql.SQL(
-                """SELECT least(width_bucket(vector_norm(embedding), %s, %s, %s), %s) AS bin, count(*)
-                   FROM {t} WHERE vector_norm(embedding) < 'Infinity'::float8 GROUP BY bin"""
-            ).format(t=collection.table),
-            (low, high, NORM_BINS, NORM_BINS),
-        ).fetchall()
-    )
     edges = [low + i * width for i in range(NORM_BINS)]
-    return edges, [int(found.get(i + 1, 0)) for i in range(NORM_BINS)]
+    return (edges, [int(counts.get(i + 1, 0)) for i in range(NORM_BINS)]), sum(off for _, _, off in found)

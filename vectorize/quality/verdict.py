@@ -8,7 +8,7 @@ model's normal, a vector shared with a different text), so it errs low, never hi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -118,7 +118,3 @@ def verdicts(figures: TableFigures, neighbours: NeighbourFigures | None, limits:
         )
     checks.append(at_least("score", round(score(figures), 2), limits.min_score))
     return checks
-
-
-def limits_dict(limits: Limits) -> dict:
-    return asdict(limits)
