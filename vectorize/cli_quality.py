@@ -113,7 +113,7 @@ def run_nearest(args: argparse.Namespace) -> int:
 
     values = load_vectors(args.vectors)
     dsn = database_dsn(args.dsn, args.data_dir)
-    with connect(dsn) as conn:
+    with connect(dsn, vector=False) as conn:
         found = nearest_for_vectors(conn, args.table, values, args.k, f"--vectors {args.vectors}")
     summary = found.summary()
     if args.json:

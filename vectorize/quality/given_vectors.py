@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from psycopg import sql
 
+from vectorize.db import register_vector_types
 from vectorize.errors import ConfigError, UnknownCollectionError
 from vectorize.store.collection import Collection
 from vectorize.store.registry import registered_identity
@@ -87,16 +88,12 @@ class NearestTexts:
         }
 
 
-def nearest_texts(conn, collection: Collection, vectors: np.ndarray, k: int) -> NearestTexts:
-    """The ``k`` stored texts nearest to each of ``vectors`` (checked already)."""
-    if not 1 <= k <= 1000:
-        raise ConfigError("-k must be from 1 to 1000")
-    return NearestTexts([nearest(conn, collection, vector, k) for vector in vectors])
-
-
 def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> NearestTexts:
     """The library call behind ``vectorize nearest`` and ``POST /v1/nearest``: ``values`` checked
-    against collection ``table`` (which must exist and hold vectors), then queried."""
+    against collection ``table`` (which must exist and hold vectors), then queried. ``conn``
+    need not have pgvector's types yet: a database without any collection has no extension."""
+    if not 1 <= k <= 1000:
+        raise ConfigError("-k must be from 1 to 1000")
     collection = Collection(table)
     identity = registered_identity(conn, collection)
     if identity is None:
@@ -105,4 +102,5 @@ def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> 
     empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=collection.table)).fetchone()[0]
     if empty:
         raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
-    return nearest_texts(conn, collection, vectors, k)
+    register_vector_types(conn)
+    return NearestTexts([nearest(conn, collection, vector, k) for vector in vectors])
