@@ -113,6 +113,18 @@ def test_a_missing_or_wrong_key_is_401(served, header):
     assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
 
 
+def test_unknown_routes_and_methods_get_openai_shaped_errors(served):
+    base = served[0]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    unknown = httpx.post(f"{base}/v1/completions", json={"prompt": "x"}, headers=headers)
+    assert unknown.status_code == 404 and "no route /v1/completions" in unknown.json()["error"]["message"]
+    wrong_method = httpx.get(f"{base}/v1/embeddings", headers=headers)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["message"] == "/v1/embeddings takes POST, not GET"
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'vectorize_requests_total{route="/v1/completions",status="404"}' in metrics
+
+
 def test_forty_concurrent_requests_are_answered_in_fewer_model_calls(served):
     base, rows, _ = served
     headers = {"Authorization": f"Bearer {API_KEY}"}
