@@ -59,3 +59,13 @@ def test_broken_copies_of_cluster_yaml_fail_validation(schema, config, breakage)
     breakage(broken)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_every_node_starts_ray_with_serves_throughput_settings(config):
+    from serve.launch import LOCAL_ONLY_SETTINGS, SERVE_ENVIRONMENT
+
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        start = next(c for c in commands if "ray start" in c)
+        for key, value in SERVE_ENVIRONMENT.items():
+            if key not in LOCAL_ONLY_SETTINGS:
+                assert f"{key}={value}" in start, key
