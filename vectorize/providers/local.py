@@ -77,14 +77,11 @@ class SentenceTransformerProvider:
         logger.info("loaded %s on %s (threads=%s)", identity.name, self.device, torch.get_num_threads())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return [len(ids) for ids in self._token_ids(list(texts), truncate=False)] if texts else []
 
     def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
         texts = list(texts)
-        token_ids = self._token_ids(texts, truncate=False)
+        token_ids = self._token_ids(texts, truncate=False) if texts else []
         counts = [len(ids) for ids in token_ids]
         vectors = np.empty((len(texts), self.identity.dimensions), dtype=np.float32)
         order = np.argsort(np.asarray(counts, dtype=np.int64), kind="stable")[::-1]
