@@ -103,7 +103,10 @@ class EmbeddingService:
             else:
                 error = ApiError(404, f"no route {route}; the routes are {', '.join(sorted({p for _, p in ROUTES}))}")
             self._count(route, error.status)
-            return error_response(error)
+            answer = error_response(error)
+            if methods:
+                answer.headers["Allow"] = ", ".join(methods)
+            return answer
         try:
             return await getattr(self, name)(request)
         except Exception:

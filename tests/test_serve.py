@@ -119,7 +119,7 @@ def test_unknown_routes_and_methods_get_openai_shaped_errors(served):
     unknown = httpx.post(f"{base}/v1/completions", json={"prompt": "x"}, headers=headers)
     assert unknown.status_code == 404 and "no route /v1/completions" in unknown.json()["error"]["message"]
     wrong_method = httpx.get(f"{base}/v1/embeddings", headers=headers)
-    assert wrong_method.status_code == 405
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"]["message"] == "/v1/embeddings takes POST, not GET"
     metrics = httpx.get(f"{base}/metrics").text
     assert 'vectorize_requests_total{route="/v1/completions",status="404"}' in metrics

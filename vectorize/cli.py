@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM (a service manager's stop) stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Start the application and keep it up until interrupted."""
     from vectorize.embedded_pg import database_dsn
@@ -130,6 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
             cpus_per_replica=args.cpus_per_replica, matryoshka=args.matryoshka, address=args.address,
             worker_logs=args.debug,
         )  # fmt: skip
+        signal.signal(signal.SIGTERM, _interrupt)  # after Ray's start, whose own handler dumps a stack
         print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
