@@ -27,8 +27,12 @@ class ProgressMeter:
         self._rows: dict[str, int] = {}
         self._last = time.monotonic()
 
-    def add(self, stage: str, rows: int) -> None:
-        self._rows[stage] = self._rows.get(stage, 0) + rows
+    def add_counts(self, counts: dict[str, int]) -> None:
+        """Several stages' rows at once: a reader sees all of them or none."""
+        rows = dict(self._rows)
+        for stage, count in counts.items():
+            rows[stage] = rows.get(stage, 0) + count
+        self._rows = rows
         self._last = time.monotonic()
 
     def read(self) -> tuple[dict[str, int], float]:
@@ -53,10 +57,12 @@ def waiting_for(plan: ActorPlan) -> str:
     return "check that the database answers and the workers' logs (ray logs, or --debug)"
 
 
-def report(meter: Any, stage: str, rows: int) -> None:
-    """Fire and forget: a lost report only makes the run look slower to the watcher."""
-    if meter is not None and rows:
-        meter.add.remote(stage, rows)
+def report_counts(meter: Any, counts: dict[str, int]) -> None:
+    """Rows by stage, in one message so that a reader sees them together. Fire and forget: a
+    lost report only makes the run look slower to the watcher."""
+    counts = {stage: rows for stage, rows in counts.items() if rows}
+    if meter is not None and counts:
+        meter.add_counts.remote(counts)
 
 
 class StallWatch:

@@ -13,7 +13,7 @@ from ray.data.block import Block
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
-from jobs.progress import report
+from jobs.progress import report_counts
 from vectorize.db import connect
 from vectorize.store.collection import Collection
 from vectorize.store.writer import write_block
@@ -43,9 +43,7 @@ class CountingDatasink(Datasink[WriteCounts]):
                 if block.num_rows:
                     written = self.write_block(conn, block)
                     counts.add(written)
-                    report(self.meter, "rows written", block.num_rows)
-                    for outcome, rows in live_outcomes(written).items():
-                        report(self.meter, outcome, rows)
+                    report_counts(self.meter, {"rows written": block.num_rows, **live_outcomes(written)})
         self.after_write()
         return counts
 
