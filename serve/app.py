@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000}
 OPEN_ROUTES = ("/healthz", "/metrics")
+UNKNOWN_ROUTE = "unknown"
 # (method, path) -> the EmbeddingService method that answers it
 ROUTES = {
     ("POST", "/v1/embeddings"): "embeddings",
@@ -102,7 +103,7 @@ class EmbeddingService:
                 error = ApiError(405, f"{route} takes {' or '.join(methods)}, not {request.method}")
             else:
                 error = ApiError(404, f"no route {route}; the routes are {', '.join(sorted({p for _, p in ROUTES}))}")
-            self._count(route, error.status)
+            self._count(route if methods else UNKNOWN_ROUTE, error.status)  # any path: one label, not one each
             answer = error_response(error)
             if methods:
                 answer.headers["Allow"] = ", ".join(methods)
