@@ -3,6 +3,11 @@
 Ray's own JSON reader fails the whole read on one malformed line; this one hands every
 line on as raw text with its position, and preparation parses it, sending a malformed
 line to the errors table.
+
+Lines are split on ``\n`` only (JSON text may hold U+2028 and other line separators) and
+decoded with ``surrogateescape``: a byte that is not UTF-8 survives as a lone surrogate, which
+preparation then refuses in an id and replaces in text (:mod:`vectorize.sanitize`). The raw
+column is binary, so the line travels exactly as the file has it.
 """
 
 from __future__ import annotations
@@ -18,20 +23,28 @@ from ray.data.datasource import FileBasedDatasource
 RAW_COLUMN = "_raw"
 POSITION_COLUMN = "_pos"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
-_SCHEMA = pa.schema([(RAW_COLUMN, pa.string()), (POSITION_COLUMN, pa.string())])
+_SCHEMA = pa.schema([(RAW_COLUMN, pa.binary()), (POSITION_COLUMN, pa.string())])
 _ROWS_PER_BLOCK = 4096
+
+
+def decode_raw(raw: bytes | str) -> str:
+    """A raw record as :func:`iter_json_records` gave it (a SQL source's come as text)."""
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
 
 
 def iter_json_records(data: bytes, path: str, envelope: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """(raw record text, "path:line") for each record: array elements, non-blank lines, or one
     object spread over many lines. An object with an ``envelope`` key holding a list (an API's
     page, like Jira's ``{"issues": [...]}``) gives the list's elements."""
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="surrogateescape")
     head = text.lstrip()[:1]
     whole = None
     if head in ("[", "{"):
         try:
-            whole = json.loads(text)
+            whole = json.loads(text, strict=False)
+        except RecursionError:
+            yield text, f"{path}:1"  # too deep to read as a whole: one error row
+            return
         except ValueError as exc:
             if head == "[":
                 yield text, f"{path}:{getattr(exc, 'lineno', 1)}"  # malformed as a whole
@@ -40,9 +53,10 @@ def iter_json_records(data: bytes, path: str, envelope: tuple[str, ...] = ()) ->
         items = whole if isinstance(whole, list) else [whole]
         for i, item in enumerate(items):
             where = f"{path}[{i}]" if isinstance(whole, list) else f"{path}:1"
-            yield from _unwrap(json.dumps(item, ensure_ascii=False), item, where, envelope)
+            yield from _unwrap(json.dumps(item), item, where, envelope)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if line.strip():
             yield from _unwrap(line, None, f"{path}:{number}", envelope)
 
@@ -51,13 +65,13 @@ def _unwrap(raw: str, parsed: object, where: str, envelope: tuple[str, ...]) -> 
     if envelope and any(f'"{key}"' in raw for key in envelope):
         if parsed is None:
             try:
-                parsed = json.loads(raw)
-            except ValueError:
+                parsed = json.loads(raw, strict=False)
+            except (ValueError, RecursionError):
                 parsed = None
         for key in envelope:
             if isinstance(parsed, dict) and isinstance(parsed.get(key), list):
                 for i, item in enumerate(parsed[key]):
-                    yield json.dumps(item, ensure_ascii=False), f"{where}.{key}[{i}]"
+                    yield json.dumps(item), f"{where}.{key}[{i}]"
                 return
     yield raw, where
 
@@ -73,7 +87,7 @@ class JsonRecordsDatasource(FileBasedDatasource):
         raws: list[str] = []
         positions: list[str] = []
         for raw, position in iter_json_records(f.readall(), path, self.envelope):
-            raws.append(raw)
+            raws.append(raw.encode("utf-8", "surrogateescape"))
             positions.append(position)
             if len(raws) >= _ROWS_PER_BLOCK:
                 yield pa.table([raws, positions], schema=_SCHEMA)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vectorize import rows
+from vectorize.sanitize import MAX_METADATA_DEPTH, NotStorable, check_depth, check_id, clean, clean_metadata, is_clean
 from vectorize.text import TextTemplate, clean_text, content_hash
 
 
@@ -36,14 +37,14 @@ class RecordSpec:
     metadata_fields: tuple[str, ...] | None = None
 
 
-def _raw_text(record: Any) -> str:
+def raw_text(record: Any) -> str:
     try:
         return json.dumps(record, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return repr(record)
 
 
-def _fallback_key(raw: str, position: str | None) -> str:
+def fallback_key(raw: str, position: str | None) -> str:
     return position or "record:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
 
 
@@ -54,16 +55,17 @@ def _type_name(value: Any) -> str:
 
 
 def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, raw: str | None = None) -> dict:
-    """A row of :data:`vectorize.rows.PREPARED_SCHEMA` with status ``embed`` or ``error``."""
-    raw = raw if raw is not None else _raw_text(record)
+    """A row of :data:`vectorize.rows.PREPARED_SCHEMA` with status ``embed`` or ``error``; text
+    and metadata follow :mod:`vectorize.sanitize`'s rules (``sanitized`` says they were changed)."""
+    raw = raw if raw is not None else raw_text(record)
     if spec.flatten is not None:
         try:
             record = spec.flatten(record)
         except RecordError as exc:
-            return rows.error_row(exc.key or _fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
+            return rows.error_row(exc.key or fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     if not isinstance(record, dict):
         return rows.error_row(
-            _fallback_key(raw, position),
+            fallback_key(raw, position),
             "prepare",
             "not_an_object",
             f"record is {_type_name(record)}, not an object",
@@ -71,17 +73,21 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         )
     key = record.get(spec.id_field)
     if key is None or key == "":
-        return rows.error_row(_fallback_key(raw, position), "prepare", "missing_id", f"no {spec.id_field!r} field", raw)
+        return rows.error_row(fallback_key(raw, position), "prepare", "missing_id", f"no {spec.id_field!r} field", raw)
     if isinstance(key, bool) or not isinstance(key, str | int):
         return rows.error_row(
-            _fallback_key(raw, position),
+            fallback_key(raw, position),
             "prepare",
             "bad_id",
             f"id field {spec.id_field!r} is {_type_name(key)}, expected a string or an integer",
             raw,
         )
-    key = str(key)
+    try:
+        key = check_id(str(key), spec.id_field)
+    except NotStorable as exc:
+        return rows.error_row(fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     values: dict[str, str] = {}
+    sanitized = False
     for name in spec.template.fields:
         value = record.get(name)
         if value is None:
@@ -92,19 +98,24 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
             return rows.error_row(
                 key, "prepare", "not_a_string", f"text field {name!r} is {_type_name(value)}, not a string", raw
             )
+        if not is_clean(value):
+            value, sanitized = clean(value), True
         values[name] = value
     text = clean_text(spec.template.render(values))
     if not text:
         return rows.error_row(key, "prepare", "empty_text", "the text is empty after cleaning", raw)
     used = {spec.id_field, *spec.template.fields}
     kept = spec.metadata_fields if spec.metadata_fields is not None else record.keys()
-    metadata = {k: record[k] for k in kept if k not in used and k in record}
+    try:
+        metadata, cleaned = _metadata_json({k: record[k] for k in kept if k not in used and k in record})
+    except NotStorable as exc:
+        return rows.error_row(key, "prepare", exc.reason, exc.message, raw)
     return {
         "id": key,
         "chunk": 0,
         "text": text,
         "text_sha256": content_hash(text),
-        "metadata": json.dumps(metadata, ensure_ascii=False, default=str, sort_keys=True),
+        "metadata": metadata,
         "status": rows.EMBED,
         "stage": None,
         "reason": None,
@@ -112,12 +123,29 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         "raw": None,
         "fingerprint": None,
         "chunks": 1,
+        "sanitized": sanitized or cleaned,
     }
+
+
+def _metadata_json(metadata: dict) -> tuple[str, bool]:
+    """The metadata as JSON that jsonb takes, and whether the sanitizing rules changed it."""
+    try:
+        dumped = json.dumps(metadata, ensure_ascii=False, default=str, sort_keys=True)
+        if dumped.count("{") + dumped.count("[") > MAX_METADATA_DEPTH:
+            check_depth(metadata)
+        if "\\u0000" not in dumped and is_clean(dumped):
+            return dumped, False
+        cleaned = json.dumps(clean_metadata(metadata), ensure_ascii=False, default=str, sort_keys=True)
+    except RecursionError:
+        raise NotStorable("metadata_too_deep", "the metadata is nested too deep to store") from None
+    return cleaned, cleaned != dumped
 
 
 def prepare_json_line(raw: str, position: str, spec: RecordSpec) -> dict:
     try:
-        record = json.loads(raw)
+        record = json.loads(raw, strict=False)  # control characters inside strings: the rules above remove them
     except ValueError as exc:
         return rows.error_row(position, "read", "malformed_json", f"malformed JSON: {exc}", raw)
+    except RecursionError:
+        return rows.error_row(position, "read", "malformed_json", "the JSON is nested too deep to read", raw)
     return prepare_record(record, spec, position, raw)

@@ -195,8 +195,8 @@ def _sample_json_fields(path: Path) -> tuple[str, ...]:
         if i >= _SAMPLE_RECORDS:
             break
         try:
-            record = json.loads(raw)
-        except ValueError:
+            record = json.loads(raw, strict=False)
+        except (ValueError, RecursionError):
             continue
         if isinstance(record, dict):
             seen.update(dict.fromkeys(record))

@@ -1,5 +1,6 @@
-"""One owner per text in a run: identical texts anywhere in the run are embedded once (held
-by the run's bookkeeping actor, ``jobs.run_actor``)."""
+"""One owner per text and one record per id in a run, held by the run's bookkeeping actor
+(``jobs.run_actor``): identical texts anywhere in the run are embedded once, and an id read
+twice is stored once, the other record becoming an error row that names it."""
 
 from __future__ import annotations
 
@@ -20,3 +21,19 @@ class TextClaims:
 
     def size(self) -> int:
         return len(self._owners)
+
+
+class IdClaims:
+    """Maps an id to the first record that asked for it, named by its origin (a source
+    position like ``data.jsonl:12``, or a digest of the record where the source has none).
+
+    Asking again with the same origin answers that origin again, so a retried task keeps the
+    ids it owned; every other record with that id learns who holds it.
+    """
+
+    def __init__(self) -> None:
+        self._holders: dict[str, str] = {}
+
+    def claim_ids(self, ids: list[str], origins: list[str]) -> list[str]:
+        holders = self._holders
+        return [holders.setdefault(key, origin) for key, origin in zip(ids, origins, strict=True)]

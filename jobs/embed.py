@@ -135,6 +135,7 @@ def _finished(
     summary.failed = sum(failed_by_reason.values())
     summary.failed_by_reason = failed_by_reason
     summary.truncated = totals.truncated
+    summary.sanitized = totals.sanitized
     summary.tokens = totals.tokens
     summary.seconds = time.perf_counter() - started
     record_end(store, summary)

@@ -14,8 +14,8 @@ import pyarrow as pa
 import ray
 from psycopg import sql
 
-from extract.json_source import POSITION_COLUMN, RAW_COLUMN
-from extract.records import RecordSpec, prepare_json_line, prepare_record
+from extract.json_source import POSITION_COLUMN, RAW_COLUMN, decode_raw
+from extract.records import RecordSpec, fallback_key, prepare_json_line, prepare_record, raw_text
 from extract.sql_source import FINGERPRINT_COLUMN
 from vectorize import rows
 from vectorize.chunking import LongTextPolicy
@@ -48,19 +48,56 @@ def _connection(dsn: str):
 
 def to_prepared_rows(batch: pa.Table, spec: RecordSpec, signature: str) -> list[dict]:
     """Prepared rows, each with its source fingerprint: the md5 of the whole row where the
-    source gives one (a SQL row), else a hash of the text and metadata."""
+    source gives one (a SQL row), else a hash of the text and metadata. Each row also carries
+    ``origin`` (where the record is: its position, else a digest of it) and ``record_raw``
+    (for a later error row), which the table built from the rows leaves out."""
     if RAW_COLUMN in batch.column_names:
-        raws = batch.column(RAW_COLUMN).to_pylist()
-        positions = batch.column(POSITION_COLUMN).to_pylist()
-        prepared = [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, positions, strict=True)]
+        raws = [decode_raw(raw) for raw in batch.column(RAW_COLUMN).to_pylist()]
+        origins = batch.column(POSITION_COLUMN).to_pylist()
+        prepared = [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, origins, strict=True)]
     else:
-        prepared = [prepare_record(record, spec) for record in batch.to_pylist()]
+        records = batch.to_pylist()
+        raws = [raw_text(record) for record in records]
+        origins = _digest_origins(raws)
+        prepared = [prepare_record(record, spec, None, raw) for record, raw in zip(records, raws, strict=True)]
     given = batch.column(FINGERPRINT_COLUMN).to_pylist() if FINGERPRINT_COLUMN in batch.column_names else None
     for i, row in enumerate(prepared):
+        row["origin"], row["record_raw"] = origins[i], raws[i]
         if row["status"] == rows.EMBED:
             digest = given[i] if given else hashlib.md5(f"{row['text_sha256']}{row['metadata']}".encode()).hexdigest()
             row["fingerprint"] = f"{signature}:{digest}"
     return prepared
+
+
+def _digest_origins(raws: list[str]) -> list[str]:
+    """Origins for records without a position: a digest of the record, numbered when the
+    same record comes again in the batch (so that each copy is accounted for)."""
+    seen: dict[str, int] = {}
+    origins = []
+    for raw in raws:
+        origin = fallback_key(raw, None)
+        copies = seen[origin] = seen.get(origin, 0) + 1
+        origins.append(origin if copies == 1 else f"{origin}#{copies}")
+    return origins
+
+
+def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
+    """One record per id in a run: a record whose id an earlier record already holds becomes
+    an error row (``duplicate_id``) keyed by its own origin, naming the record that holds it."""
+    keyed = [row for row in prepared if row["id"] != row["origin"] and row["chunk"] == 0]
+    if not keyed:
+        return
+    holders = ray.get(claims.claim_ids.remote([r["id"] for r in keyed], [r["origin"] for r in keyed]))
+    for row, holder in zip(keyed, holders, strict=True):
+        if holder != row["origin"]:
+            where = holder if not holder.startswith("record:") else "another record"
+            row.update(
+                rows.error_row(
+                    row["origin"], "prepare", "duplicate_id",
+                    f"id {row['id']!r} is already the id of {where} in this run, which is the one stored: "
+                    "give each record its own id", row["record_raw"],
+                )
+            )  # fmt: skip
 
 
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
@@ -109,7 +146,9 @@ def split_long_texts(prepared: list[dict], policy: LongTextPolicy) -> list[dict]
 
 
 def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
-    prepared = split_long_texts(to_prepared_rows(batch, ctx.spec, ctx.signature), ctx.long_text)
+    prepared = to_prepared_rows(batch, ctx.spec, ctx.signature)
+    claim_ids(prepared, ctx.claims)
+    prepared = split_long_texts(prepared, ctx.long_text)
     live = [row for row in prepared if row["status"] == rows.EMBED]
     if live:
         stored, present = _known(

@@ -1,4 +1,4 @@
-"""The run's one bookkeeping actor: text claims, progress and the batches' figures in one
+"""The run's one bookkeeping actor: text and id claims, progress and the batches' figures in one
 process, because each Ray actor is a process of its own to start. It lives on the driver's node (``on_driver_node``)."""
 
 from __future__ import annotations
@@ -6,13 +6,14 @@ from __future__ import annotations
 import ray
 
 from jobs.batch_ledger import BatchLedger
-from jobs.dedupe import TextClaims
+from jobs.dedupe import IdClaims, TextClaims
 from jobs.progress import ProgressMeter
 
 
 @ray.remote(num_cpus=0)
-class RunActor(TextClaims, ProgressMeter, BatchLedger):
+class RunActor(TextClaims, IdClaims, ProgressMeter, BatchLedger):
     def __init__(self) -> None:
         TextClaims.__init__(self)
+        IdClaims.__init__(self)
         ProgressMeter.__init__(self)
         BatchLedger.__init__(self)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from vectorize.sanitize import storable
+
 EMBED = "embed"
 REUSE = "reuse"
 UNCHANGED = "unchanged"
@@ -36,6 +38,7 @@ PREPARED_SCHEMA = pa.schema(
         ("raw", pa.string()),
         ("fingerprint", pa.string()),  # the source row's; unchanged fingerprint: nothing to do
         ("chunks", pa.int32()),  # how many chunks the record has now; stored ones past it go
+        ("sanitized", pa.bool_()),  # text or metadata changed by vectorize.sanitize's rules
     ]
 )
 
@@ -49,8 +52,9 @@ def embedded_fields(dimensions: int) -> list[pa.Field]:
 
 
 def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) -> dict:
+    """An error row; its fields are made storable (``vectorize.sanitize.storable``), so any record can be one."""
     return {
-        "id": key,
+        "id": storable(key),
         "chunk": 0,
         "text": None,
         "text_sha256": None,
@@ -58,8 +62,9 @@ def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) 
         "status": ERROR,
         "stage": stage,
         "reason": reason,
-        "message": message,
-        "raw": raw[:20_000] if raw else raw,
+        "message": storable(message),
+        "raw": storable(raw[:20_000]) if raw else raw,
         "fingerprint": None,
         "chunks": None,
+        "sanitized": False,
     }

@@ -19,6 +19,7 @@ class WriteCounts:
     failed_by_reason: Counter = field(default_factory=Counter)
     truncated: int = 0
     tokens: int = 0
+    sanitized: int = 0  # records stored with text or metadata changed by vectorize.sanitize's rules
 
     @property
     def rows(self) -> int:
@@ -35,6 +36,7 @@ class WriteCounts:
         self.failed_by_reason.update(other.failed_by_reason)
         self.truncated += other.truncated
         self.tokens += other.tokens
+        self.sanitized += other.sanitized
 
 
 def live_outcomes(counts: WriteCounts) -> dict[str, int]:
@@ -115,6 +117,7 @@ class RunSummary:
     failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     truncated: int = 0
+    sanitized: int = 0
     tokens: int = 0
     seconds: float = 0.0
     api_usage: ApiUsage | None = None
@@ -125,6 +128,11 @@ class RunSummary:
         """Of the rows that got a vector, the share that needed no model call."""
         hits = self.reused + self.unchanged
         return hits / (hits + self.embedded) if hits + self.embedded else 0.0
+
+    @property
+    def duplicate_ids(self) -> int:
+        """Records whose id an earlier record of the run already had (error rows ``duplicate_id``)."""
+        return self.failed_by_reason.get("duplicate_id", 0)
 
     @property
     def rows_per_second(self) -> float:
@@ -142,6 +150,7 @@ class RunSummary:
         data["api_usage"] = self.api_usage.to_dict() if self.api_usage else None
         data["batch_metrics"] = self.batch_metrics.to_dict() if self.batch_metrics else None
         data["reuse_hit_rate"] = round(self.reuse_hit_rate, 4)
+        data["duplicate_ids"] = self.duplicate_ids
         return data
 
     def to_json(self) -> str:
@@ -157,6 +166,8 @@ class RunSummary:
             "texts_per_second": round(self.embedded_per_second, 2),
             "api_calls": usage.requests if usage else batches.embedding_batches,
             "retries": usage.retries if usage else 0,
+            "sanitized": self.sanitized,
+            "duplicate_ids": self.duplicate_ids,
         }
 
     def render(self) -> str:
@@ -170,7 +181,11 @@ class RunSummary:
             *([f"deleted      {self.deleted}  (gone from the source)"] if self.deleted is not None else []),
             f"hit rate     {self.reuse_hit_rate:.1%}  (rows given a vector without the model: reused, unchanged)",
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
+            *([f"duplicate    {self.duplicate_ids}  (ids read again: error rows naming the record stored)"]
+              if self.duplicate_ids else []),
             f"truncated    {self.truncated}  (longer than the model's window)",
+            *([f"sanitized    {self.sanitized}  (NUL removed or invalid UTF-8 replaced in text or metadata)"]
+              if self.sanitized else []),
             f"tokens       {self.tokens}",
             f"seconds      {self.seconds:.1f}",
             f"texts/s      {self.rows_per_second:.1f} rows read, {self.embedded_per_second:.1f} embedded",

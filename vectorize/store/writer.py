@@ -74,6 +74,11 @@ def write_block(
     counts.embedded = embedded.num_rows
     counts.reuse_pending = reuse.num_rows
     counts.failed_by_reason = Counter(failed.column("reason").to_pylist())
+    if "sanitized" in block.column_names:
+        first_chunks = block.filter(pc.and_(pc.not_equal(block.column("status"), rows.ERROR),
+                                            pc.equal(block.column("chunk"), 0)))  # fmt: skip
+        counts.sanitized = int(pc.sum(pc.cast(pc.fill_null(first_chunks.column("sanitized"), False), pa.int64()))
+                               .as_py() or 0)  # fmt: skip
     if embedded.num_rows:
         counts.tokens = int(pc.sum(embedded.column("tokens")).as_py() or 0)
         counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
