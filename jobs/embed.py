@@ -24,7 +24,7 @@ from jobs.live_figures import export_run_totals
 from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
 from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy, model_dir_of
 from vectorize.config import RunSettings
-from vectorize.db import connect
+from vectorize.db import connect, lost_database
 from vectorize.embedded_pg import database_dsn, given_dsn
 from vectorize.errors import ConfigError, ProviderStopError, VectorizeError
 from vectorize.identity import ModelIdentity
@@ -33,8 +33,14 @@ from vectorize.remote_settings import RemoteSettings
 from vectorize.store.collection import Collection
 from vectorize.store.registry import prepare_collection
 from vectorize.store.run_lock import run_lock
-from vectorize.store.runs import record_end, record_start
-from vectorize.store.writer import build_vector_index, delete_ids, delete_unseen, resolve_pending
+from vectorize.store.runs import mark_abandoned, plain_error, record_end, record_failure, record_start
+from vectorize.store.writer import (
+    build_vector_index,
+    clear_dead_pending,
+    delete_ids,
+    delete_unseen,
+    resolve_pending,
+)
 from vectorize.summary import ApiUsage, BatchMetrics, RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
@@ -55,6 +61,15 @@ def vectorize_cause(exc: BaseException) -> VectorizeError | None:
 
 
 def run_job(settings: RunSettings) -> RunSummary:
+    """Run one job; a database that goes away under it is one :class:`StoreError`."""
+    try:
+        return _run_job(settings)
+    except psycopg.OperationalError as exc:
+        lost = lost_database(exc, given_dsn(settings.dsn) or "the embedded server")
+        raise lost from exc
+
+
+def _run_job(settings: RunSettings) -> RunSummary:
     started = time.perf_counter()
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or ""
     if address.startswith("ray://"):
@@ -76,6 +91,8 @@ def run_job(settings: RunSettings) -> RunSummary:
         signature = source_signature(settings.id_field, template, long_text)
         sql_plan = plan_sql_reads(store, collection, source, signature, settings.sync) if source.kind == "sql" else None
         skipped = sql_plan.skipped if sql_plan else 0
+        mark_abandoned(store, collection.name)
+        clear_dead_pending(store, collection, summary.run_id)
         record_start(store, summary)
         totals, reused, orphans = WriteCounts(), 0, Counter()
         if sql_plan is None or sql_plan.skipped < sql_plan.rows:
@@ -165,6 +182,7 @@ def _run_backfill(settings: RunSettings, started: float) -> RunSummary:
         target = prepare_column_target(dsn, target, identity, origin)
         source.statement = source.sql.backfill_statement(target.column, target.hash_column)
         summary = RunSummary(str(uuid.uuid4()), target.name, source.display, identity.key)
+        mark_abandoned(store, target.name)
         record_start(store, summary)
         spec = RecordSpec(settings.id_field, template)
 
@@ -233,8 +251,8 @@ def _embed(
         summary.seconds = time.perf_counter() - started
         summary.batch_metrics = read_batch_metrics(run_actor)
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
-        cause = vectorize_cause(exc) or stop
-        record_end(dsn, summary, error=(str(cause or exc) or type(exc).__name__)[:2000])
+        cause = (lost_database(exc, dsn) if exc is not watch.stalled else None) or vectorize_cause(exc) or stop
+        record_failure(dsn, summary, plain_error(cause or exc))
         export_run_totals(summary, "failed")
         if cause is not None and cause is not exc:
             raise cause from None

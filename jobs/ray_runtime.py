@@ -34,13 +34,22 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
         ray.init(address=address, **kwargs)
     from ray.data import DataContext
 
-    logging.getLogger("ray.data").setLevel(logging.INFO if progress and sys.stderr.isatty() else logging.ERROR)
+    # A failed task's traceback is Ray Data's to log at ERROR; the run's own error says it in one line
+    # (--debug shows both).
+    data_logger = logging.getLogger("ray.data")
+    data_logger.setLevel(logging.INFO if (progress and sys.stderr.isatty()) or worker_logs else logging.CRITICAL)
+    if not worker_logs and _below_error not in data_logger.filters:
+        data_logger.addFilter(_below_error)
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress and sys.stderr.isatty()
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
 
 
 def check_embedded_database_reach() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
 from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
+from vectorize.console import own_output
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
 
@@ -181,8 +182,9 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.json,
         worker_logs=args.debug,
     )
-    summary = run_job(settings)
-    print(summary.to_json() if args.json else summary.render())
+    with own_output(json_mode=args.json, show_ray=args.debug) as console:
+        summary = run_job(settings)
+        console.print(summary.to_json() if args.json else summary.render())
     return 0
 
 

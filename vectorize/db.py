@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from vectorize.errors import DatabaseConfigError
+from vectorize.errors import DatabaseConfigError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +87,27 @@ def ensure_vector_extension(conn: psycopg.Connection, dsn: str) -> None:
             "(is the pgvector extension installed on that server?)"
         ) from None
     logger.info("created the vector extension")
+
+
+def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
+    """The run's failure as one line where the database is what failed under it: a lost or
+    refused connection, found also inside a Ray error (its ``cause``)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        inner = getattr(seen, "cause", None)  # a Ray error: what the worker raised
+        if isinstance(inner, BaseException) and inner is not seen:
+            seen = inner
+            continue
+        if seen is None or isinstance(seen, StoreError):
+            return seen
+        if isinstance(seen, psycopg.OperationalError | DatabaseConfigError):
+            if isinstance(seen, psycopg.Error):
+                detail = f"Postgres at {redact_dsn(dsn)}: {_describe(seen, dsn)}"
+            else:
+                detail = seen.message
+            return StoreError(
+                f"lost the database while the run was going ({detail}); what was written is kept: "
+                "when it answers again, run the same command to finish the rest"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -7,7 +7,7 @@
     │   ├── ModelMismatchError        the collection holds vectors of another model identity
     │   ├── UnknownCollectionError    no collection of that name in the database
     │   └── DatabaseConfigError       a bad DSN, an unreachable server, no pgvector
-    ├── StoreError                    the database failed while the run was going
+    ├── StoreError                    the database failed or went away while the run was going (exit 3)
     ├── StallError                    the run stopped making progress for --stall-timeout seconds
     └── ProviderError                 an embedding provider failed on a whole request
         └── ProviderStopError         the provider refuses the run (key, access, model, quota, per-day cap):
@@ -65,7 +65,9 @@ class DatabaseConfigError(ConfigError):
 
 
 class StoreError(VectorizeError):
-    """The database failed while the run was going."""
+    """The database failed or went away while the run was going; what was written is kept."""
+
+    exit_code = 3
 
 
 class StallError(VectorizeError):

@@ -31,5 +31,8 @@ def run_lock(dsn: str, name: str) -> Iterator[psycopg.Connection]:
         try:
             yield conn
         finally:
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            try:
+                if not conn.closed and not conn.broken:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            except psycopg.Error:  # the lock goes with the connection: nothing is left held
+                logger.info("could not release the run lock of %s; it goes with the connection", name)

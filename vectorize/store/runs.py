@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import psycopg
 from psycopg import sql
 
 from vectorize.db import using
+from vectorize.errors import VectorizeError
 from vectorize.store.collection import RUNS_TABLE
 from vectorize.summary import RunSummary
 
+logger = logging.getLogger(__name__)
 _RUNS = sql.Identifier(RUNS_TABLE)
 
 
@@ -55,6 +59,41 @@ def record_end(where: str | psycopg.Connection, summary: RunSummary, *, error: s
                 summary.run_id,
             ),
         )
+
+
+def mark_abandoned(conn: psycopg.Connection, collection: str) -> int:
+    """Mark the collection's runs still 'running' as abandoned: called under the collection's run
+    lock, which a live run holds until it ends, so any such run died (its driver killed, or its
+    database lost before it could record the end). How many there were."""
+    abandoned = conn.execute(
+        sql.SQL(
+            """UPDATE {r} SET status = 'abandoned', finished_at = now(),
+               error = 'the run ended without recording its end (its driver was killed or lost the database)'
+               WHERE collection = %s AND status = 'running'"""
+        ).format(r=_RUNS),
+        (collection,),
+    ).rowcount
+    if abandoned:
+        logger.info("marked %d earlier run(s) of %s abandoned", abandoned, collection)
+    return abandoned
+
+
+def record_failure(where: str, summary: RunSummary, error: str) -> None:
+    """``record_end`` of a failed run, where the database itself may be what failed: a run
+    that cannot be marked failed is marked abandoned by the next run on its collection."""
+    try:
+        record_end(where, summary, error=error)
+    except (psycopg.Error, VectorizeError) as exc:
+        logger.info("could not record the failed run %s: %s", summary.run_id, exc)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_error(exc: BaseException) -> str:
+    """What the run history keeps of a failure: the first line, without terminal colours."""
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
+    return text.splitlines()[0][:2000]
 
 
 def record_progress(where: str | psycopg.Connection, run_id: str, metrics: dict) -> None:
