@@ -237,7 +237,8 @@ def _embed(
     limiters = start_limiters(settings.remote) if settings.remote else None
     prepare_fn, prepare_ctx, sink = stage(run_actor)
     sink.meter = run_actor
-    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan))
+    service = settings.remote.endpoint() if settings.remote is not None else None
+    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan, dsn, service))
     run = RunContext(summary.run_id, summary.collection, run_actor)
     try:
         with watch, LiveFigures(dsn, summary, run_actor):
@@ -267,6 +268,7 @@ def _embed(
         for actor in (run_actor, *(limiters or ())):
             if actor is not None:
                 ray.kill(actor)
+        watch.disarm()
     return sink.totals, finished
 
 

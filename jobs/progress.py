@@ -6,15 +6,18 @@ cluster never gets, a database that stopped answering), instead of letting it ha
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import ray
 
 from jobs.ray_runtime import ActorPlan
+from vectorize.db import redact_dsn
 from vectorize.errors import StallError
 
 logger = logging.getLogger(__name__)
@@ -40,8 +43,10 @@ class ProgressMeter:
         return dict(self._rows), time.monotonic() - self._last
 
 
-def waiting_for(plan: ActorPlan) -> str:
-    """What a stalled run is most likely waiting for, from its actor plan and the cluster."""
+def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> str:
+    """What a stalled run is most likely waiting for: resources the cluster lacks, a database
+    that does not answer (asked with a bounded probe), else the model (``service``: the remote
+    provider's address)."""
     resources = ray.cluster_resources()
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
     if plan.gpus_per_actor > gpus:
@@ -54,7 +59,34 @@ def waiting_for(plan: ActorPlan) -> str:
             f"its embedding actors need {plan.cpus_per_actor:g} CPUs each and the cluster has {cpus:g}: "
             "lower --cpus-per-actor or add nodes"
         )
-    return "check that the database answers and the workers' logs (ray logs, or --debug)"
+    if not database_answers(dsn):
+        return (
+            f"the database at {redact_dsn(dsn)} does not answer (a query waited {PROBE_S:g} s): "
+            "check the server, then run the same command again to finish the rest"
+        )
+    if service:
+        return f"the database answers; the embedding service at {service} does not: check it, then run again"
+    return "the database answers; the embedding actors made no progress: see the workers' logs (ray logs, or --debug)"
+
+
+PROBE_S = 5.0
+
+
+def database_answers(dsn: str) -> bool:
+    """Whether ``SELECT 1`` comes back within :data:`PROBE_S` (a frozen server never answers, so
+    the probe runs in a thread that is left behind)."""
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            with psycopg.connect(dsn, connect_timeout=int(PROBE_S), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            answered.set()
+        except psycopg.Error:
+            pass
+
+    threading.Thread(target=probe, name="database-probe", daemon=True).start()
+    return answered.wait(PROBE_S)
 
 
 def report_counts(meter: Any, counts: dict[str, int]) -> None:
@@ -70,6 +102,7 @@ class StallWatch:
     ``check(exc)`` then turns the interruption into a StallError that says what was waited for."""
 
     POLL_S = 1.0
+    GRACE_S = 30.0  # after the stall, for the run to stop and record its end; then the process exits
 
     def __init__(self, meter: Any, timeout_s: float, waiting_for: Callable[[], str]) -> None:
         self.meter = meter
@@ -80,6 +113,7 @@ class StallWatch:
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
         self._main = threading.main_thread().ident
         self._previous: Any = None
+        self._deadline: threading.Timer | None = None
 
     def __enter__(self) -> StallWatch:
         if self.timeout_s > 0 and threading.current_thread() is threading.main_thread():
@@ -120,8 +154,22 @@ class StallWatch:
                     f"so far: {done}; {self.waiting_for()}"
                 )
                 logger.info("stopping the run: %s", self.stalled)
+                self._deadline = threading.Timer(self.GRACE_S, self._give_up)
+                self._deadline.daemon = True
+                self._deadline.start()
                 signal.pthread_kill(self._main, signal.SIGINT)
                 return
+
+    def disarm(self) -> None:
+        """The run has stopped: no need to end the process."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+
+    def _give_up(self) -> None:
+        """The run did not stop within the grace after its stall (a call that never returns, on
+        a frozen database): say why in the run's one line and end the process."""
+        os.write(2, f"vectorize: error: {self.stalled}\n".encode())
+        os._exit(StallError.exit_code)
 
     def check(self, exc: BaseException) -> BaseException:
         """The StallError if this watch interrupted the run, else ``exc``."""
