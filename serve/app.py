@@ -78,6 +78,8 @@ class EmbeddingService:
         api_keys: list[str] | None = None,
     ) -> None:
         self.identity = read_identity(model)
+        # the names users know it by: its id, its short name ("all-MiniLM-L6-v2"), what serve was given
+        self.model_names = tuple(dict.fromkeys((self.identity.name, self.identity.name.rsplit("/", 1)[-1], model)))
         self.metrics = ServiceMetrics()
         self.embedder = CachedEmbedder(
             self.identity,
@@ -188,7 +190,8 @@ class EmbeddingService:
     async def models(self, request: Request) -> Response:
         async def handle() -> dict:
             model = {"id": self.identity.name, "object": "model", "owned_by": "vectorize"}
-            return {"object": "list", "data": [{**model, "dimensions": self.identity.dimensions}]}
+            aliases = [name for name in self.model_names if name != self.identity.name]
+            return {"object": "list", "data": [{**model, "dimensions": self.identity.dimensions, "aliases": aliases}]}
 
         return await self._answer(request, "/v1/models", handle)
 
@@ -211,7 +214,7 @@ class EmbeddingService:
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     def _check_model(self, model: str | None) -> None:
-        if model not in (None, "", self.identity.name):
+        if model not in (None, "") and model not in self.model_names:
             raise ApiError(
                 404, f"the model {model!r} is not served here; GET /v1/models lists those that are", param="model",
                 code="model_not_found",

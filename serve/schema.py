@@ -7,8 +7,14 @@ import json
 from dataclasses import dataclass, field
 
 from serve.api_errors import ApiError
+from vectorize.sanitize import is_clean
 
 MAX_INPUTS = 2048
+MAX_FILTER_DEPTH = 8
+TOKEN_IDS = (
+    "'input' holds token ids; this server takes text: in LangChain's OpenAIEmbeddings pass "
+    "check_embedding_ctx_length=False (it then sends the strings), or send 'input' as strings"
+)
 
 
 def parse_json(body: bytes, limit: int) -> dict:
@@ -18,6 +24,8 @@ def parse_json(body: bytes, limit: int) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deep", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return data
@@ -37,6 +45,8 @@ class EmbeddingsRequest:
             texts = [raw]
         elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
             texts = raw
+        elif isinstance(raw, list) and raw and all(_token_ids(t) for t in (raw if isinstance(raw[0], list) else [raw])):
+            raise ApiError(400, TOKEN_IDS, param="input", code="token_ids_not_supported")
         else:
             raise ApiError(400, "'input' must be a string or a list of strings", param="input")
         if not texts:
@@ -46,6 +56,7 @@ class EmbeddingsRequest:
         for i, text in enumerate(texts):
             if not text.strip():
                 raise ApiError(400, f"'input[{i}]' is empty; every input must hold text", param="input")
+            _check_unicode(text, f"input[{i}]", "input")
         model = data.get("model")
         if model is not None and not isinstance(model, str):
             raise ApiError(400, "'model' must be a string", param="model")
@@ -72,6 +83,7 @@ class SearchRequest:
         query = data.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "'query' must be a non-empty string", param="query")
+        _check_unicode(query, "query", "query")
         collection = data.get("collection")
         if not isinstance(collection, str) or not collection:
             raise ApiError(400, "'collection' must be the name of a collection", param="collection")
@@ -81,6 +93,7 @@ class SearchRequest:
         filters = data.get("filter") or {}
         if not isinstance(filters, dict):
             raise ApiError(400, "'filter' must be an object of metadata key: value", param="filter")
+        _check_filter(filters)
         return cls(query, collection, k, filters)
 
 
@@ -106,3 +119,36 @@ class NearestRequest:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
             raise ApiError(400, "'k' must be an integer from 1 to 1000", param="k")
         return cls(collection, vectors, k)
+
+
+def _token_ids(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _check_unicode(text: str, name: str, param: str) -> None:
+    """Refused before any batching, so that one bad request never fails the others batched with it."""
+    if not is_clean(text):
+        what = "a NUL character" if "\x00" in text else "a lone surrogate (invalid UTF-16)"
+        raise ApiError(400, f"'{name}' holds {what}; send valid Unicode text", param=param)
+
+
+def _check_filter(filters: dict) -> None:
+    """What jsonb containment can take: no NUL, no lone surrogate, at most MAX_FILTER_DEPTH levels."""
+    level: list = [filters]
+    for depth in range(MAX_FILTER_DEPTH + 1):
+        nested = []
+        for value in level:
+            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+            for key, item in items:
+                for text in (key, item):
+                    if isinstance(text, str) and not is_clean(text):
+                        message = "'filter' holds a NUL or a lone surrogate; send valid Unicode"
+                        raise ApiError(400, message, param="filter")
+                if isinstance(item, dict | list):
+                    nested.append(item)
+        if not nested:
+            return
+        if depth == MAX_FILTER_DEPTH:
+            break
+        level = nested
+    raise ApiError(400, f"'filter' is nested more than {MAX_FILTER_DEPTH} levels deep", param="filter")

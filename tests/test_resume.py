@@ -67,3 +67,6 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tiny_model, pg_dsn, tab
     assert resumed.failed == 0
     counts = query(pg_dsn, "SELECT count(*), count(DISTINCT id) FROM {t}", table=table_name)[0]
     assert counts == (total, total)
+    history = query(pg_dsn, "SELECT status FROM vectorize_runs WHERE collection = %s ORDER BY started_at", table_name)
+    assert history == [("abandoned",), ("succeeded",)]  # the killed driver's run is not 'running' forever
+    assert query(pg_dsn, "SELECT count(*) FROM {t}", table=f"{table_name}_pending") == [(0,)]

@@ -1,0 +1,78 @@
+"""Hostile records among real ones: each is stored by a documented rule or is an error row with
+its reason, the rest of the run is stored, and every line is accounted for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from extract.records import RecordSpec, prepare_json_line
+from tests.corpus import ROOT, commit_rows, write_jsonl
+from tests.helpers import query, run
+from tests.poison import write_poison_corpus
+from vectorize import rows
+from vectorize.sanitize import MAX_ID_BYTES, NotStorable, check_id, clean, storable
+from vectorize.text import TextTemplate
+
+SPEC = RecordSpec("id", TextTemplate.parse("text"))
+
+
+def test_the_rules_for_what_postgres_cannot_hold():
+    assert clean("a\x00b\ud800c") == "ab\ufffdc"
+    assert storable("a\x00b\udcff") == "a\\x00b\\udcff"
+    assert storable("plain ünïcode") == "plain ünïcode"
+    assert check_id("x" * MAX_ID_BYTES, "id") == "x" * MAX_ID_BYTES
+    for key, reason in (("a\x00", "bad_id"), ("a\udc80", "bad_id"), ("é" * MAX_ID_BYTES, "id_too_long")):
+        with pytest.raises(NotStorable) as refused:
+            check_id(key, "id")
+        assert refused.value.reason == reason
+
+
+def test_sanitized_rows_say_so_and_error_rows_hold_any_raw_line():
+    row = prepare_json_line('{"id": "a", "text": "x\\u0000y \\ud800", "m": ["\\udfff"]}', "f:1", SPEC)
+    assert (row["status"], row["text"], row["sanitized"]) == (rows.EMBED, "xy \ufffd", True)
+    assert json.loads(row["metadata"]) == {"m": ["\ufffd"]}
+    raw = '{"id": "a\x00", "text": 1}'
+    row = prepare_json_line(raw, "f:2", SPEC)
+    assert (row["reason"], row["id"], row["raw"]) == ("bad_id", "f:2", '{"id": "a\\x00", "text": 1}')
+    assert prepare_json_line("[" * 100_000, "f:3", SPEC)["reason"] == "malformed_json"
+
+
+@pytest.mark.slow
+def test_poison_corpus_every_line_stored_or_an_error_row(tmp_path, tiny_model, pg_dsn, table_name, ray_cluster):
+    texts = [row["text"] for row in commit_rows(120)]
+    corpus = write_poison_corpus(tmp_path / "poison.jsonl", texts)
+    address = ray_cluster.get_runtime_context().gcs_address
+    args = ["run", str(corpus.path), "--table", table_name, "--model", tiny_model, "--dsn", pg_dsn]
+    args += ["--batch-size", "16", "--actors", "1", "--address", address, "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # nothing of Ray's on a normal run
+    summary = json.loads(result.stdout)  # exactly one JSON object
+    stored = {key for (key,) in query(pg_dsn, "SELECT DISTINCT id FROM {t}", table=table_name)}
+    failed = dict(query(pg_dsn, "SELECT id, reason FROM {t}", table=f"{table_name}_errors"))
+    assert stored == corpus.stored
+    assert failed == corpus.failed
+    assert len(stored) + len(failed) == corpus.lines == summary["rows_read"]
+    assert summary["duplicate_ids"] == 2 and summary["sanitized"] == len(corpus.sanitized)
+    assert summary["failed"] == len(corpus.failed)
+    messages = dict(query(pg_dsn, "SELECT reason, message FROM {t}", table=f"{table_name}_errors"))
+    assert f"{corpus.path.resolve()}:" in messages["duplicate_id"]  # names where the stored record is
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_an_int_id_and_its_string_are_one_id_and_the_second_is_accounted(tmp_path, tiny_model, pg_dsn, table_name):
+    source = write_jsonl(
+        tmp_path / "ids.jsonl",
+        [{"id": 42, "text": "first"}, {"id": "42", "text": "second"}, {"id": "7", "text": "other"}],
+    )
+    summary = run(source, table_name, tiny_model, pg_dsn)
+    assert (summary.rows_read, summary.embedded, summary.duplicate_ids) == (3, 2, 1)
+    assert query(pg_dsn, "SELECT id, text FROM {t} ORDER BY id", table=table_name) == [("42", "first"), ("7", "other")]
+    again = run(source, table_name, tiny_model, pg_dsn)  # a rerun: the same one stored, the same error
+    assert (again.unchanged, again.embedded, again.duplicate_ids) == (2, 0, 1)
