@@ -29,25 +29,41 @@ def summarise(batches: list[BatchFigures], opened: float, now: float) -> BatchMe
     from the first batch's start to the last one's end that the actors spent in the model."""
     working = [b for b in batches if b.embedded]
     seconds = sorted(b.seconds for b in working)
-    actors = {b.actor for b in batches}
-    if working:
-        start = min(b.ended - b.seconds for b in working)
-        span = max(b.ended for b in working) - start
-        busy = sum(seconds)
-        utilisation = min(1.0, busy / (span * len({b.actor for b in working}))) if span > 0 else 1.0
-    else:
-        utilisation = 0.0
+    spans = actor_spans(working)
+    lived = sum(end - start for start, end in spans.values())
+    utilisation = (min(1.0, sum(seconds) / lived) if lived > 0 else 1.0) if working else 0.0
     return BatchMetrics(
         batches=len(batches),
         embedding_batches=len(working),
         texts_embedded=sum(b.embedded for b in working),
         tokens=sum(b.tokens for b in working),
-        actors=len(actors),
+        actors=most_at_once(spans),
+        actors_started=len({b.actor for b in batches}),
         batch_seconds_mean=sum(seconds) / len(seconds) if seconds else 0.0,
         batch_seconds_p95=seconds[min(len(seconds) - 1, math.ceil(0.95 * len(seconds)) - 1)] if seconds else 0.0,
         actor_utilisation=utilisation,
         timeline=timeline(working, opened, now),
     )
+
+
+def actor_spans(batches: list[BatchFigures]) -> dict[str, tuple[float, float]]:
+    """Each actor's time from its first batch's start to its last batch's end: an actor that
+    died and was replaced counts only for the time it worked."""
+    spans: dict[str, tuple[float, float]] = {}
+    for b in batches:
+        start, end = spans.get(b.actor, (math.inf, -math.inf))
+        spans[b.actor] = (min(start, b.ended - b.seconds), max(end, b.ended))
+    return spans
+
+
+def most_at_once(spans: dict[str, tuple[float, float]]) -> int:
+    """The most actors whose spans overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans.values()] + [(end, -1) for _, end in spans.values()])
+    most = current = 0
+    for _, step in edges:
+        current += step
+        most = max(most, current)
+    return most
 
 
 def timeline(batches: list[BatchFigures], opened: float, now: float) -> list[tuple[float, float]]:

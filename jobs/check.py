@@ -12,6 +12,7 @@ from vectorize.quality.stats import measure
 from vectorize.quality.verdict import Limits, neighbour_figures, verdicts
 from vectorize.store.collection import Collection
 from vectorize.store.registry import registered_model
+from vectorize.store.run_lock import mark_dead_runs
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def check_collection(
     collection = Collection(table)
     identity, _ = registered_model(dsn, collection)
     with connect(dsn) as conn:
+        mark_dead_runs(conn, collection.name)
         extra = {} if norm_tolerance is None else {"norm_tolerance": norm_tolerance}
         figures = measure(conn, collection, identity, **extra)
         if figures.rows == 0:

@@ -129,7 +129,7 @@ def _checked_inputs(settings: RunSettings) -> tuple[SourcePlan, TextTemplate, Mo
         identity, origin = read_identity(settings.model), model_source(settings.model)
     else:
         settings.remote = settings.remote.resolved()
-        identity, origin = remote_model(settings.remote)
+        identity, origin = remote_model(settings.remote, settings.stall_timeout_s)
     return source, template, identity, origin, _long_text_policy(settings, source, identity)
 
 
@@ -238,13 +238,16 @@ def _embed(
     prepare_fn, prepare_ctx, sink = stage(run_actor)
     sink.meter = run_actor
     service = settings.remote.endpoint() if settings.remote is not None else None
-    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan, dsn, service))
+    refusal = (lambda: refusal_of(limiters)) if limiters else None
+    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(plan, dsn, service), refusal)
     run = RunContext(summary.run_id, summary.collection, run_actor)
     try:
         with watch, LiveFigures(dsn, summary, run_actor):
             run_pipeline(source, settings, (prepare_fn, prepare_ctx), identity, plan, sink, run, limiters)
         summary.batch_metrics = read_batch_metrics(run_actor)
-        summary.api_usage, _ = read_budgets(settings.remote, limiters)
+        summary.api_usage, stop = read_budgets(settings.remote, limiters)
+        if stop is not None:  # refused while the last batches went: what was answered is written
+            raise stop
         with connect(dsn) as conn:
             finished = finish(conn)
     except BaseException as exc:
@@ -252,12 +255,13 @@ def _embed(
         summary.seconds = time.perf_counter() - started
         summary.batch_metrics = read_batch_metrics(run_actor)
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
-        cause = (lost_database(exc, dsn) if exc is not watch.stalled else None) or vectorize_cause(exc) or stop
+        ours = exc in (watch.stalled, watch.refused)
+        cause = (lost_database(exc, dsn) if not ours else None) or vectorize_cause(exc) or stop
         record_failure(dsn, summary, plain_error(cause or exc))
         export_run_totals(summary, "failed")
         if cause is not None and cause is not exc:
             raise cause from None
-        if exc is watch.stalled:
+        if ours:
             raise exc from None
         if isinstance(exc, VectorizeError | KeyboardInterrupt):
             raise
@@ -313,13 +317,14 @@ def _long_text_policy(settings: RunSettings, source: SourcePlan, identity: Model
     )
 
 
-def remote_model(remote: RemoteSettings) -> tuple[ModelIdentity, str]:
-    """The identity of a remote model (one probe request), its fallback checked against it."""
+def remote_model(remote: RemoteSettings, within_s: float | None = None) -> tuple[ModelIdentity, str]:
+    """The identity of a remote model (one probe request, answered within ``within_s``), its
+    fallback checked against it."""
     from vectorize.providers.api import check_fallback, client_spec, remote_identity
 
-    identity = remote_identity(remote)
+    identity = remote_identity(remote, within_s)
     if remote.fallback is not None:
-        check_fallback(identity, remote.fallback)
+        check_fallback(identity, remote.fallback, within_s)
     return identity, f"{remote.provider}:{remote.model} at {client_spec(remote).where}"
 
 
@@ -343,6 +348,16 @@ def start_limiters(remote: RemoteSettings) -> tuple[Any, Any]:
     if fallback is None:
         return primary, None
     return primary, start_shared_limiter(fallback.rate_limits, fallback.max_in_flight, **on_driver_node())
+
+
+def refusal_of(limiters: tuple[Any, Any]) -> str | None:
+    """Why the provider refused the run, if it has (the primary's budget knows)."""
+    import ray
+
+    try:
+        return ray.get(limiters[0].report.remote(), timeout=10)[1]
+    except Exception:  # a budget that cannot answer is not a refusal
+        return None
 
 
 def read_budgets(

@@ -158,6 +158,7 @@ def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
         for row in live:
             digest = row["text_sha256"]
             stored_digest, stored_fingerprint = stored.get((row["id"], row["chunk"]), (None, None))
+            row["new"] = stored_digest is None  # counted as such even when a retried write finds it stored
             if stored_digest == digest:
                 row["status"] = rows.UNCHANGED if stored_fingerprint == row["fingerprint"] else rows.REFRESH
                 row["text"] = None

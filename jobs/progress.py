@@ -18,7 +18,7 @@ import ray
 
 from jobs.ray_runtime import ActorPlan
 from vectorize.db import redact_dsn
-from vectorize.errors import StallError
+from vectorize.errors import ProviderStopError, StallError
 
 logger = logging.getLogger(__name__)
 
@@ -98,17 +98,28 @@ def report_counts(meter: Any, counts: dict[str, int]) -> None:
 
 
 class StallWatch:
-    """Interrupts the driver's main thread once the meter has not moved for ``timeout_s``;
-    ``check(exc)`` then turns the interruption into a StallError that says what was waited for."""
+    """Interrupts the driver's main thread once the meter has not moved for ``timeout_s``, or
+    once the provider refused the run (``refusal()`` gives its message) and the texts it had
+    answered are written (no embedded row written for :data:`DRAIN_S`); ``check(exc)`` then
+    turns the interruption into the error that says why."""
 
     POLL_S = 1.0
     GRACE_S = 30.0  # after the stall, for the run to stop and record its end; then the process exits
+    DRAIN_S = 3.0
 
-    def __init__(self, meter: Any, timeout_s: float, waiting_for: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        meter: Any,
+        timeout_s: float,
+        waiting_for: Callable[[], str],
+        refusal: Callable[[], str | None] | None = None,
+    ) -> None:
         self.meter = meter
         self.timeout_s = timeout_s
         self.waiting_for = waiting_for
+        self.refusal = refusal
         self.stalled: StallError | None = None
+        self.refused: ProviderStopError | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
         self._main = threading.main_thread().ident
@@ -116,12 +127,13 @@ class StallWatch:
         self._deadline: threading.Timer | None = None
 
     def __enter__(self) -> StallWatch:
-        if self.timeout_s > 0 and threading.current_thread() is threading.main_thread():
+        watched = self.timeout_s > 0 or self.refusal is not None
+        if watched and threading.current_thread() is threading.main_thread():
             # our own handler for the interruption: whoever set SIGINT's before (a server, a
             # test runner) may ignore it, and the run would hang on
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
             self._thread.start()
-        elif self.timeout_s > 0:
+        elif watched:
             logger.warning("--stall-timeout needs the run on the main thread; not watched")
         return self
 
@@ -135,19 +147,31 @@ class StallWatch:
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         previous = self._previous
-        if self.stalled is None and callable(previous):
+        ours = self.stalled is not None or self.refused is not None
+        if not ours and callable(previous):
             previous(signum, frame)
-        elif self.stalled is not None or previous == signal.SIG_DFL:
+        elif ours or previous == signal.SIG_DFL:
             raise KeyboardInterrupt
 
     def _watch(self) -> None:
         idle, rows = 0.0, {}
+        refused_at: tuple[float, int] | None = None  # (when, embedded rows written then)
         while not self._stop.wait(self.POLL_S):
             try:
                 rows, idle = ray.get(self.meter.read.remote(), timeout=30)
             except Exception:  # the meter itself unreachable: count the time as idle
                 idle += self.POLL_S
-            if idle >= self.timeout_s:
+            message = self.refusal() if self.refusal is not None else None
+            if message is not None:
+                embedded = rows.get("embedded", 0)
+                if refused_at is None or refused_at[1] != embedded:
+                    refused_at = (time.monotonic(), embedded)
+                elif time.monotonic() - refused_at[0] >= self.DRAIN_S:
+                    self.refused = ProviderStopError(message)
+                    logger.info("stopping the run: %s", message)
+                    signal.pthread_kill(self._main, signal.SIGINT)
+                    return
+            if self.timeout_s > 0 and idle >= self.timeout_s:
                 done = ", ".join(f"{n} {stage}" for stage, n in sorted(rows.items())) or "no rows finished"
                 self.stalled = StallError(
                     f"the run made no progress for {idle:.0f} s (--stall-timeout {self.timeout_s:g}); "
@@ -172,7 +196,8 @@ class StallWatch:
         os._exit(StallError.exit_code)
 
     def check(self, exc: BaseException) -> BaseException:
-        """The StallError if this watch interrupted the run, else ``exc``."""
-        if self.stalled is not None and isinstance(exc, KeyboardInterrupt | ray.exceptions.RayError):
-            return self.stalled
+        """The StallError or ProviderStopError if this watch interrupted the run, else ``exc``."""
+        ours = self.stalled or self.refused
+        if ours is not None and isinstance(exc, KeyboardInterrupt | ray.exceptions.RayError):
+            return ours
         return exc

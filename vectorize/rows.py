@@ -39,6 +39,7 @@ PREPARED_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),  # the source row's; unchanged fingerprint: nothing to do
         ("chunks", pa.int32()),  # how many chunks the record has now; stored ones past it go
         ("sanitized", pa.bool_()),  # text or metadata changed by vectorize.sanitize's rules
+        ("new", pa.bool_()),  # no row of this (id, chunk) was stored when the run prepared it
     ]
 )
 

@@ -88,7 +88,8 @@ class BatchMetrics:
     embedding_batches: int = 0  # batches with something to embed
     texts_embedded: int = 0
     tokens: int = 0
-    actors: int = 0
+    actors: int = 0  # the most that embedded at one moment
+    actors_started: int = 0  # more than ``actors`` where some died and were replaced
     batch_seconds_mean: float = 0.0
     batch_seconds_p95: float = 0.0
     actor_utilisation: float = 0.0  # share of the embedding time the actors spent in the model
@@ -193,7 +194,9 @@ class RunSummary:
         batches = self.batch_metrics
         if batches is not None and batches.embedding_batches:
             lines.append(
-                f"batches      {batches.embedding_batches} embedded on {batches.actors} actors: "
+                f"batches      {batches.embedding_batches} embedded on {batches.actors} actors"
+                + (f" ({batches.actors_started} started)" if batches.actors_started > batches.actors else "")
+                + ": "
                 f"mean {batches.batch_seconds_mean:.2f} s, p95 {batches.batch_seconds_p95:.2f} s, "
                 f"actors busy {batches.actor_utilisation:.0%}"
             )

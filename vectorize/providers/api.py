@@ -86,6 +86,16 @@ def build_embedder(
     )
 
 
+async def _bounded_probe(settings: RemoteSettings, within_s: float | None) -> np.ndarray:
+    try:
+        return await asyncio.wait_for(_probe_vector(settings), within_s if within_s and within_s > 0 else None)
+    except TimeoutError:
+        raise ConfigError(
+            f"{client_spec(settings).where} did not answer the first request within {within_s:g} s "
+            "(--stall-timeout): check that it is up and serves embeddings"
+        ) from None
+
+
 async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
     import openai
 
@@ -119,10 +129,11 @@ async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
         await client.close()
 
 
-def remote_identity(settings: RemoteSettings) -> ModelIdentity:
+def remote_identity(settings: RemoteSettings, within_s: float | None = None) -> ModelIdentity:
     """The model identity of a remote model, checked with one small request (which also checks
-    the endpoint, the key and the model before any work)."""
-    vector = asyncio.run(_probe_vector(settings))
+    the endpoint, the key and the model before any work), its retries included given at most
+    ``within_s`` seconds (the run's stall timeout)."""
+    vector = asyncio.run(_bounded_probe(settings, within_s))
     known = settings.known_model
     expected = settings.dimensions or (known.dimensions if known else None)
     if expected is not None and vector.size != expected:
@@ -138,10 +149,10 @@ def remote_identity(settings: RemoteSettings) -> ModelIdentity:
     )
 
 
-def check_fallback(primary: ModelIdentity, fallback: RemoteSettings) -> None:
+def check_fallback(primary: ModelIdentity, fallback: RemoteSettings, within_s: float | None = None) -> None:
     """A fallback is accepted only when it gives the same model identity: one collection never
     holds two models' vectors."""
-    theirs = remote_identity(fallback)
+    theirs = remote_identity(fallback, within_s)
     if not theirs.same_model(primary):
         raise ModelMismatchError(
             f"the fallback ({fallback.provider} {fallback.model}) is not the same model as the primary "
@@ -173,4 +184,7 @@ class ApiProvider:
             finally:
                 await self._embedder.close()
 
-        return asyncio.run(run())
+        result = asyncio.run(run())
+        if result.stopped is not None:
+            raise ProviderStopError(result.stopped)
+        return result

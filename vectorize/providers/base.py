@@ -23,6 +23,7 @@ class EmbeddedBatch:
     token_counts: list[int]  # tokens of each text before truncation
     truncated: list[bool]  # True where the text was cut to the model's window
     problems: list[RowProblem | None] | None = None  # why a text got no vector; None: all did
+    stopped: str | None = None  # the provider refused the run while this batch was sent
 
 
 @dataclass(frozen=True)

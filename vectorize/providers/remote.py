@@ -35,6 +35,7 @@ TOO_LONG = "too_long"
 REJECTED = "rejected_input"
 BAD_RESPONSE = "bad_response"
 GAVE_UP = "provider_error"
+STOPPED = "provider_stopped"  # not an error row: the row is left for the next run
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,24 @@ class RemoteEmbedder:
         todo = [i for i, text in enumerate(sent) if problems[i] is None and text]
         vectors = np.zeros((len(texts), self.identity.dimensions), dtype=np.float32)
         groups = pack_requests(sent_counts, todo, self.policy, self.request_tokens)
-        results = await asyncio.gather(*(self._request(group, sent, sent_counts) for group in groups))
-        for group, (group_vectors, group_problems) in zip(groups, results, strict=True):
+        results = await asyncio.gather(
+            *(self._request(group, sent, sent_counts) for group in groups), return_exceptions=True
+        )
+        stopped = None
+        for group, result in zip(groups, results, strict=True):
+            if isinstance(result, ProviderStopError):  # the others' answers are paid for: keep them
+                stopped = result
+                for i in group:
+                    problems[i] = RowProblem(STOPPED, str(result))
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            group_vectors, group_problems = result
             for j, i in enumerate(group):
                 problems[i] = group_problems[j]
                 if group_problems[j] is None:
                     vectors[i] = group_vectors[j]
-        return EmbeddedBatch(vectors, counts, truncated, problems)
+        return EmbeddedBatch(vectors, counts, truncated, problems, stopped=str(stopped) if stopped else None)
 
     async def _request(
         self, group: list[int], texts: list[str], counts: list[int]

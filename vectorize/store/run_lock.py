@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import psycopg
 
 from vectorize.db import connect
+from vectorize.store.runs import mark_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -59,3 +60,15 @@ def _release(conn: psycopg.Connection, key: str, name: str) -> bool:
         logger.info("the database did not answer the unlock of %s; it goes with the connection", name)
         return False
     return True
+
+
+def mark_dead_runs(conn: psycopg.Connection, name: str) -> int:
+    """Outside a run (``check``): when no live run holds the collection's lock, mark its runs
+    still 'running' abandoned; how many."""
+    key = f"vectorize-run:{name}"
+    if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
+        return 0  # a run is going
+    try:
+        return mark_abandoned(conn, name)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

@@ -84,7 +84,8 @@ def write_block(
         counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
     with conn.transaction():
         if embedded.num_rows:
-            counts.embedded_new = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+            inserted = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+            counts.embedded_new = _new_rows(embedded, inserted)
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
         _drop_stale_chunks(conn, collection, block)
@@ -95,6 +96,15 @@ def write_block(
         if failed.num_rows:
             upsert_errors(conn, collection.errors, run_id, failed)
     return counts
+
+
+def _new_rows(embedded: pa.Table, inserted: int) -> int:
+    """Rows new to the collection: as preparation found them, where it says (a write that Ray
+    retries after its commit finds its own rows stored and would call them changed), else as
+    the upsert found them."""
+    if "new" not in embedded.column_names:
+        return inserted
+    return int(pc.sum(pc.cast(pc.fill_null(embedded.column("new"), False), pa.int64())).as_py() or 0)
 
 
 def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> int:
