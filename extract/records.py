@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from vectorize import rows
-from vectorize.sanitize import MAX_METADATA_DEPTH, NotStorable, check_depth, check_id, clean, clean_metadata, is_clean
+from vectorize.sanitize import (
+    MAX_ID_BYTES,
+    MAX_METADATA_DEPTH,
+    NotStorable,
+    check_depth,
+    check_id,
+    clean,
+    clean_metadata,
+    is_clean,
+)
 from vectorize.text import TextTemplate, clean_text, content_hash
 
 
@@ -45,13 +54,22 @@ def raw_text(record: Any) -> str:
 
 
 def fallback_key(raw: str, position: str | None) -> str:
-    return position or "record:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
+    """The key of an error row whose id is unusable: where the record is, else a digest of it."""
+    if position and len(position.encode("utf-8", "replace")) <= MAX_ID_BYTES and is_clean(position):
+        return position
+    return "record:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+def _keyed_error(key: str, stage: str, reason: str, message: str, raw: str | None) -> dict:
+    """An error row under the record's own id (``keyed``: the id is the record's, so it is one of
+    the ids a run holds once; an error row under a position or digest is not)."""
+    return {**rows.error_row(key, stage, reason, message, raw), "keyed": True}
 
 
 def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, raw: str | None = None) -> dict:
@@ -62,7 +80,9 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         try:
             record = spec.flatten(record)
         except RecordError as exc:
-            return rows.error_row(exc.key or fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
+            if exc.key:
+                return _keyed_error(exc.key, "prepare", exc.reason, exc.message, raw)
+            return rows.error_row(fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     if not isinstance(record, dict):
         return rows.error_row(
             fallback_key(raw, position),
@@ -92,8 +112,8 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         value = record.get(name)
         if value is None:
             if name in record:
-                return rows.error_row(key, "prepare", "null_text", f"text field {name!r} is null", raw)
-            return rows.error_row(key, "prepare", "missing_text", f"no {name!r} field", raw)
+                return _keyed_error(key, "prepare", "null_text", f"text field {name!r} is null", raw)
+            return _keyed_error(key, "prepare", "missing_text", f"no {name!r} field", raw)
         if not isinstance(value, str):
             return rows.error_row(
                 key, "prepare", "not_a_string", f"text field {name!r} is {_type_name(value)}, not a string", raw
@@ -103,13 +123,13 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         values[name] = value
     text = clean_text(spec.template.render(values))
     if not text:
-        return rows.error_row(key, "prepare", "empty_text", "the text is empty after cleaning", raw)
+        return _keyed_error(key, "prepare", "empty_text", "the text is empty after cleaning", raw)
     used = {spec.id_field, *spec.template.fields}
     kept = spec.metadata_fields if spec.metadata_fields is not None else record.keys()
     try:
         metadata, cleaned = _metadata_json({k: record[k] for k in kept if k not in used and k in record})
     except NotStorable as exc:
-        return rows.error_row(key, "prepare", exc.reason, exc.message, raw)
+        return _keyed_error(key, "prepare", exc.reason, exc.message, raw)
     return {
         "id": key,
         "chunk": 0,
@@ -124,6 +144,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         "fingerprint": None,
         "chunks": 1,
         "sanitized": sanitized or cleaned,
+        "keyed": True,
     }
 
 

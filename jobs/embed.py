@@ -60,6 +60,16 @@ def vectorize_cause(exc: BaseException) -> VectorizeError | None:
     return None
 
 
+def worker_error(exc: BaseException) -> BaseException:
+    """What a worker raised, inside a Ray error (whose own text is a stage name and a traceback)."""
+    for _ in range(10):
+        inner = getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException) or inner is exc:
+            return exc
+        exc = inner
+    return exc
+
+
 def run_job(settings: RunSettings) -> RunSummary:
     """Run one job; a database that goes away under it is one :class:`StoreError`."""
     try:
@@ -257,7 +267,7 @@ def _embed(
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
         ours = exc in (watch.stalled, watch.refused)
         cause = (lost_database(exc, dsn) if not ours else None) or vectorize_cause(exc) or stop
-        record_failure(dsn, summary, plain_error(cause or exc))
+        record_failure(dsn, summary, plain_error(cause or worker_error(exc)))
         export_run_totals(summary, "failed")
         if cause is not None and cause is not exc:
             raise cause from None
@@ -265,9 +275,7 @@ def _embed(
             raise exc from None
         if isinstance(exc, VectorizeError | KeyboardInterrupt):
             raise
-        raise VectorizeError(
-            f"the run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+        raise VectorizeError(f"the run failed: {plain_error(worker_error(exc))}") from exc
     finally:
         for actor in (run_actor, *(limiters or ())):
             if actor is not None:

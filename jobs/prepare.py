@@ -53,8 +53,10 @@ def to_prepared_rows(batch: pa.Table, spec: RecordSpec, signature: str) -> list[
     (for a later error row), which the table built from the rows leaves out."""
     if RAW_COLUMN in batch.column_names:
         raws = [decode_raw(raw) for raw in batch.column(RAW_COLUMN).to_pylist()]
-        origins = batch.column(POSITION_COLUMN).to_pylist()
-        prepared = [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, origins, strict=True)]
+        positions = batch.column(POSITION_COLUMN).to_pylist()
+        prepared = [prepare_json_line(raw, pos, spec) for raw, pos in zip(raws, positions, strict=True)]
+        # a SQL row's position is its id, which two rows of a query may share
+        origins = positions if FINGERPRINT_COLUMN not in batch.column_names else _digest_origins(raws)
     else:
         records = batch.to_pylist()
         raws = [raw_text(record) for record in records]
@@ -84,7 +86,7 @@ def _digest_origins(raws: list[str]) -> list[str]:
 def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
     """One record per id in a run: a record whose id an earlier record already holds becomes
     an error row (``duplicate_id``) keyed by its own origin, naming the record that holds it."""
-    keyed = [row for row in prepared if row["id"] != row["origin"] and row["chunk"] == 0]
+    keyed = [row for row in prepared if row.get("keyed")]
     if not keyed:
         return
     holders = ray.get(claims.claim_ids.remote([r["id"] for r in keyed], [r["origin"] for r in keyed]))

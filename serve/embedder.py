@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from ray import serve
@@ -18,6 +19,18 @@ from vectorize.identity import ModelIdentity
 from vectorize.providers.local import SentenceTransformerProvider
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """A request the model failed on, answered alone: its own 400, not its batch's."""
+
+    message: str
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 class CachedEmbedder:
@@ -59,6 +72,10 @@ class CachedEmbedder:
             parts = await asyncio.gather(
                 *(self._embed_batched(unique[i : i + size]) for i in range(0, len(unique), size))
             )
+            for part in parts:
+                if isinstance(part, ModelFailure):
+                    raise ApiError(400, f"the model cannot embed this input: {part.message}", param="input",
+                                   code="input_rejected")  # fmt: skip
             fresh = {text: found for part in parts for text, found in part.items()}
             for text, (vector, tokens) in fresh.items():
                 self.cache.put(key, text, vector, tokens)
@@ -68,7 +85,9 @@ class CachedEmbedder:
         return self._truncate(vectors, dims), tokens
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(len(i) for i in items))
-    async def _embed_batched(self, requests: list[list[str]]) -> list[dict[str, tuple[np.ndarray, int]]]:
+    async def _embed_batched(
+        self, requests: list[list[str]]
+    ) -> list[dict[str, tuple[np.ndarray, int]] | ModelFailure]:
         texts = list(dict.fromkeys(t for request in requests for t in request))
         self.metrics.model_calls += 1
         self.metrics.texts_embedded += len(texts)
@@ -76,13 +95,28 @@ class CachedEmbedder:
         # On the event loop, not in a thread: the loop then parses the requests that arrive
         # meanwhile only after the call, as the next batch, instead of taking the interpreter
         # lock from the model between its operations (which made each call twice as slow).
-        result = self.provider.embed(texts)
+        try:
+            result = self.provider.embed(texts)
+        except Exception as exc:  # one request's input: answer each alone, so only that one fails
+            logger.warning("the model failed on a batch of %d requests (%s); answering them one by one",
+                           len(requests), _first_line(exc))  # fmt: skip
+            self._embed_batched.set_batch_wait_timeout_s(0.0)
+            return [self._embed_alone(request) for request in requests]
         self.metrics.model_seconds += time.perf_counter() - started
         # A lone request is answered at once; when requests arrive together, the next batch
         # waits up to batch_wait_s for the others (the requests answered now come back then).
         self._embed_batched.set_batch_wait_timeout_s(self.batch_wait_s if len(requests) > 1 else 0.0)
         by_text = {t: (result.vectors[i], result.token_counts[i]) for i, t in enumerate(texts)}
         return [{t: by_text[t] for t in request} for request in requests]
+
+    def _embed_alone(self, request: list[str]) -> dict[str, tuple[np.ndarray, int]] | ModelFailure:
+        texts = list(dict.fromkeys(request))
+        try:
+            result = self.provider.embed(texts)
+        except Exception as exc:
+            logger.warning("the model failed on a request of %d texts: %s", len(texts), _first_line(exc))
+            return ModelFailure(_first_line(exc))
+        return {t: (result.vectors[i], result.token_counts[i]) for i, t in enumerate(texts)}
 
     def _check_dimensions(self, dimensions: int | None) -> int:
         native = self.identity.dimensions

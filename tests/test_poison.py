@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
 from extract.records import RecordSpec, prepare_json_line
 from tests.corpus import ROOT, commit_rows, write_jsonl
 from tests.helpers import query, run
 from tests.poison import write_poison_corpus
+from tests.tracker_exports import adf, jira_issue, paragraph
 from vectorize import rows
 from vectorize.sanitize import MAX_ID_BYTES, NotStorable, check_id, clean, storable
 from vectorize.text import TextTemplate
@@ -76,3 +78,38 @@ def test_an_int_id_and_its_string_are_one_id_and_the_second_is_accounted(tmp_pat
     assert query(pg_dsn, "SELECT id, text FROM {t} ORDER BY id", table=table_name) == [("42", "first"), ("7", "other")]
     again = run(source, table_name, tiny_model, pg_dsn)  # a rerun: the same one stored, the same error
     assert (again.unchanged, again.embedded, again.duplicate_ids) == (2, 0, 1)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_jira_export_with_hostile_values(tmp_path, tiny_model, pg_dsn, table_name):
+    issues = [
+        jira_issue("PLAT-1", "A NUL \u0000 in the summary", "and a lone \ud800 surrogate", []),
+        jira_issue("PLAT-2", "fine", adf(paragraph("broken \udfff ADF text")), [], labels=["x\u0000y"]),
+        jira_issue("PLAT-3", "first copy", "one", []),
+        jira_issue("PLAT-3", "second copy", "two", []),
+        jira_issue("PLAT-4", "an ordinary issue", "nothing odd here", []),
+    ]
+    path = tmp_path / "search.json"
+    path.write_text(json.dumps({"issues": issues}))  # escapes: \u0000 and \ud800 as JSON has them
+    summary = run(f"jira:{path}", table_name, tiny_model, pg_dsn)
+    stored = dict(query(pg_dsn, "SELECT id, text FROM {t}", table=table_name))
+    failed = [reason for (reason,) in query(pg_dsn, "SELECT reason FROM {t}", table=f"{table_name}_errors")]
+    assert set(stored) == {"PLAT-1", "PLAT-2", "PLAT-3", "PLAT-4"} and failed == ["duplicate_id"]
+    assert "\x00" not in stored["PLAT-1"] and "\ufffd" in stored["PLAT-1"] and "\ufffd" in stored["PLAT-2"]
+    assert (summary.rows_read, summary.sanitized, summary.duplicate_ids) == (5, 2, 1)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_postgres_source_with_an_absurd_id_and_a_repeated_one(tiny_model, pg_dsn, table_name):
+    source = f"{table_name}_src"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {source} (id text, body text)")  # no key: a query may repeat ids
+        conn.execute(
+            f"INSERT INTO {source} VALUES ('a', 'alpha'), ('b', 'beta'), (repeat('x', 3000), 'long id'),"
+            " ('b', 'beta again'), ('c', 'gamma')"
+        )
+    summary = run(pg_dsn, table_name, tiny_model, pg_dsn, source_table=source, text="body")
+    stored = {key for (key,) in query(pg_dsn, "SELECT id FROM {t}", table=table_name)}
+    failed = sorted(reason for (reason,) in query(pg_dsn, "SELECT reason FROM {t}", table=f"{table_name}_errors"))
+    assert stored == {"a", "b", "c"} and failed == ["duplicate_id", "id_too_long"]
+    assert summary.rows_read == 5

@@ -91,6 +91,10 @@ def test_base64_and_dimensions(served):
         (json.dumps({"input": "x", "dimensions": 64}).encode(), 400, "at most 32"),
         (json.dumps({"input": "x", "model": "gpt-9"}).encode(), 404, "not served here"),
         (json.dumps({"input": "x" * 250_000}).encode(), 413, "the limit is 200000"),
+        (b'{"input": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "nested too deep"),
+        (b'{"input": "half \\ud800 a pair"}', 400, "'input[0]' holds a lone surrogate"),
+        (json.dumps({"input": [[1, 2, 3], [4]]}).encode(), 400, "check_embedding_ctx_length=False"),
+        (json.dumps({"input": [15339, 1917]}).encode(), 400, "holds token ids"),
     ],
 )
 def test_bad_requests_get_openai_shaped_errors(served, body, status, says):
@@ -150,6 +154,44 @@ def test_forty_concurrent_requests_are_answered_in_fewer_model_calls(served):
     for batched, single in zip(answers[:3], singles, strict=True):  # cached now, and equal
         np.testing.assert_allclose(batched["data"][0]["embedding"], single["data"][0]["embedding"], atol=1e-6)
     assert 1 <= calls < 40
+
+
+def test_poisoned_requests_among_innocent_ones_fail_alone(served):
+    base, rows, _ = served
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    innocent = [{"input": f"innocent {i}: {clean_text(rows[i % len(rows)]['text'])[:60]}"} for i in range(45)]
+    poison = [
+        b'{"input": ["fine", "bad \\udfff"]}',
+        b'{"query": "q \\ud800", "collection": "served_commits"}',
+        b'{"query": "q", "collection": "served_commits", "filter": {"team": "a\\u0000b"}}',
+        b'{"query": "q", "collection": "served_commits", "filter": ' + b'{"a": ' * 50 + b"1" + b"}" * 50 + b"}",
+        b'{"input": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+    ]
+
+    async def fire() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            good = [http.post(f"{base}/v1/embeddings", json=body, headers=headers) for body in innocent]
+            bad = [
+                http.post(f"{base}/v1/{'search' if b'query' in body else 'embeddings'}", content=body, headers=headers)
+                for body in poison
+            ]
+            answers = await asyncio.gather(*good[:15], *bad[:2], *good[15:30], *bad[2:], *good[30:])
+        return [*answers[:15], *answers[17:32], *answers[35:]], [*answers[15:17], *answers[32:35]]
+
+    good, bad = asyncio.run(fire())
+    assert [a.status_code for a in good] == [200] * len(innocent)
+    assert [a.status_code for a in bad] == [400] * len(poison), [a.text[:200] for a in bad]
+    assert all(set(a.json()["error"]) == {"message", "type", "param", "code"} for a in bad)
+
+
+def test_the_models_short_name_is_accepted(served, tiny_model):
+    base = served[0]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    listed = httpx.get(f"{base}/v1/models", headers=headers).json()["data"][0]
+    assert tiny_model in listed["aliases"]
+    for name in (listed["id"], *listed["aliases"]):
+        answer = httpx.post(f"{base}/v1/embeddings", json={"input": "x", "model": name}, headers=headers)
+        assert answer.status_code == 200, (name, answer.text)
 
 
 def test_search_with_filter_and_unknown_collection(served):

@@ -91,9 +91,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def plain_error(exc: BaseException) -> str:
-    """What the run history keeps of a failure: the first line, without terminal colours."""
-    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
-    return text.splitlines()[0][:2000]
+    """One line of a failure, without terminal colours: its message, or the last line of a
+    traceback it carries; the type's name where the message does not say it."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    line = lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
+    if isinstance(exc, VectorizeError):
+        return line[:2000]
+    return (line if line.startswith(type(exc).__name__) else f"{type(exc).__name__}: {line}")[:2000]
 
 
 def record_progress(where: str | psycopg.Connection, run_id: str, metrics: dict) -> None:
