@@ -43,11 +43,11 @@ def iter_json_records(data: bytes, path: str, envelope: tuple[str, ...] = ()) ->
         try:
             whole = json.loads(text, strict=False)
         except RecursionError:
-            yield text, f"{path}:1"  # too deep to read as a whole: one error row
-            return
+            pass  # a line nested too deep: read line by line, where it is one error row
         except ValueError as exc:
-            if head == "[":
-                yield text, f"{path}:{getattr(exc, 'lineno', 1)}"  # malformed as a whole
+            # "Extra data": a first value, then more: JSON Lines whose first line is an array
+            if head == "[" and not str(exc).startswith("Extra data"):
+                yield text, f"{path}:{getattr(exc, 'lineno', 1)}"  # an array, malformed as a whole
                 return
     if whole is not None:
         items = whole if isinstance(whole, list) else [whole]

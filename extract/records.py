@@ -80,7 +80,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         try:
             record = spec.flatten(record)
         except RecordError as exc:
-            if exc.key:
+            if exc.key and is_clean(exc.key) and len(exc.key.encode("utf-8")) <= MAX_ID_BYTES:
                 return _keyed_error(exc.key, "prepare", exc.reason, exc.message, raw)
             return rows.error_row(fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     if not isinstance(record, dict):
@@ -115,7 +115,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
                 return _keyed_error(key, "prepare", "null_text", f"text field {name!r} is null", raw)
             return _keyed_error(key, "prepare", "missing_text", f"no {name!r} field", raw)
         if not isinstance(value, str):
-            return rows.error_row(
+            return _keyed_error(
                 key, "prepare", "not_a_string", f"text field {name!r} is {_type_name(value)}, not a string", raw
             )
         if not is_clean(value):
@@ -166,7 +166,8 @@ def prepare_json_line(raw: str, position: str, spec: RecordSpec) -> dict:
     try:
         record = json.loads(raw, strict=False)  # control characters inside strings: the rules above remove them
     except ValueError as exc:
-        return rows.error_row(position, "read", "malformed_json", f"malformed JSON: {exc}", raw)
+        return rows.error_row(fallback_key(raw, position), "read", "malformed_json", f"malformed JSON: {exc}", raw)
     except RecursionError:
-        return rows.error_row(position, "read", "malformed_json", "the JSON is nested too deep to read", raw)
+        message = "the JSON is nested too deep to read"
+        return rows.error_row(fallback_key(raw, position), "read", "malformed_json", message, raw)
     return prepare_record(record, spec, position, raw)

@@ -17,8 +17,9 @@ import psycopg
 import ray
 
 from jobs.ray_runtime import ActorPlan
+from vectorize.console import last_words
 from vectorize.db import redact_dsn
-from vectorize.errors import ProviderStopError, StallError
+from vectorize.errors import ProviderStopError, StallError, StoreError, VectorizeError
 
 logger = logging.getLogger(__name__)
 
@@ -43,30 +44,33 @@ class ProgressMeter:
         return dict(self._rows), time.monotonic() - self._last
 
 
-def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> str:
+def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> tuple[str, type[VectorizeError]]:
     """What a stalled run is most likely waiting for: resources the cluster lacks, a database
-    that does not answer (asked with a bounded probe), else the model (``service``: the remote
-    provider's address)."""
+    that does not answer (asked with a bounded probe: then a StoreError), else the model
+    (``service``: the remote provider's address)."""
     resources = ray.cluster_resources()
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
     if plan.gpus_per_actor > gpus:
         return (
             f"its embedding actors need {plan.gpus_per_actor:g} GPU each and the cluster has {gpus:g}: "
             "add GPU nodes (or let the autoscaler add them), or run on CPUs with --gpus-per-actor 0"
-        )
+        ), StallError
     if plan.cpus_per_actor > cpus:
         return (
             f"its embedding actors need {plan.cpus_per_actor:g} CPUs each and the cluster has {cpus:g}: "
             "lower --cpus-per-actor or add nodes"
-        )
+        ), StallError
     if not database_answers(dsn):
         return (
             f"the database at {redact_dsn(dsn)} does not answer (a query waited {PROBE_S:g} s): "
             "check the server, then run the same command again to finish the rest"
-        )
+        ), StoreError
     if service:
-        return f"the database answers; the embedding service at {service} does not: check it, then run again"
-    return "the database answers; the embedding actors made no progress: see the workers' logs (ray logs, or --debug)"
+        why = f"the database answers; the embedding service at {service} does not: check it, then run again"
+        return why, StallError
+    return (
+        "the database answers; the embedding actors made no progress: see the workers' logs (ray logs, or --debug)"
+    ), StallError
 
 
 PROBE_S = 5.0
@@ -104,21 +108,21 @@ class StallWatch:
     turns the interruption into the error that says why."""
 
     POLL_S = 1.0
-    GRACE_S = 30.0  # after the stall, for the run to stop and record its end; then the process exits
-    DRAIN_S = 3.0
+    GRACE_S = 45.0  # after the stall, for the run to stop and record its end; then the process exits
+    DRAIN_S = 5.0
 
     def __init__(
         self,
         meter: Any,
         timeout_s: float,
-        waiting_for: Callable[[], str],
+        waiting_for: Callable[[], tuple[str, type[VectorizeError]]],
         refusal: Callable[[], str | None] | None = None,
     ) -> None:
         self.meter = meter
         self.timeout_s = timeout_s
         self.waiting_for = waiting_for
         self.refusal = refusal
-        self.stalled: StallError | None = None
+        self.stalled: VectorizeError | None = None
         self.refused: ProviderStopError | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
@@ -173,9 +177,10 @@ class StallWatch:
                     return
             if self.timeout_s > 0 and idle >= self.timeout_s:
                 done = ", ".join(f"{n} {stage}" for stage, n in sorted(rows.items())) or "no rows finished"
-                self.stalled = StallError(
+                why, error = self.waiting_for()
+                self.stalled = error(
                     f"the run made no progress for {idle:.0f} s (--stall-timeout {self.timeout_s:g}); "
-                    f"so far: {done}; {self.waiting_for()}"
+                    f"so far: {done}; {why}"
                 )
                 logger.info("stopping the run: %s", self.stalled)
                 self._deadline = threading.Timer(self.GRACE_S, self._give_up)
@@ -192,8 +197,9 @@ class StallWatch:
     def _give_up(self) -> None:
         """The run did not stop within the grace after its stall (a call that never returns, on
         a frozen database): say why in the run's one line and end the process."""
-        os.write(2, f"vectorize: error: {self.stalled}\n".encode())
-        os._exit(StallError.exit_code)
+        assert self.stalled is not None
+        last_words(f"vectorize: error: {self.stalled}")
+        os._exit(self.stalled.exit_code)
 
     def check(self, exc: BaseException) -> BaseException:
         """The StallError or ProviderStopError if this watch interrupted the run, else ``exc``."""

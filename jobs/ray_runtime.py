@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 from dataclasses import dataclass
+
+from vectorize.console import stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,16 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
 
     # A failed task's traceback is Ray Data's to log at ERROR; the run's own error says it in one line
     # (--debug shows both).
+    terminal = progress and stderr_is_terminal()
     data_logger = logging.getLogger("ray.data")
-    data_logger.setLevel(logging.INFO if (progress and sys.stderr.isatty()) or worker_logs else logging.CRITICAL)
-    if not worker_logs and _below_error not in data_logger.filters:
-        data_logger.addFilter(_below_error)
+    data_logger.setLevel(logging.INFO if terminal or worker_logs else logging.CRITICAL)
+    if not worker_logs:  # a filter on the handlers: one on the logger misses its children's records
+        for handler in data_logger.handlers:
+            if _below_error not in handler.filters:
+                handler.addFilter(_below_error)
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = progress and sys.stderr.isatty()
+    ctx.enable_progress_bars = terminal
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)

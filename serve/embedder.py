@@ -26,6 +26,7 @@ class ModelFailure:
     """A request the model failed on, answered alone: its own 400, not its batch's."""
 
     message: str
+    server: bool = False  # every request of the batch failed alone too: the model's fault, a 500
 
 
 def _first_line(exc: BaseException) -> str:
@@ -73,6 +74,8 @@ class CachedEmbedder:
                 *(self._embed_batched(unique[i : i + size]) for i in range(0, len(unique), size))
             )
             for part in parts:
+                if isinstance(part, ModelFailure) and part.server:
+                    raise ApiError(500, f"the model failed: {part.message}", type="server_error")
                 if isinstance(part, ModelFailure):
                     raise ApiError(400, f"the model cannot embed this input: {part.message}", param="input",
                                    code="input_rejected")  # fmt: skip
@@ -101,7 +104,10 @@ class CachedEmbedder:
             logger.warning("the model failed on a batch of %d requests (%s); answering them one by one",
                            len(requests), _first_line(exc))  # fmt: skip
             self._embed_batched.set_batch_wait_timeout_s(0.0)
-            return [self._embed_alone(request) for request in requests]
+            answers = [self._embed_alone(request) for request in requests]
+            if len(answers) > 1 and all(isinstance(a, ModelFailure) for a in answers):  # the model, not an input
+                return [ModelFailure(a.message, server=True) for a in answers]
+            return answers
         self.metrics.model_seconds += time.perf_counter() - started
         # A lone request is answered at once; when requests arrive together, the next batch
         # waits up to batch_wait_s for the others (the requests answered now come back then).

@@ -38,7 +38,7 @@ def write_poison_corpus(path: Path, texts: list[str], *, every: int = 3) -> Pois
         (_line({"id": "too-deep-meta", "text": "deep", "nest": _nested(700)}), None, "metadata_too_deep"),  # by id
         (b'{"id": "deep-json", "a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", None, "malformed_json"),
         (_line({"id": "big", "text": "word " * 600_000}), "big", None),
-        (_line({"id": "line-sep", "text": "one\u2028two"}), "line-sep", None),
+        (b'{"id": "line-sep", "text": "one\xe2\x80\xa8two\xc2\x85three"}\n', "line-sep", None),  # raw U+2028, U+0085
         (b"\x00\x00\x00 not json at all\n", None, "malformed_json"),
         (_line({"id": 4242, "text": "an int id"}), "4242", None),
         (_line({"id": "4242", "text": "the same id as a string"}), None, "duplicate_id"),

@@ -127,13 +127,13 @@ def test_database_frozen_mid_run_ends_within_the_stall_timeout_and_grace(
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
     try:
-        code, lines, waited = _finish(driver, stall_s + 30 + 30)
+        code, lines, waited = _finish(driver, stall_s + 45 + 45)
     finally:
         for pid in frozen:
             _signal(pid, signal.SIGCONT)
-    assert code in (1, 3), lines
+    assert code == 3, lines
     assert len(lines) == 1 and "database" in lines[0], lines
-    assert waited < stall_s + 30 + 15
+    assert waited < stall_s + 45 + 15  # the stall timeout, the grace after it, and time to start
 
     resumed = run(source, table_name, tiny_model, dsn)
     assert resumed.embedded + resumed.unchanged == TOTAL and resumed.failed == 0

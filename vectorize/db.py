@@ -89,6 +89,15 @@ def ensure_vector_extension(conn: psycopg.Connection, dsn: str) -> None:
     logger.info("created the vector extension")
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """A connection that broke or was closed by the server (not a deadlock, a cancelled query,
+    a full disk: those are OperationalErrors too)."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
     """The run's failure as one line where the database is what failed under it: a lost or
     refused connection, found also inside a Ray error (its ``cause``)."""
@@ -100,7 +109,7 @@ def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
             continue
         if seen is None or isinstance(seen, StoreError):
             return seen
-        if isinstance(seen, psycopg.OperationalError | DatabaseConfigError):
+        if isinstance(seen, DatabaseConfigError) or _connection_lost(seen):
             if isinstance(seen, psycopg.Error):
                 detail = f"Postgres at {redact_dsn(dsn)}: {_describe(seen, dsn)}"
             else:

