@@ -33,7 +33,10 @@ from vectorize.models import DEFAULT_MODEL, read_identity
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000}
+# max_pending_requests: requests a replica holds at once (answering or waiting); past it a 503
+# with Retry-After. Serve's own max_queued_requests is not seen where HAProxy hands requests to
+# the replica's HTTP server directly (vectorize serve's setting), so the replica bounds itself.
+DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000, "max_pending_requests": 320}
 OPEN_ROUTES = ("/healthz", "/metrics")
 UNKNOWN_ROUTE = "unknown"
 # (method, path) -> the EmbeddingService method that answers it
@@ -95,8 +98,25 @@ class EmbeddingService:
         self._db = None
         self._vector_types = False  # pgvector types registered on self._db
         self._db_lock = threading.Lock()
+        self.pending = 0
+        self.max_pending = DEFAULT_USER_CONFIG["max_pending_requests"]
 
     async def __call__(self, request: Request) -> Response:
+        route = route_of(request)
+        if self.pending >= self.max_pending and route not in OPEN_ROUTES:
+            self._count(route if any(path == route for _, path in ROUTES) else UNKNOWN_ROUTE, 503)
+            busy = error_response(
+                ApiError(503, f"this replica holds {self.max_pending} requests already; retry", "server_error")
+            )
+            busy.headers["Retry-After"] = "1"
+            return busy
+        self.pending += 1
+        try:
+            return await self._route(request)
+        finally:
+            self.pending -= 1
+
+    async def _route(self, request: Request) -> Response:
         route = route_of(request)
         name = ROUTES.get((request.method, route))
         if name is None:
@@ -119,6 +139,7 @@ class EmbeddingService:
 
     def reconfigure(self, config: dict) -> None:
         merged = {**DEFAULT_USER_CONFIG, **(config or {})}
+        self.max_pending = max(1, int(merged["max_pending_requests"]))
         self.embedder.configure(
             int(merged["max_batch_texts"]), float(merged["batch_wait_s"]), int(merged["cache_size"])
         )

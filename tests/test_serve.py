@@ -259,6 +259,34 @@ def test_overload_past_the_queue_is_503_with_retry_after(served, tiny_model):
         serve.delete("tight")
 
 
+def test_a_replica_bounds_what_it_holds_whatever_proxy_hands_it(served, tiny_model):
+    from ray import serve
+
+    from serve.app import DEFAULT_USER_CONFIG, EmbeddingService
+
+    base = served[0]
+    bounded = EmbeddingService.options(
+        name="BoundedService", user_config={**DEFAULT_USER_CONFIG, "max_pending_requests": 2},
+        ray_actor_options={"num_cpus": 0.25},
+    ).bind(model=tiny_model, threads=1, api_keys=[])  # fmt: skip
+    serve.run(bounded, name="bounded", route_prefix="/bounded")
+    try:
+        body = {"input": [f"bounded text number {i} " * 20 for i in range(512)]}
+
+        async def fire() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=120) as http:
+                return await asyncio.gather(*(http.post(f"{base}/bounded/v1/embeddings", json=body) for _ in range(10)))
+
+        answers = asyncio.run(fire())
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) == {200, 503} and statuses.count(200) >= 2, statuses
+        refused = next(a for a in answers if a.status_code == 503)
+        assert refused.headers.get("retry-after") == "1" and "retry" in refused.json()["error"]["message"]
+        assert httpx.get(f"{base}/bounded/healthz").status_code == 200
+    finally:
+        serve.delete("bounded")
+
+
 def test_nearest_texts_for_given_vectors_and_its_bad_input(served, pg_dsn, tiny_model):
     from tests.planted import plant_collection
     from vectorize.models import read_identity
