@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from extract.records import RecordSpec, prepare_json_line
-from tests.corpus import ROOT, commit_rows, write_jsonl
+from tests.corpus import ROOT, commit_rows
 from tests.helpers import query, run
 from tests.poison import write_poison_corpus
 from tests.tracker_exports import adf, jira_issue, paragraph
@@ -66,18 +66,9 @@ def test_poison_corpus_every_line_stored_or_an_error_row(tmp_path, tiny_model, p
     messages = dict(query(pg_dsn, "SELECT reason, message FROM {t}", table=f"{table_name}_errors"))
     assert f"{corpus.path.resolve()}:" in messages["duplicate_id"]  # names where the stored record is
 
-
-@pytest.mark.usefixtures("ray_cluster")
-def test_an_int_id_and_its_string_are_one_id_and_the_second_is_accounted(tmp_path, tiny_model, pg_dsn, table_name):
-    source = write_jsonl(
-        tmp_path / "ids.jsonl",
-        [{"id": 42, "text": "first"}, {"id": "42", "text": "second"}, {"id": "7", "text": "other"}],
-    )
-    summary = run(source, table_name, tiny_model, pg_dsn)
-    assert (summary.rows_read, summary.embedded, summary.duplicate_ids) == (3, 2, 1)
-    assert query(pg_dsn, "SELECT id, text FROM {t} ORDER BY id", table=table_name) == [("42", "first"), ("7", "other")]
-    again = run(source, table_name, tiny_model, pg_dsn)  # a rerun: the same one stored, the same error
-    assert (again.unchanged, again.embedded, again.duplicate_ids) == (2, 0, 1)
+    again = run(corpus.path, table_name, tiny_model, pg_dsn)  # the same stored, the same error rows
+    assert (again.embedded, again.unchanged + again.reused, again.duplicate_ids) == (0, len(corpus.stored), 2)
+    assert dict(query(pg_dsn, "SELECT id, reason FROM {t}", table=f"{table_name}_errors")) == corpus.failed
 
 
 @pytest.mark.usefixtures("ray_cluster")
