@@ -33,10 +33,13 @@ from vectorize.models import DEFAULT_MODEL, read_identity
 
 logger = logging.getLogger(__name__)
 
-# max_pending_requests: requests a replica holds at once (answering or waiting); past it a 503
-# with Retry-After. Serve's own max_queued_requests is not seen where HAProxy hands requests to
-# the replica's HTTP server directly (vectorize serve's setting), so the replica bounds itself.
+# max_pending_requests: requests a replica holds at once (answering or waiting for a batch);
+# past it a 503 with Retry-After. Where HAProxy hands requests to the replica's own HTTP server
+# (vectorize serve's setting), Serve's max_queued_requests is not applied and requests past
+# max_ongoing_requests wait without bound before reaching the replica's code; so the replica
+# takes more than it bounds itself to (MAX_ONGOING) and answers the rest 503 at once.
 DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000, "max_pending_requests": 320}
+MAX_ONGOING = 384
 OPEN_ROUTES = ("/healthz", "/metrics")
 UNKNOWN_ROUTE = "unknown"
 # (method, path) -> the EmbeddingService method that answers it
@@ -64,7 +67,7 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 @serve.deployment(
-    max_ongoing_requests=64,
+    max_ongoing_requests=MAX_ONGOING,
     max_queued_requests=256,
     backpressure_config={"status_code": 503, "retry_after_s": 1},
     user_config=DEFAULT_USER_CONFIG,
