@@ -26,7 +26,7 @@ from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy
 from vectorize.config import RunSettings
 from vectorize.db import connect, lost_database
 from vectorize.embedded_pg import database_dsn, given_dsn
-from vectorize.errors import ConfigError, ProviderStopError, VectorizeError
+from vectorize.errors import ConfigError, ProviderStopError, StoreError, VectorizeError
 from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
 from vectorize.remote_settings import RemoteSettings
@@ -267,7 +267,8 @@ def _embed(
         summary.api_usage, stop = read_budgets(settings.remote, limiters)
         ours = exc in (watch.stalled, watch.refused)
         cause = (lost_database(exc, dsn) if not ours else None) or vectorize_cause(exc) or stop
-        record_failure(dsn, summary, plain_error(cause or worker_error(exc)))
+        if not isinstance(cause, StoreError):  # a lost database cannot take it: the next run marks it abandoned
+            record_failure(dsn, summary, plain_error(cause or worker_error(exc)))
         export_run_totals(summary, "failed")
         if cause is not None and cause is not exc:
             raise cause from None

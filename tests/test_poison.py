@@ -71,23 +71,21 @@ def test_poison_corpus_every_line_stored_or_an_error_row(tmp_path, tiny_model, p
     assert dict(query(pg_dsn, "SELECT id, reason FROM {t}", table=f"{table_name}_errors")) == corpus.failed
 
 
-@pytest.mark.usefixtures("ray_cluster")
-def test_a_jira_export_with_hostile_values(tmp_path, tiny_model, pg_dsn, table_name):
+def test_a_jira_export_with_hostile_values_is_cleaned_by_the_same_rules():
+    from extract.jira import JIRA_METADATA, JIRA_TEMPLATE, flatten_jira_issue
+
+    spec = RecordSpec("id", TextTemplate.parse(JIRA_TEMPLATE), flatten_jira_issue, JIRA_METADATA)
     issues = [
         jira_issue("PLAT-1", "A NUL \u0000 in the summary", "and a lone \ud800 surrogate", []),
-        jira_issue("PLAT-2", "fine", adf(paragraph("broken \udfff ADF text")), [], labels=["x\u0000y"]),
-        jira_issue("PLAT-3", "first copy", "one", []),
-        jira_issue("PLAT-3", "second copy", "two", []),
-        jira_issue("PLAT-4", "an ordinary issue", "nothing odd here", []),
+        jira_issue("PLAT-2", "fine", adf(paragraph("broken \udfff ADF text")), [], status="x\u0000y"),
+        jira_issue("PLAT-3", "an ordinary issue", "nothing odd here", []),
     ]
-    path = tmp_path / "search.json"
-    path.write_text(json.dumps({"issues": issues}))  # escapes: \u0000 and \ud800 as JSON has them
-    summary = run(f"jira:{path}", table_name, tiny_model, pg_dsn)
-    stored = dict(query(pg_dsn, "SELECT id, text FROM {t}", table=table_name))
-    failed = [reason for (reason,) in query(pg_dsn, "SELECT reason FROM {t}", table=f"{table_name}_errors")]
-    assert set(stored) == {"PLAT-1", "PLAT-2", "PLAT-3", "PLAT-4"} and failed == ["duplicate_id"]
-    assert "\x00" not in stored["PLAT-1"] and "\ufffd" in stored["PLAT-1"] and "\ufffd" in stored["PLAT-2"]
-    assert (summary.rows_read, summary.sanitized, summary.duplicate_ids) == (5, 2, 1)
+    prepared = [prepare_json_line(json.dumps(issue), f"search.json[{i}]", spec) for i, issue in enumerate(issues)]
+    assert [(row["status"], row["id"], row["sanitized"]) for row in prepared] == [
+        (rows.EMBED, "PLAT-1", True), (rows.EMBED, "PLAT-2", True), (rows.EMBED, "PLAT-3", False),
+    ]  # fmt: skip
+    assert "\x00" not in prepared[0]["text"] and "\ufffd" in prepared[0]["text"] and "\ufffd" in prepared[1]["text"]
+    assert "\\u0000" not in prepared[1]["metadata"]
 
 
 @pytest.mark.usefixtures("ray_cluster")
