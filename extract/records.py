@@ -14,7 +14,6 @@ from typing import Any
 
 from vectorize import rows
 from vectorize.sanitize import (
-    MAX_ID_BYTES,
     MAX_METADATA_DEPTH,
     NotStorable,
     check_depth,
@@ -22,6 +21,7 @@ from vectorize.sanitize import (
     clean,
     clean_metadata,
     is_clean,
+    usable_id,
 )
 from vectorize.text import TextTemplate, clean_text, content_hash
 
@@ -55,7 +55,7 @@ def raw_text(record: Any) -> str:
 
 def fallback_key(raw: str, position: str | None) -> str:
     """The key of an error row whose id is unusable: where the record is, else a digest of it."""
-    if position and len(position.encode("utf-8", "replace")) <= MAX_ID_BYTES and is_clean(position):
+    if position and usable_id(position):
         return position
     return "record:" + hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
 
@@ -80,7 +80,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         try:
             record = spec.flatten(record)
         except RecordError as exc:
-            if exc.key and is_clean(exc.key) and len(exc.key.encode("utf-8")) <= MAX_ID_BYTES:
+            if exc.key and usable_id(exc.key):
                 return _keyed_error(exc.key, "prepare", exc.reason, exc.message, raw)
             return rows.error_row(fallback_key(raw, position), "prepare", exc.reason, exc.message, raw)
     if not isinstance(record, dict):

@@ -41,7 +41,7 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
         )
     import ray
 
-    from jobs.embed import vectorize_cause
+    from vectorize.errors import vectorize_cause
 
     env_vars = {"VECTORIZE_DSN": os.environ["VECTORIZE_DSN"]} if os.environ.get("VECTORIZE_DSN") else {}
     logging.getLogger("ray").setLevel(logging.ERROR)

@@ -26,7 +26,14 @@ from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy
 from vectorize.config import RunSettings
 from vectorize.db import connect, lost_database
 from vectorize.embedded_pg import database_dsn, given_dsn
-from vectorize.errors import ConfigError, ProviderStopError, StoreError, VectorizeError
+from vectorize.errors import (
+    ConfigError,
+    ProviderStopError,
+    StoreError,
+    VectorizeError,
+    vectorize_cause,
+    worker_error,
+)
 from vectorize.identity import ModelIdentity
 from vectorize.models import model_source, read_identity
 from vectorize.remote_settings import RemoteSettings
@@ -48,34 +55,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def vectorize_cause(exc: BaseException) -> VectorizeError | None:
-    """The VectorizeError inside a Ray error, if a worker raised one."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return None
-        if isinstance(seen, VectorizeError):
-            return seen
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return None
-
-
-def worker_error(exc: BaseException) -> BaseException:
-    """What a worker raised, inside a Ray error (whose own text is a stage name and a traceback)."""
-    for _ in range(10):
-        inner = getattr(exc, "cause", None)
-        if not isinstance(inner, BaseException) or inner is exc:
-            return exc
-        exc = inner
-    return exc
-
-
 def run_job(settings: RunSettings) -> RunSummary:
     """Run one job; a database that goes away under it is one :class:`StoreError`."""
     try:
         return _run_job(settings)
     except psycopg.OperationalError as exc:
         lost = lost_database(exc, given_dsn(settings.dsn) or "the embedded server")
+        if lost is None:  # a failed statement (a deadlock, a full disk), not a lost connection
+            raise
         raise lost from exc
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from vectorize.errors import DatabaseConfigError, StoreError
+from vectorize.errors import DatabaseConfigError, StoreError, causes, ray_wrapper
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +101,10 @@ def _connection_lost(exc: BaseException) -> bool:
 def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
     """The run's failure as one line where the database is what failed under it: a lost or
     refused connection, found also inside a Ray error (its ``cause``)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        inner = getattr(seen, "cause", None)  # a Ray error: what the worker raised
-        if isinstance(inner, BaseException) and inner is not seen:
-            seen = inner
+    for seen in causes(exc, context=True):
+        if ray_wrapper(seen):
             continue
-        if seen is None or isinstance(seen, StoreError):
+        if isinstance(seen, StoreError):
             return seen
         if isinstance(seen, DatabaseConfigError) or _connection_lost(seen):
             if isinstance(seen, psycopg.Error):
@@ -118,5 +115,4 @@ def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
                 f"lost the database while the run was going ({detail}); what was written is kept: "
                 "when it answers again, run the same command to finish the rest"
             )
-        seen = seen.__cause__ or seen.__context__
     return None

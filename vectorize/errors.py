@@ -21,6 +21,8 @@ message in ``args`` so that it pickles across Ray's process boundaries unchanged
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class VectorizeError(Exception):
     """Base of every error vectorize raises on purpose."""
@@ -82,3 +84,34 @@ class ProviderStopError(ProviderError):
     """The provider refuses every request of this run; retrying cannot help."""
 
     exit_code = 2
+
+
+def causes(exc: BaseException, *, context: bool = False) -> Iterator[BaseException]:
+    """``exc`` and what lies under it, outermost first: inside a Ray error the exception the
+    worker raised (its ``cause``), else the one it was raised from (and, with ``context``, the
+    one being handled when it was raised)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return
+        yield seen
+        if ray_wrapper(seen):
+            seen = seen.cause
+        else:
+            seen = seen.__cause__ or (seen.__context__ if context else None)
+
+
+def vectorize_cause(exc: BaseException) -> VectorizeError | None:
+    """The VectorizeError inside a Ray error, if a worker raised one."""
+    return next((e for e in causes(exc) if isinstance(e, VectorizeError) and not ray_wrapper(e)), None)
+
+
+def worker_error(exc: BaseException) -> BaseException:
+    """What a worker raised, inside a Ray error (whose own text is a stage name and a traceback)."""
+    return next((e for e in causes(exc) if not ray_wrapper(e)), exc)
+
+
+def ray_wrapper(exc: BaseException) -> bool:
+    """A Ray error carrying a worker's exception (Ray makes it an instance of that exception's
+    class too, with a traceback for its text)."""
+    return isinstance(getattr(exc, "cause", None), BaseException) and exc.cause is not exc

@@ -55,6 +55,11 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def usable_id(key: str) -> bool:
+    """Whether ``key`` can be stored as it is, as an id."""
+    return is_clean(key) and len(key.encode("utf-8")) <= MAX_ID_BYTES
+
+
 def check_id(key: str, field: str) -> str:
     """The id as it is, or :class:`NotStorable` saying why it cannot be one."""
     if not is_clean(key):
