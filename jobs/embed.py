@@ -20,6 +20,7 @@ import psycopg
 
 from extract.records import RecordSpec
 from extract.sources import SourcePlan, open_source
+from jobs.database_watch import DatabaseWatch
 from jobs.live_figures import export_run_totals
 from jobs.sql_delta import plan_sql_reads, record_source_state, source_signature
 from vectorize.chunking import LocalTokenSpans, LongTextPolicy, long_text_policy, model_dir_of
@@ -82,7 +83,7 @@ def _run_job(settings: RunSettings) -> RunSummary:
         raise ConfigError("--sync leaves the collection holding exactly the source's rows: it cannot take --limit")
     source, template, identity, origin, long_text = _checked_inputs(settings)
     dsn = database_dsn(settings.dsn, settings.data_dir)
-    with run_lock(dsn, collection.name) as store:
+    with DatabaseWatch(dsn, settings.stall_timeout_s), run_lock(dsn, collection.name) as store:
         prepare_collection(dsn, collection, identity, origin)
         summary = RunSummary(str(uuid.uuid4()), collection.name, source.display, identity.key)
         signature = source_signature(settings.id_field, template, long_text)
@@ -175,7 +176,7 @@ def _run_backfill(settings: RunSettings, started: float) -> RunSummary:
     if settings.column in source.fields and f"{settings.column}_sha256" not in source.fields:
         logger.info("column %s exists; its vectors without a hash beside them are made again", target.name)
     dsn = source.sql.dsn
-    with run_lock(dsn, target.name) as store:
+    with DatabaseWatch(dsn, settings.stall_timeout_s), run_lock(dsn, target.name) as store:
         target = prepare_column_target(dsn, target, identity, origin)
         source.statement = source.sql.backfill_statement(target.column, target.hash_column)
         summary = RunSummary(str(uuid.uuid4()), target.name, source.display, identity.key)

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import ray
 
+from jobs.database_watch import PROBE_S, database_answers, pipeline_watched
 from jobs.ray_runtime import ActorPlan
 from vectorize.console import last_words
 from vectorize.db import redact_dsn
@@ -73,26 +73,6 @@ def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> tuple[
     ), StallError
 
 
-PROBE_S = 5.0
-
-
-def database_answers(dsn: str) -> bool:
-    """Whether ``SELECT 1`` comes back within :data:`PROBE_S` (a frozen server never answers, so
-    the probe runs in a thread that is left behind)."""
-    answered = threading.Event()
-
-    def probe() -> None:
-        try:
-            with psycopg.connect(dsn, connect_timeout=int(PROBE_S), autocommit=True) as conn:
-                conn.execute("SELECT 1")
-            answered.set()
-        except psycopg.Error:
-            pass
-
-    threading.Thread(target=probe, name="database-probe", daemon=True).start()
-    return answered.wait(PROBE_S)
-
-
 def report_counts(meter: Any, counts: dict[str, int]) -> None:
     """Rows by stage, in one message so that a reader sees them together. Fire and forget: a
     lost report only makes the run look slower to the watcher."""
@@ -137,12 +117,14 @@ class StallWatch:
             # test runner) may ignore it, and the run would hang on
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
             self._thread.start()
+            pipeline_watched.set()
         elif watched:
             logger.warning("--stall-timeout needs the run on the main thread; not watched")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
+        pipeline_watched.clear()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         if self._previous is not None:

@@ -16,8 +16,10 @@ import base64
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
+import psycopg
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -25,19 +27,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from serve.api_errors import ApiError
 from serve.auth import authorized, configured_keys
 from serve.embedder import CachedEmbedder
+from serve.logs import log_to_replica_file
 from serve.metrics import ServiceMetrics
 from serve.responses import FastJSONResponse
 from serve.schema import EmbeddingsRequest, NearestRequest, SearchRequest, parse_json
-from vectorize.errors import ConfigError, UnknownCollectionError, VectorizeError
+from vectorize.db import connection_lost, redact_dsn
+from vectorize.errors import ConfigError, DatabaseConfigError, UnknownCollectionError, VectorizeError
 from vectorize.models import DEFAULT_MODEL, read_identity
 
 logger = logging.getLogger(__name__)
 
 # max_pending_requests: requests a replica holds at once (answering or waiting for a batch);
-# past it a 503 with Retry-After. Where HAProxy hands requests to the replica's own HTTP server
-# (vectorize serve's setting), Serve's max_queued_requests is not applied and requests past
-# max_ongoing_requests wait without bound before reaching the replica's code; so the replica
-# takes more than it bounds itself to (MAX_ONGOING) and answers the rest 503 at once.
+# past it a 503 with Retry-After. Serve's max_queued_requests bounds those its HTTP server has
+# read and not yet handed over; MAX_ONGOING is above the replica's own bound, so that the
+# replica sees the requests it refuses.
 DEFAULT_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000, "max_pending_requests": 320}
 MAX_ONGOING = 384
 OPEN_ROUTES = ("/healthz", "/metrics")
@@ -63,7 +66,10 @@ def route_of(request: Request) -> str:
 
 
 def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    answer = JSONResponse(error.body(), status_code=error.status)
+    if error.retry_after_s is not None:
+        answer.headers["Retry-After"] = str(error.retry_after_s)
+    return answer
 
 
 @serve.deployment(
@@ -83,6 +89,7 @@ class EmbeddingService:
         threads: int | None = None,
         api_keys: list[str] | None = None,
     ) -> None:
+        log_to_replica_file()
         self.identity = read_identity(model)
         # the names users know it by: its id, its short name ("all-MiniLM-L6-v2"), what serve was given
         self.model_names = tuple(dict.fromkeys((self.identity.name, self.identity.name.rsplit("/", 1)[-1], model)))
@@ -108,11 +115,8 @@ class EmbeddingService:
         route = route_of(request)
         if self.pending >= self.max_pending and route not in OPEN_ROUTES:
             self._count(route if any(path == route for _, path in ROUTES) else UNKNOWN_ROUTE, 503)
-            busy = error_response(
-                ApiError(503, f"this replica holds {self.max_pending} requests already; retry", "server_error")
-            )
-            busy.headers["Retry-After"] = "1"
-            return busy
+            message = f"this replica holds {self.max_pending} requests already; retry"
+            return error_response(ApiError(503, message, "server_error", retry_after_s=1))
         self.pending += 1
         try:
             return await self._route(request)
@@ -244,7 +248,24 @@ class EmbeddingService:
                 code="model_not_found",
             )  # fmt: skip
 
-    def _connection(self):
+    @contextmanager
+    def _database(self) -> Iterator[psycopg.Connection]:
+        """The replica's connection, one user at a time; a database that is down or lost the
+        connection is a 503 saying so, and the next request connects again."""
+        with self._db_lock:
+            try:
+                yield self._connection()
+            except (DatabaseConfigError, psycopg.OperationalError) as exc:
+                if isinstance(exc, psycopg.OperationalError) and not connection_lost(exc):
+                    raise
+                if self._db is not None:
+                    self._db.close()
+                self._db = None
+                logger.warning("the database at %s does not answer", redact_dsn(self.dsn or ""), exc_info=exc)
+                message = "the database does not answer; retry later"
+                raise ApiError(503, message, "server_error", retry_after_s=5) from None
+
+    def _connection(self) -> psycopg.Connection:
         from vectorize.db import connect, register_vector_types
 
         if self.dsn is None:
@@ -267,8 +288,8 @@ class EmbeddingService:
             raise ApiError(400, str(exc), param="collection") from None
         what = "'vectors'"
         try:
-            with self._db_lock:
-                return nearest_for_vectors(self._connection(), parsed.collection, parsed.vectors, parsed.k, what)
+            with self._database() as conn:
+                return nearest_for_vectors(conn, parsed.collection, parsed.vectors, parsed.k, what)
         except UnknownCollectionError as exc:
             raise ApiError(404, str(exc), param="collection", code="not_found") from None
         except ConfigError as exc:
@@ -278,11 +299,10 @@ class EmbeddingService:
         if self.dsn is None:
             return None
         try:
-            with self._db_lock:
-                self._connection().execute("SELECT 1")
+            with self._database() as conn:
+                conn.execute("SELECT 1")
             return True
-        except Exception:
-            logger.warning("the database is not reachable", exc_info=True)
+        except ApiError:
             return False
 
     def _nearest(self, parsed: SearchRequest, vector) -> list[dict]:
@@ -294,8 +314,7 @@ class EmbeddingService:
             collection = Collection(parsed.collection)
         except VectorizeError as exc:
             raise ApiError(400, str(exc), param="collection") from None
-        with self._db_lock:
-            conn = self._connection()
+        with self._database() as conn:
             identity = registered_identity(conn, collection)
             if identity is None:
                 raise ApiError(404, f"no collection named {parsed.collection!r}", param="collection", code="not_found")

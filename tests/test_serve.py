@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import re
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -267,6 +268,46 @@ def test_a_burst_past_the_bound_is_503_with_retry_after(served, tiny_model, name
         refused = next(a for a in answers if a.status_code == 503)
         assert refused.headers.get("retry-after") == "1"
         assert httpx.get(f"{base}/{name}/healthz").status_code == 200
+    finally:
+        serve.delete(name)
+
+
+def replica_log(application: str) -> str:
+    """What the replicas of ``application`` wrote to their Serve log files."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    return "".join(path.read_text(errors="replace") for path in logs.glob(f"replica_{application}_*.log"))
+
+
+def test_a_lost_database_is_a_503_and_one_line_in_the_replica_log(served, tiny_model, own_postgres, tmp_path):
+    from ray import serve
+
+    from serve.app import EmbeddingService
+    from tests.own_postgres import kill_server
+
+    base, name = served[0], "lostdb"
+    application = EmbeddingService.options(name=name, ray_actor_options={"num_cpus": 0.25}).bind(
+        model=tiny_model, dsn=own_postgres.get_uri(), threads=1, api_keys=[]
+    )
+    serve.run(application, name=name, route_prefix=f"/{name}")
+    try:
+        search = {"query": "a commit", "collection": "nothing_here"}
+        assert httpx.post(f"{base}/{name}/v1/search", json=search, timeout=60).status_code == 404
+        kill_server(tmp_path / "pgdata")
+        for _ in range(2):  # the connection it had, then a new one refused
+            answer = httpx.post(f"{base}/{name}/v1/search", json=search, timeout=60)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["message"] == "the database does not answer; retry later"
+            assert answer.headers.get("retry-after") == "5"
+        health = httpx.get(f"{base}/{name}/healthz", timeout=60)
+        assert health.status_code == 503 and health.json()["database"] is False
+        assert httpx.post(f"{base}/{name}/v1/embeddings", json={"input": "still embedded"}).status_code == 200
+        log = replica_log(name)
+        said = [line for line in log.splitlines() if "does not answer" in line]
+        assert len(said) >= 3, log[-3000:]
+        assert all("Error: " in line for line in said), said  # the cause's type and first line, on the line
+        assert "Traceback" not in log and "psycopg" not in log.replace("psycopg.", ""), log[-3000:]
     finally:
         serve.delete(name)
 

@@ -87,7 +87,10 @@ def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             pytest.fail("vectorize serve did not stop within 90 s of Ctrl-C")
-    assert process.returncode == 0, process.stdout.read()
+    output = process.stdout.read()
+    assert process.returncode == 0, output
+    printed = [line for line in output.splitlines() if line.strip()]
+    assert printed and all(line.startswith("vectorize: ") for line in printed), output  # no Ray or Serve lines
     time.sleep(1)
     assert not _listening(port), "something still listens on the port after Ctrl-C (HAProxy left behind?)"
 

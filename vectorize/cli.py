@@ -126,6 +126,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--replicas must be at least 1 and --cpus-per-replica more than 0")
     read_identity(args.model)  # an unknown model stops here, before Ray starts
     dsn = database_dsn(args.dsn, args.data_dir)
+    with own_output(json_mode=False, show_ray=args.debug):
+        return _serve_until_stopped(args, dsn)
+
+
+def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
     import ray
     from ray import serve
 
@@ -254,7 +259,9 @@ def _search(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
+    debug = args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
+    if debug:  # the workers and replicas of a Ray this process starts log in full too
+        os.environ["VECTORIZE_DEBUG"] = "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {

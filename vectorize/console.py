@@ -13,8 +13,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# "[2026-11-28 08:15:25,501 E 2987 2987] core_worker.cc:2465: ..." and "(raylet) ..." lines
-_RAY_LINE = re.compile(rb"^(\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] |\((raylet|gcs_server|autoscaler)[^)]*\) )")
+# "[2026-11-28 08:15:25,501 E 2987 2987] core_worker.cc:2465: ...", "(raylet) ..." (coloured or
+# not) and Serve's "INFO 2026-11-28 11:39:46,629 serve 31759 -- Started Serve ..." lines
+_RAY_LINE = re.compile(
+    rb"^(\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] "
+    rb"|(\x1b\[[\d;]*m)?\((raylet|gcs_server|autoscaler)[^)]*\)(\x1b\[[\d;]*m)? "
+    rb"|INFO \d{4}-\d\d-\d\d [\d:,.]+ serve \d+ -- )"
+)
 _SEGMENT = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
 
 _original_stderr: int | None = None

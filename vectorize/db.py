@@ -89,7 +89,7 @@ def ensure_vector_extension(conn: psycopg.Connection, dsn: str) -> None:
     logger.info("created the vector extension")
 
 
-def _connection_lost(exc: BaseException) -> bool:
+def connection_lost(exc: BaseException) -> bool:
     """A connection that broke or was closed by the server (not a deadlock, a cancelled query,
     a full disk: those are OperationalErrors too)."""
     if not isinstance(exc, psycopg.OperationalError):
@@ -106,7 +106,7 @@ def lost_database(exc: BaseException, dsn: str) -> StoreError | None:
             continue
         if isinstance(seen, StoreError):
             return seen
-        if isinstance(seen, DatabaseConfigError) or _connection_lost(seen):
+        if isinstance(seen, DatabaseConfigError) or connection_lost(seen):
             if isinstance(seen, psycopg.Error):
                 detail = f"Postgres at {redact_dsn(dsn)}: {_describe(seen, dsn)}"
             else:

@@ -182,11 +182,17 @@ class RunSummary:
             *([f"deleted      {self.deleted}  (gone from the source)"] if self.deleted is not None else []),
             f"hit rate     {self.reuse_hit_rate:.1%}  (rows given a vector without the model: reused, unchanged)",
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
-            *([f"duplicate    {self.duplicate_ids}  (ids read again: error rows naming the record stored)"]
-              if self.duplicate_ids else []),
+            *(
+                [f"duplicate    {self.duplicate_ids}  (ids read again: error rows naming the record stored)"]
+                if self.duplicate_ids
+                else []
+            ),
             f"truncated    {self.truncated}  (longer than the model's window)",
-            *([f"sanitized    {self.sanitized}  (NUL removed or invalid UTF-8 replaced in text or metadata)"]
-              if self.sanitized else []),
+            *(
+                [f"sanitized    {self.sanitized}  (NUL removed or invalid UTF-8 replaced in text or metadata)"]
+                if self.sanitized
+                else []
+            ),
             f"tokens       {self.tokens}",
             f"seconds      {self.seconds:.1f}",
             f"texts/s      {self.rows_per_second:.1f} rows read, {self.embedded_per_second:.1f} embedded",

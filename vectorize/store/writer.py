@@ -251,9 +251,7 @@ def upsert_errors(conn, errors: sql.Identifier, run_id: str, table: pa.Table) ->
 def clear_dead_pending(conn, collection: Collection, run_id: str) -> int:
     """Delete pending rows left by runs that died (called under the collection's run lock, so
     no other run is live): their records are read again by this run."""
-    return conn.execute(
-        sql.SQL("DELETE FROM {p} WHERE run_id <> %s").format(p=collection.pending), (run_id,)
-    ).rowcount
+    return conn.execute(sql.SQL("DELETE FROM {p} WHERE run_id <> %s").format(p=collection.pending), (run_id,)).rowcount
 
 
 def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -> tuple[int, Counter]:
