@@ -94,8 +94,11 @@ def start_application(
     from serve.app import EmbeddingService
 
     serve.start(http_options={"host": host, "port": port})
-    application = EmbeddingService.options(
-        num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica}
-    ).bind(model=model, dsn=dsn, matryoshka=matryoshka, threads=max(1, int(cpus_per_replica)))
+    actor_options: dict = {"num_cpus": cpus_per_replica}
+    if worker_logs:  # the replicas' own log lines keep their tracebacks
+        actor_options["runtime_env"] = {"env_vars": {"VECTORIZE_DEBUG": "1"}}
+    application = EmbeddingService.options(num_replicas=replicas, ray_actor_options=actor_options).bind(
+        model=model, dsn=dsn, matryoshka=matryoshka, threads=max(1, int(cpus_per_replica))
+    )
     serve.run(application, name="vectorize", route_prefix="/")
     return f"http://{host}:{port}"

@@ -4,7 +4,7 @@ Serve log, written at once.
 Without this, a replica's records have no handler: Python's last-resort handler writes them,
 traceback and all, to ``sys.stderr``, which Serve turns into its logger at INFO, piece by piece,
 and buffers until a thousand records have gathered. The traceback of a failure is in the log
-only with ``VECTORIZE_DEBUG=1`` in the replica's environment.
+only with ``VECTORIZE_DEBUG=1`` in the replica's environment (``vectorize serve --debug``).
 """
 
 from __future__ import annotations

@@ -287,7 +287,8 @@ def test_a_lost_database_is_a_503_and_one_line_in_the_replica_log(served, tiny_m
     from tests.own_postgres import kill_server
 
     base, name = served[0], "lostdb"
-    application = EmbeddingService.options(name=name, ray_actor_options={"num_cpus": 0.25}).bind(
+    quiet = {"num_cpus": 0.25, "runtime_env": {"env_vars": {"VECTORIZE_DEBUG": "0"}}}  # one line, no traceback
+    application = EmbeddingService.options(name=name, ray_actor_options=quiet).bind(
         model=tiny_model, dsn=own_postgres.get_uri(), threads=1, api_keys=[]
     )
     serve.run(application, name=name, route_prefix=f"/{name}")

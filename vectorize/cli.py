@@ -260,8 +260,6 @@ def _search(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
-    if debug:  # the workers and replicas of a Ray this process starts log in full too
-        os.environ["VECTORIZE_DEBUG"] = "1"
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {
