@@ -66,10 +66,10 @@ def main() -> None:
     from psycopg import sql
 
     from jobs.neighbours import nearest_other_texts, neighbour_similarities, sample_rows
-    from jobs.ray_runtime import ensure_ray
     from vectorize.db import connect
     from vectorize.models import read_identity
     from vectorize.quality.stats import measure
+    from vectorize.ray_runtime import ensure_ray
     from vectorize.store.collection import Collection
     from vectorize.store.registry import prepare_collection
     from vectorize.store.writer import build_vector_index

@@ -4,7 +4,7 @@ bare ``SentenceTransformer.encode`` on the same GPU, for all-MiniLM-L6-v2 on the
 Three lines, each with texts/s and the peak GPU memory torch allocated:
 - bare encode, fp32, batch 64 (SentenceTransformers' defaults, which is what most people run);
 - bare encode, fp16, batch 512 (a well-tuned hand-written loop);
-- the provider the job's actors run (``SentenceTransformerProvider``: fp16, texts sorted by
+- the provider the job's actors run (``SentenceTransformerModel``: fp16, texts sorted by
   length, the batch size it picks from the free memory).
 Then the whole job with one actor on the GPU (Ray Data, the sink into an embedded Postgres),
 end to end. The lines alternate over the rounds; the best round of each is printed.
@@ -46,7 +46,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from vectorize.models import read_identity, resolve_model_dir
-    from vectorize.providers.local import SentenceTransformerProvider
+    from vectorize.providers.local import SentenceTransformerModel
 
     if not torch.cuda.is_available():
         sys.exit("bench/gpu.py needs a CUDA GPU")
@@ -55,7 +55,7 @@ def main() -> None:
     model_dir = str(resolve_model_dir("all-MiniLM-L6-v2")[1])
     fp32 = SentenceTransformer(model_dir, device="cuda")
     fp16 = SentenceTransformer(model_dir, device="cuda").half()
-    provider = SentenceTransformerProvider(read_identity("all-MiniLM-L6-v2"), "all-MiniLM-L6-v2", device="cuda")
+    provider = SentenceTransformerModel(read_identity("all-MiniLM-L6-v2"), "all-MiniLM-L6-v2", device="cuda")
     sides = {
         "bare encode, fp32, batch 64": lambda: fp32.encode(texts, batch_size=64),
         "bare encode, fp16, batch 512": lambda: fp16.encode(texts, batch_size=512),
@@ -72,9 +72,9 @@ def main() -> None:
 
     job = None
     if not args.no_job:
-        from jobs.embed import run_job
-        from jobs.ray_runtime import ensure_ray
+        from jobs.launch import run_job
         from vectorize.config import RunSettings
+        from vectorize.ray_runtime import ensure_ray
 
         del fp32, fp16, provider
         torch.cuda.empty_cache()

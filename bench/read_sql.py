@@ -50,11 +50,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from extract.sources import open_source
-    from jobs.embed import run_job
-    from jobs.ray_runtime import ensure_ray
+    from jobs.launch import run_job
     from tests.tiny_model import build_tiny_model
     from vectorize.config import RunSettings
     from vectorize.embedded_pg import start_embedded_postgres
+    from vectorize.ray_runtime import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="vectorize-bench-sql-"))
     dsn = start_embedded_postgres(work / "pg")

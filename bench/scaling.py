@@ -38,7 +38,7 @@ def plain_encode(texts: list[str], device: str) -> float:
 
 
 def run_once(source: Path, dsn: str, table: str, actors: int, gpus: float) -> tuple[float, dict]:
-    from jobs.embed import run_job
+    from jobs.launch import run_job
     from vectorize.config import RunSettings
 
     settings = RunSettings(source=str(source), table=table, dsn=dsn, actors=(actors, actors), gpus_per_actor=gpus)
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="also one actor on the GPU")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from jobs.ray_runtime import ensure_ray
+    from vectorize.ray_runtime import ensure_ray
 
     rows = load_rows(args.texts)
     texts = [r["text"] for r in rows]

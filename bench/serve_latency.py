@@ -85,11 +85,11 @@ class BareModel:
         import torch
 
         from vectorize.models import load_sentence_transformer, read_identity, resolve_model_dir
-        from vectorize.providers.local import SentenceTransformerProvider
+        from vectorize.providers.local import SentenceTransformerModel
 
         torch.set_num_threads(threads)
         self.model = load_sentence_transformer(resolve_model_dir(MODEL)[1], "cpu")
-        self.provider = SentenceTransformerProvider(read_identity(MODEL), MODEL, cpu_threads=threads)
+        self.provider = SentenceTransformerModel(read_identity(MODEL), MODEL, cpu_threads=threads)
 
     def measure(self, texts: list[str]) -> tuple[float, float, float]:
         """p50 of ``model.encode([text])``, and texts/s of one batch encode of 1,000 texts by

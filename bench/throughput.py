@@ -102,9 +102,9 @@ def plain_encode(texts: list[str]) -> float:
 def run_job_once(source: Path, dsn: str, table: str) -> tuple[float, float, dict, dict]:
     import ray
 
-    from jobs.embed import run_job
-    from jobs.ray_runtime import ensure_ray
+    from jobs.launch import run_job
     from vectorize.config import RunSettings
+    from vectorize.ray_runtime import ensure_ray
 
     started = time.perf_counter()
     ensure_ray()

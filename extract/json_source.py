@@ -22,7 +22,6 @@ from ray.data.datasource import FileBasedDatasource
 
 RAW_COLUMN = "_raw"
 POSITION_COLUMN = "_pos"
-JSON_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
 _SCHEMA = pa.schema([(RAW_COLUMN, pa.binary()), (POSITION_COLUMN, pa.string())])
 _ROWS_PER_BLOCK = 4096
 

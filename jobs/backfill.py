@@ -16,7 +16,7 @@ from jobs.prepare import split_long_texts, to_prepared_rows
 from jobs.sink import CountingDatasink
 from vectorize import rows
 from vectorize.chunking import LongTextPolicy
-from vectorize.store.column_target import ColumnTarget, write_column_block
+from vectorize.store.column_target import VectorColumn, write_column_block
 from vectorize.summary import WriteCounts
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def prepare_backfill_batch(batch: pa.Table, ctx: BackfillContext) -> pa.Table:
 class ColumnDatasink(CountingDatasink):
     """Into the source table's vector column (and the column's errors table)."""
 
-    def __init__(self, dsn: str, target: ColumnTarget, dimensions: int, run_id: str) -> None:
+    def __init__(self, dsn: str, target: VectorColumn, dimensions: int, run_id: str) -> None:
         super().__init__(dsn)
         self.target = target
         self.dimensions = dimensions

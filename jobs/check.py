@@ -44,7 +44,7 @@ def check_collection(
         keys = sample_rows(conn, collection, figures.rows, sample) if sample > 0 else []
     neighbours = None
     if sample > 0:
-        from jobs.ray_runtime import ensure_ray
+        from vectorize.ray_runtime import ensure_ray
 
         ensure_ray(address)
         similarities = neighbour_similarities(dsn, collection, keys)

@@ -28,9 +28,9 @@ CANCEL_GRACE_S = 60
 
 
 def _run_on_cluster(settings: RunSettings) -> RunSummary:
-    from jobs.embed import run_job
+    from jobs.runner import run_here
 
-    return run_job(settings)
+    return run_here(settings)
 
 
 def run_through_client(settings: RunSettings, address: str) -> RunSummary:

@@ -19,9 +19,6 @@ class TextClaims:
         owners = self._owners
         return [owners.setdefault(bytes.fromhex(h), k) == k for h, k in zip(hashes, keys, strict=True)]
 
-    def size(self) -> int:
-        return len(self._owners)
-
 
 class IdClaims:
     """Maps an id to the first record that asked for it, named by its origin (a source

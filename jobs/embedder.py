@@ -1,7 +1,10 @@
-"""The embedding actor: one provider per actor, rows with status ``embed`` get vectors.
+"""The embedding actor: it opens the run's provider and gives the rows with status ``embed``
+their vectors. One class for every provider; the provider's spec says what an actor needs.
 
 A batch that fails as a whole is retried text by text, so one input the model cannot take
-becomes one error row and the rest of the batch is stored.
+becomes one error row and the rest of the batch is stored. Once the provider refuses the run
+(a key, quota, per-day cap), the texts it answered are still returned, to be written, and those
+it refused are left out, for the next run to read again; the run's driver then stops the run.
 """
 
 from __future__ import annotations
@@ -12,59 +15,49 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from jobs.batch_events import BatchEvents, RunContext
 from jobs.vector_rows import attach_vectors, empty_result, texts_to_embed
-from vectorize.identity import ModelIdentity
-from vectorize.providers.base import EmbeddedBatch, RowProblem
-from vectorize.providers.local import SentenceTransformerProvider
+from vectorize.providers.base import STOPPED, ActorPlan, EmbeddedBatch, Provider, ProviderSpec, RowProblem
 
 logger = logging.getLogger(__name__)
 
 
 class EmbedBatches:
-    """The model loads in a background thread from the start; only a batch that has texts to
-    embed waits for it, so a run where everything is already stored never pays for it."""
+    """The provider opens in a background thread from the start (a local model loads there);
+    only a batch that has texts to embed waits for it, so a run where everything is already
+    stored never pays for it."""
 
-    def __init__(
-        self,
-        identity: ModelIdentity,
-        model_spec: str,
-        cpu_threads: int | None,
-        encode_batch_size: int | None,
-        device: str | None = None,
-        run: RunContext | None = None,
-    ) -> None:
-        self.identity = identity
+    def __init__(self, spec: ProviderSpec, plan: ActorPlan, budgets: object = None, run: RunContext | None = None):
+        self.identity = spec.identity
         self.events = BatchEvents(run)
-        self._provider: SentenceTransformerProvider | None = None
-        self._load_error: BaseException | None = None
+        self._provider: Provider | None = None
+        self._open_error: BaseException | None = None
 
-        def load() -> None:
+        def open_provider() -> None:
             try:
-                self._provider = SentenceTransformerProvider(
-                    identity, model_spec, device=device, cpu_threads=cpu_threads, batch_size=encode_batch_size
-                )
+                self._provider = spec.open(plan.torch_threads, budgets)
             except BaseException as exc:
-                self._load_error = exc
+                self._open_error = exc
 
-        self._loading = threading.Thread(target=load, name="load-model", daemon=True)
-        self._loading.start()
+        self._opening = threading.Thread(target=open_provider, name="open-provider", daemon=True)
+        self._opening.start()
 
     @property
-    def provider(self) -> SentenceTransformerProvider:
-        self._loading.join()
-        if self._load_error is not None:
-            raise self._load_error
+    def provider(self) -> Provider:
+        self._opening.join()
+        if self._open_error is not None:
+            raise self._open_error
         assert self._provider is not None
         return self._provider
 
-    def _embed_each(self, texts: list[str]) -> EmbeddedBatch:
+    async def _embed_each(self, provider: Provider, texts: list[str]) -> EmbeddedBatch:
         vectors = np.zeros((len(texts), self.identity.dimensions), dtype=np.float32)
         counts, truncated, problems = [], [], []
         for i, text in enumerate(texts):
             try:
-                one = self.provider.embed([text])
+                one = await provider.embed([text])
             except Exception as exc:  # one input the model refuses
                 counts.append(0)
                 truncated.append(False)
@@ -73,22 +66,25 @@ class EmbedBatches:
             vectors[i] = one.vectors[0]
             counts.append(one.token_counts[0])
             truncated.append(one.truncated[0])
-            problems.append(None)
+            problems.append(one.problems[0] if one.problems else None)
         return EmbeddedBatch(vectors, counts, truncated, problems)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        dims = self.identity.dimensions
         todo, texts = texts_to_embed(batch)
         if not texts:
             self.events.record(batch.num_rows, 0, 0, 0.0)
-            return attach_vectors(batch, todo, empty_result(self.identity.dimensions), self.identity.dimensions)
-        provider = self.provider  # the wait for the model to load is not the batch's time
+            return attach_vectors(batch, todo, empty_result(dims), dims)
+        provider = self.provider  # the wait for the provider to open is not the batch's time
         started = time.perf_counter()
         try:
-            result = provider.embed(texts)
+            result = await provider.embed(texts)
         except Exception:
             logger.warning("a batch of %d failed; embedding its texts one by one", len(texts), exc_info=True)
-            result = self._embed_each(texts)
-        seconds = time.perf_counter() - started
+            result = await self._embed_each(provider, texts)
         embedded = sum(p is None for p in result.problems) if result.problems else len(texts)
-        self.events.record(batch.num_rows, embedded, sum(result.token_counts), seconds)
-        return attach_vectors(batch, todo, result, self.identity.dimensions)
+        self.events.record(batch.num_rows, embedded, sum(result.token_counts), time.perf_counter() - started)
+        table = attach_vectors(batch, todo, result, dims)
+        if result.stopped is None:
+            return table
+        return table.filter(pc.invert(pc.fill_null(pc.equal(table.column("reason"), STOPPED), False)))

@@ -16,10 +16,10 @@ from typing import Any
 import ray
 
 from jobs.database_watch import PROBE_S, database_answers, pipeline_watched
-from jobs.ray_runtime import ActorPlan
 from vectorize.console import last_words
 from vectorize.db import redact_dsn
 from vectorize.errors import ProviderStopError, StallError, StoreError, VectorizeError
+from vectorize.providers.base import ActorPlan
 
 logger = logging.getLogger(__name__)
 

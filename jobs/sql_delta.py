@@ -46,6 +46,7 @@ class SqlReadPlan:
     skipped: int  # whose fingerprint is stored: not read
     gone: list[str]  # ids the collection (or its errors table) holds and the source no longer has
     state: dict | None  # the source's state before the run, recorded if the run completes
+    only_ids: list[str] | None = None  # read just these (the new and changed rows); None: read all
 
 
 def _collection_state(conn, collection: Collection) -> tuple[int, int]:
@@ -73,7 +74,7 @@ def _unchanged_since_last_run(conn, collection: Collection, state: dict, sync: b
 def plan_sql_reads(
     store: str | psycopg.Connection, collection: Collection, source: SourcePlan, signature: str, sync: bool
 ) -> SqlReadPlan:
-    """Sets ``source.only_ids`` where reading just the new and changed rows is the cheaper way."""
+    """What to read; ``only_ids`` where reading just the new and changed rows is the cheaper way."""
     table_state = source.sql.table_state()
     state = None
     if table_state is not None:
@@ -96,8 +97,7 @@ def plan_sql_reads(
         logger.info("%s of %s source rows are new or changed: reading all", len(changed), len(fingerprints))
         return SqlReadPlan(len(fingerprints), 0, gone, state)
     logger.info("%s of %s source rows are new or changed: reading those", len(changed), len(fingerprints))
-    source.only_ids = changed
-    return SqlReadPlan(len(fingerprints), len(fingerprints) - len(changed), gone, state)
+    return SqlReadPlan(len(fingerprints), len(fingerprints) - len(changed), gone, state, changed)
 
 
 def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:

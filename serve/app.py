@@ -32,8 +32,15 @@ from serve.metrics import ServiceMetrics
 from serve.responses import FastJSONResponse
 from serve.schema import EmbeddingsRequest, NearestRequest, SearchRequest, parse_json
 from vectorize.db import connection_lost, redact_dsn
-from vectorize.errors import ConfigError, DatabaseConfigError, UnknownCollectionError, VectorizeError
-from vectorize.models import DEFAULT_MODEL, read_identity
+from vectorize.errors import (
+    ConfigError,
+    DatabaseConfigError,
+    ModelMismatchError,
+    UnknownCollectionError,
+    VectorizeError,
+)
+from vectorize.models import DEFAULT_MODEL
+from vectorize.providers.base import ProviderRequest, provider_spec
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +97,13 @@ class EmbeddingService:
         api_keys: list[str] | None = None,
     ) -> None:
         log_to_replica_file()
-        self.identity = read_identity(model)
+        spec = provider_spec(ProviderRequest("local", model))
+        self.identity = spec.identity
         # the names users know it by: its id, its short name ("all-MiniLM-L6-v2"), what serve was given
         self.model_names = tuple(dict.fromkeys((self.identity.name, self.identity.name.rsplit("/", 1)[-1], model)))
         self.metrics = ServiceMetrics()
         self.embedder = CachedEmbedder(
-            self.identity,
-            model,
+            spec,
             threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
             cache_size=DEFAULT_USER_CONFIG["cache_size"],
             matryoshka=matryoshka,
@@ -306,24 +313,22 @@ class EmbeddingService:
             return False
 
     def _nearest(self, parsed: SearchRequest, vector) -> list[dict]:
+        from vectorize.search import search
         from vectorize.store.collection import Collection
-        from vectorize.store.registry import registered_identity
-        from vectorize.store.search import nearest
 
         try:
-            collection = Collection(parsed.collection)
+            Collection(parsed.collection)
         except VectorizeError as exc:
             raise ApiError(400, str(exc), param="collection") from None
-        with self._database() as conn:
-            identity = registered_identity(conn, collection)
-            if identity is None:
-                raise ApiError(404, f"no collection named {parsed.collection!r}", param="collection", code="not_found")
-            if not identity.same_model(self.identity):
-                raise ApiError(
-                    400, f"collection {collection.name!r} holds vectors of {identity.name}, not {self.identity.name}",
-                    param="collection",
-                )  # fmt: skip
-            hits = nearest(conn, collection, vector, parsed.k, parsed.filter)
+        try:
+            with self._database() as conn:
+                hits = search(conn, parsed.collection, vector, parsed.k, self.identity, parsed.filter)
+        except UnknownCollectionError:
+            raise ApiError(
+                404, f"no collection named {parsed.collection!r}", param="collection", code="not_found"
+            ) from None
+        except ModelMismatchError as exc:
+            raise ApiError(400, str(exc), param="collection") from None
         return [h.to_dict() for h in hits]
 
 

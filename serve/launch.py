@@ -86,7 +86,7 @@ def start_application(
     require_free(host, port)
     if address is None and not os.environ.get("RAY_ADDRESS"):
         apply_serve_environment()
-    from jobs.ray_runtime import ensure_ray
+    from vectorize.ray_runtime import ensure_ray
 
     ensure_ray(address, worker_logs=worker_logs)
     from ray import serve

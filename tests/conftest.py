@@ -62,7 +62,7 @@ def own_postgres(tmp_path):
 def ray_cluster():
     import ray
 
-    from jobs.ray_runtime import ensure_ray
+    from vectorize.ray_runtime import ensure_ray
 
     ensure_ray()
     yield ray

@@ -9,7 +9,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from jobs.embed import run_job
+from jobs.launch import run_job
 from vectorize.config import RunSettings
 from vectorize.summary import RunSummary
 

@@ -8,10 +8,16 @@ from extract.records import RecordSpec, prepare_record
 from jobs.prepare import split_long_texts
 from tests.corpus import write_jsonl
 from tests.helpers import errors, query, run
-from vectorize.chunking import LocalTokenSpans, chunk_by_spans, long_text_policy
+from vectorize.chunking import chunk_by_spans, long_text_policy
 from vectorize.errors import ConfigError
+from vectorize.providers.base import ProviderRequest, provider_spec
+from vectorize.providers.local import LocalTokenSpans
 from vectorize.text import TextTemplate
 from vectorize.tokens import EstimatedCounter
+
+
+def local(model: str):
+    return provider_spec(ProviderRequest("local", model))
 
 
 def test_chunks_cover_the_text_with_the_asked_overlap():
@@ -27,7 +33,7 @@ def test_chunks_cover_the_text_with_the_asked_overlap():
 
 
 def test_local_tokens_split_long_texts_only(tiny_model):
-    policy = long_text_policy("chunk", 20, 5, 512, local_model_dir=tiny_model)
+    policy = long_text_policy("chunk", 20, 5, local(tiny_model), window=512)
     tokens = LocalTokenSpans(tiny_model)
     text = " ".join(f"token{i} word" for i in range(40))
     chunks = policy.split(text)
@@ -40,7 +46,7 @@ def test_local_tokens_split_long_texts_only(tiny_model):
     for (start, first), next_start in zip(zip(starts, chunks, strict=True), starts[1:], strict=False):
         assert start < next_start < start + len(first)  # each chunk begins inside the one before
     assert policy.split("short text") == ["short text"]
-    assert long_text_policy("error", None, 0, 30, local_model_dir=tiny_model).split(text) is None
+    assert long_text_policy("error", None, 0, local(tiny_model), window=30).split(text) is None
 
 
 @pytest.mark.parametrize(
@@ -53,7 +59,8 @@ def test_local_tokens_split_long_texts_only(tiny_model):
 )
 def test_bad_chunk_settings_are_config_errors(tiny_model, args, message):
     with pytest.raises(ConfigError, match=message):
-        long_text_policy(*args, local_model_dir=tiny_model)
+        mode, chunk_tokens, overlap, window = args
+        long_text_policy(mode, chunk_tokens, overlap, local(tiny_model), window=window)
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -83,7 +90,7 @@ def test_long_text_is_stored_as_chunks_and_a_shrunk_text_loses_its_tail(tmp_path
 
 
 def test_a_text_past_the_window_is_an_error_row_when_asked(tiny_model):
-    policy = long_text_policy("error", None, 0, 512, local_model_dir=tiny_model)
+    policy = long_text_policy("error", None, 0, local(tiny_model), window=512)
     record = {"id": "doc", "text": " ".join(f"sentence {i} of a long document." for i in range(80))}
     prepared = split_long_texts([prepare_record(record, RecordSpec("id", TextTemplate.parse("text")))], policy)
     assert [(row["id"], row["status"], row["reason"]) for row in prepared] == [("doc", "error", "too_long")]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from jobs.embed import run_job
+from jobs.launch import run_job
 from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import errors, query, stored
 from tests.openai_server import vector_for

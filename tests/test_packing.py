@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vectorize.models import read_identity
-from vectorize.providers.local import SentenceTransformerProvider
+from vectorize.providers.local import SentenceTransformerModel
 from vectorize.providers.packing import pack, packed_encoder
 
 MIXED = [
@@ -22,8 +22,8 @@ MIXED = [
 ]
 
 
-def provider(model: str) -> SentenceTransformerProvider:
-    return SentenceTransformerProvider(read_identity(model), model, device="cpu", cpu_threads=1)
+def provider(model: str) -> SentenceTransformerModel:
+    return SentenceTransformerModel(read_identity(model), model, device="cpu", cpu_threads=1)
 
 
 def test_pack_keeps_texts_apart():

@@ -59,11 +59,11 @@ def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn):
     from openai import OpenAI
 
     from vectorize.models import read_identity
-    from vectorize.providers.local import SentenceTransformerProvider
+    from vectorize.providers.local import SentenceTransformerModel
 
     # the job's own vectors for served texts are test_serve's concern; here: the model's, in this process
     texts = [row["text"] for row in commit_rows(3)]
-    model = SentenceTransformerProvider(read_identity(tiny_model), tiny_model, device="cpu")
+    model = SentenceTransformerModel(read_identity(tiny_model), tiny_model, device="cpu")
     expected = dict(zip(texts, model.embed(texts).vectors, strict=True))
 
     port = free_port("127.0.0.1")

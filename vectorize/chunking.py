@@ -10,32 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 from vectorize.errors import ConfigError
+from vectorize.providers.base import ProviderSpec, TokenSpans
 
 LONG_TEXT_MODES = ("truncate", "chunk", "error")
-SPECIAL_TOKENS = 2  # [CLS] and [SEP], or their kind, around every input of a local model
 _LOADED: dict[str, TokenSpans] = {}
-
-
-class TokenSpans(Protocol):
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """The (start, end) character offsets of the text's tokens, in order."""
-        ...
-
-
-class LocalTokenSpans:
-    """The tokens of a local model's own (fast) tokenizer."""
-
-    def __init__(self, model_dir: str) -> None:
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        return [tuple(span) for span in encoded["offset_mapping"]]
 
 
 @dataclass(frozen=True)
@@ -43,26 +24,19 @@ class LongTextPolicy:
     mode: str  # truncate | chunk | error
     chunk_tokens: int
     chunk_overlap: int
-    window: int  # tokens the model takes
-    local_model_dir: str | None = None  # where the tokenizer is; None: a remote model's counter
-    remote: object = None  # RemoteSettings of a remote model
+    window: int  # tokens of text the model takes
+    provider: Any = None  # the ProviderSpec whose tokens cut the texts
 
     @property
     def signature(self) -> str:
         return f"{self.mode}/{self.chunk_tokens}/{self.chunk_overlap}" if self.mode == "chunk" else self.mode
 
     def tokens(self) -> TokenSpans:
-        """The tokenizer, loaded once per process (a policy is copied into every task)."""
-        key = self.local_model_dir or repr(self.remote)
+        """The provider's tokens, loaded once per process (a policy is copied into every task)."""
+        key = f"{type(self.provider).__name__}/{self.provider.identity.key}"
         found = _LOADED.get(key)
         if found is None:
-            if self.local_model_dir is not None:
-                found = LocalTokenSpans(self.local_model_dir)
-            else:
-                from vectorize.providers.api import token_counter
-
-                found = token_counter(self.remote)  # type: ignore[arg-type]
-            _LOADED[key] = found
+            found = _LOADED[key] = self.provider.token_spans()
         return found
 
     def split(self, text: str) -> list[str] | None:
@@ -91,21 +65,17 @@ def chunk_by_spans(text: str, spans: Sequence[tuple[int, int]], size: int, overl
 
 
 def long_text_policy(
-    mode: str, chunk_tokens: int | None, chunk_overlap: int, window: int, prefix_tokens: int = 0, **where
+    mode: str, chunk_tokens: int | None, chunk_overlap: int, provider: ProviderSpec, window: int | None = None
 ) -> LongTextPolicy:
-    """Checked settings; the default chunk fills the window less the special tokens and prefix."""
+    """Checked settings; the default chunk fills the model's window (``window`` tokens: its
+    identity's unless given) less its special tokens and prefix."""
     if mode not in LONG_TEXT_MODES:
         raise ConfigError(f"--long-text {mode!r}: use one of {', '.join(LONG_TEXT_MODES)}")
-    room = window - prefix_tokens - (SPECIAL_TOKENS if where.get("local_model_dir") else 0)
+    window = window if window is not None else provider.identity.max_tokens
+    room = window - provider.prefix_tokens() - provider.special_tokens
     size = chunk_tokens if chunk_tokens is not None else room
     if not 1 <= size <= room:
         raise ConfigError(f"--chunk-tokens {size}: the model takes at most {room} tokens of text (at least 1)")
     if not 0 <= chunk_overlap < size:
         raise ConfigError(f"--chunk-overlap {chunk_overlap}: use 0 or more, and less than --chunk-tokens ({size})")
-    return LongTextPolicy(mode, size, chunk_overlap, room, **where)
-
-
-def model_dir_of(spec: str) -> str:
-    from vectorize.models import resolve_model_dir
-
-    return str(resolve_model_dir(spec)[1])
+    return LongTextPolicy(mode, size, chunk_overlap, room, provider)

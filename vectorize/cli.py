@@ -155,7 +155,7 @@ def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
-    from jobs.embed import run_job
+    from jobs.launch import run_job
 
     remote = remote_settings(args, args.model)
     settings = RunSettings(
@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
         column=args.column,
         model=args.model or DEFAULT_MODEL,
         remote=remote,
+        provider=args.provider,
         dsn=args.dsn,
         data_dir=args.data_dir,
         batch_size=args.batch_size,
@@ -194,10 +195,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _query_provider(args: argparse.Namespace, collection, identity, source: str):
-    """The collection's own model, local or remote, checked against its registered identity."""
-    from vectorize.models import read_identity
-    from vectorize.providers.api import ApiProvider
-    from vectorize.providers.local import SentenceTransformerProvider
+    """The collection's own model, from the provider given, checked against its registered identity."""
+    from vectorize.providers.base import ProviderRequest, provider_spec
 
     if identity.revision.startswith("api:"):
         if args.provider == "local":
@@ -210,32 +209,30 @@ def _query_provider(args: argparse.Namespace, collection, identity, source: str)
         known = remote.known_model
         if remote.dimensions is None and not (known and known.dimensions == identity.dimensions):
             remote.dimensions = identity.dimensions
-        provider = ApiProvider(remote)
-        found = provider.identity
+        request = ProviderRequest(args.provider, remote.model, remote)
         where = f"{remote.provider} {remote.model}"
     else:
-        model = args.model or source
-        found = read_identity(model)
-        where = f"the model at {model}"
-        provider = None
-    if not found.same_model(identity):
+        request = ProviderRequest(args.provider, args.model or source)
+        where = f"the model at {request.model}"
+    spec = provider_spec(request)
+    if not spec.identity.same_model(identity):
         raise ConfigError(
             f"{where} is not the one collection {collection.name!r} was embedded with "
-            f"({'; '.join(found.differences(identity))}); pass --model with that model"
+            f"({'; '.join(spec.identity.differences(identity))}); pass --model with that model"
         )
-    return provider or SentenceTransformerProvider(identity, model, device="cpu")
+    return spec.open()
 
 
 def _search(args: argparse.Namespace) -> int:
     from vectorize.db import connect
     from vectorize.embedded_pg import database_dsn
+    from vectorize.providers.base import embed_blocking
+    from vectorize.search import check_k, search
     from vectorize.store.collection import Collection
     from vectorize.store.registry import registered_model
-    from vectorize.store.search import nearest
     from vectorize.text import clean_text
 
-    if args.k < 1:
-        raise ConfigError("-k must be at least 1")
+    check_k(args.k)
     collection = Collection(args.table)
     dsn = database_dsn(args.dsn, args.data_dir)
     identity, source = registered_model(dsn, collection)
@@ -243,9 +240,9 @@ def _search(args: argparse.Namespace) -> int:
     query = clean_text(args.query)
     if not query:
         raise ConfigError("the query is empty")
-    vector = provider.embed([query]).vectors[0]
+    vector = embed_blocking(provider, [query]).vectors[0]
     with connect(dsn) as conn:
-        hits = nearest(conn, collection, vector, args.k)
+        hits = search(conn, collection.name, vector, args.k, provider.identity)
     if args.json:
         print(json.dumps([h.to_dict(digits=4) for h in hits]))
         return 0

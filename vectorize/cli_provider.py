@@ -6,15 +6,15 @@ import argparse
 
 from vectorize.errors import ConfigError
 from vectorize.rate_limits import RATE_TIERS, RateLimits
-from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, RemoteSettings
+from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, PROVIDERS, RemoteSettings
 from vectorize.secret import Secret
 
 
 def add_provider_options(parser: argparse.ArgumentParser) -> None:
+    from vectorize.providers.base import provider_names
+
     group = parser.add_argument_group("remote provider (--provider openai or azure)")
-    group.add_argument(
-        "--provider", choices=("local", "openai", "azure"), default="local", help="where vectors come from"
-    )
+    group.add_argument("--provider", choices=provider_names(), default="local", help="where vectors come from")
     group.add_argument("--base-url", help="any OpenAI-compatible server, e.g. http://localhost:8000/v1")
     group.add_argument("--api-key", help="default: $OPENAI_API_KEY or $AZURE_OPENAI_API_KEY")
     group.add_argument("--dimensions", type=int, help="ask the model for vectors of this size")
@@ -39,8 +39,8 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
 
 
 def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettings | None:
-    """RemoteSettings from the options, or None for the local provider."""
-    if args.provider == "local":
+    """RemoteSettings from the options, or None for a provider that is not OpenAI-compatible."""
+    if args.provider not in PROVIDERS:
         if args.fallback:
             raise ConfigError("--fallback needs --provider openai or azure")
         return None

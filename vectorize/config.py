@@ -9,9 +9,6 @@ from vectorize.errors import ConfigError
 from vectorize.models import DEFAULT_MODEL
 from vectorize.remote_settings import RemoteSettings
 
-LOCAL_BATCH_ROWS = 1024  # sorted by tokens inside an actor's batch, so bigger pads less
-REMOTE_BATCH_ROWS = 256  # packed into requests by tokens; smaller spreads rows over the actors
-
 # Longer than an autoscaler takes to start and set up a GPU node, or a slow query's first
 # block; short enough that a pool waiting for nodes that never come does not hold a job for hours.
 DEFAULT_STALL_TIMEOUT_S = 1800.0
@@ -46,12 +43,13 @@ class RunSettings:
     progress: bool = False
     worker_logs: bool = False
     fail_first_write_marker: str | None = None  # test hook: the first write task dies once, after committing
-    remote: RemoteSettings | None = None  # an API provider; None: SentenceTransformers here
+    remote: RemoteSettings | None = None  # an OpenAI-compatible provider's settings
+    provider: str | None = None  # a registered provider's name; None: the remote's, else local
 
     def __post_init__(self) -> None:
-        if self.batch_size is None:
-            self.batch_size = REMOTE_BATCH_ROWS if self.remote else LOCAL_BATCH_ROWS
-        if self.batch_size < 1 or (self.encode_batch_size is not None and self.encode_batch_size < 1):
+        if (self.batch_size is not None and self.batch_size < 1) or (
+            self.encode_batch_size is not None and self.encode_batch_size < 1
+        ):
             raise ConfigError("--batch-size and --encode-batch-size must be at least 1")
         if self.writers < 1:
             raise ConfigError("--writers must be at least 1")
@@ -67,6 +65,10 @@ class RunSettings:
             low, high = self.actors
             if low < 1 or high < low:
                 raise ConfigError("--actors MIN,MAX needs 1 <= MIN <= MAX")
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider or (self.remote.provider if self.remote is not None else "local")
 
 
 def parse_actors(text: str) -> tuple[int, int]:

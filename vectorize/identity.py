@@ -44,7 +44,3 @@ class ModelIdentity:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelIdentity:
-        return cls(**json.loads(text))

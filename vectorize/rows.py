@@ -44,14 +44,6 @@ PREPARED_SCHEMA = pa.schema(
 )
 
 
-def embedded_fields(dimensions: int) -> list[pa.Field]:
-    return [
-        pa.field("embedding", pa.list_(pa.float32(), dimensions)),
-        pa.field("tokens", pa.int32()),
-        pa.field("truncated", pa.bool_()),
-    ]
-
-
 def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) -> dict:
     """An error row; its fields are made storable (``vectorize.sanitize.storable``), so any record can be one."""
     return {

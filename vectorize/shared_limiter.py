@@ -15,7 +15,7 @@ from typing import Protocol
 
 from vectorize.errors import ProviderStopError
 from vectorize.rate_limits import BudgetExhausted, Headers, RateBudget, RateLimits
-from vectorize.summary import RequestStats
+from vectorize.summary import ApiUsage, RequestStats
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +141,61 @@ class RayLimiterClient:
 
     async def stop(self, message: str) -> None:
         await self.handle.stop.remote(message)
+
+
+class RunBudgets:
+    """The budget actors of one run, a primary's and a fallback's: what the run's requests cost,
+    and whether the provider refused the run (the actor that met the refusal told its budget,
+    whose answer is exact where an error's Ray wrapping is not)."""
+
+    def __init__(self, primary, fallback, usd_per_million: float | None) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.usd_per_million = usd_per_million
+
+    @classmethod
+    def start(cls, settings, **actor_options) -> RunBudgets:
+        """``settings``: the provider's RemoteSettings; ``actor_options``: where the actors go."""
+        primary = start_shared_limiter(settings.rate_limits, settings.max_in_flight, **actor_options)
+        fallback = settings.fallback
+        second = None
+        if fallback is not None:
+            second = start_shared_limiter(fallback.rate_limits, fallback.max_in_flight, **actor_options)
+        return cls(primary, second, settings.usd_per_million())
+
+    def clients(self) -> tuple[RayLimiterClient, RayLimiterClient | None]:
+        second = RayLimiterClient(self.fallback) if self.fallback is not None else None
+        return RayLimiterClient(self.primary), second
+
+    def refusal(self) -> str | None:
+        """Why the provider refused the run, if it has (the primary's budget knows)."""
+        import ray
+
+        try:
+            return ray.get(self.primary.report.remote(), timeout=10)[1]
+        except Exception:  # a budget that cannot answer is not a refusal
+            return None
+
+    def usage(self) -> tuple[ApiUsage, ProviderStopError | None]:
+        """What the run's requests cost, and the provider's refusal if that is what ended it."""
+        import ray
+
+        usage, stop = ApiUsage(usd_per_million=self.usd_per_million), None
+        for actor in (self.primary, self.fallback):
+            if actor is None:
+                continue
+            try:
+                stats, stopped = ray.get(actor.report.remote(), timeout=30)
+            except Exception:  # the figures are lost with the actor; the run's outcome is not
+                logger.warning("could not read the request counts of the run", exc_info=True)
+                continue
+            usage.add(stats)
+            stop = stop or (ProviderStopError(stopped) if stopped else None)
+        return usage, stop
+
+    def end(self) -> None:
+        import ray
+
+        for actor in (self.primary, self.fallback):
+            if actor is not None:
+                ray.kill(actor)

@@ -1,8 +1,8 @@
-"""A remote model as a provider: its identity (probed once), its client, its budget.
+"""The OpenAI-compatible provider (``--provider openai``, and ``azure`` through Azure's client):
+its identity (probed once), its client, its budget.
 
-The batch job's actors call ``build_embedder`` with the run's shared budget; ``ApiProvider``
-is the same embedder behind the synchronous provider interface, for `vectorize search` and
-the Serve application, with a budget of its own.
+In a run, the embedding actors share the run's budget actors; opened elsewhere (``vectorize
+search``) the provider has a budget of its own, in its process.
 """
 
 from __future__ import annotations
@@ -11,18 +11,25 @@ import asyncio
 import base64
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from vectorize.errors import ConfigError, ModelMismatchError, ProviderStopError
 from vectorize.identity import ModelIdentity
 from vectorize.providers.azure_openai import AzureClientSpec
-from vectorize.providers.base import EmbeddedBatch
+from vectorize.providers.base import (
+    ActorPlan,
+    ActorRequest,
+    EmbeddedBatch,
+    ProviderRequest,
+    register_provider,
+)
 from vectorize.providers.openai_api import OpenAIClientSpec
 from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy, refusal_message
 from vectorize.rate_limits import RateLimits
-from vectorize.remote_settings import RemoteSettings
-from vectorize.shared_limiter import Budget, Limiter
+from vectorize.remote_settings import PROVIDERS, RemoteSettings
+from vectorize.shared_limiter import Budget, Limiter, RunBudgets
 from vectorize.tokens import EstimatedCounter, TiktokenCounter, TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -160,31 +167,86 @@ def check_fallback(primary: ModelIdentity, fallback: RemoteSettings, within_s: f
         )
 
 
-class ApiProvider:
-    """The synchronous provider interface over a remote model, with an in-process budget."""
+REMOTE_ACTORS = 2  # each keeps many requests in flight; more actors add parallel packing and decoding
+REMOTE_ACTOR_CPUS = 0.25
+REMOTE_BATCHES_IN_FLIGHT = 4  # an actor's requests keep flowing while one batch waits for its slowest answer
+BATCH_ROWS = 256  # rows per actor call: packed into requests by tokens; smaller spreads rows over the actors
 
-    max_batch_inputs = 2048
 
-    def __init__(self, settings: RemoteSettings, identity: ModelIdentity | None = None) -> None:
+class RemoteProvider:
+    """The remote model behind the provider interface. Its embedder (and the SDK client in it)
+    is made on the event loop that first uses it."""
+
+    def __init__(self, settings: RemoteSettings, identity: ModelIdentity, budgets: RunBudgets | None) -> None:
         self.settings = settings
-        self.identity = identity or remote_identity(settings)
-        limits: RateLimits = settings.rate_limits
-        fallback_budget = Limiter(RateLimits(), settings.max_in_flight) if settings.fallback else None
-        self._embedder = build_embedder(
-            settings, self.identity, Limiter(limits, settings.max_in_flight), fallback_budget
-        )
+        self.identity = identity
+        self.budgets = budgets
+        self._embedder: RemoteEmbedder | None = None
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return self._embedder.counter.count(list(texts))
+    def embedder(self) -> RemoteEmbedder:
+        if self._embedder is None:
+            if self.budgets is not None:
+                budget, fallback_budget = self.budgets.clients()
+            else:
+                budget = Limiter(self.settings.rate_limits, self.settings.max_in_flight)
+                fallback_budget = Limiter(RateLimits(), self.settings.max_in_flight) if self.settings.fallback else None
+            self._embedder = build_embedder(self.settings, self.identity, budget, fallback_budget)
+        return self._embedder
 
-    def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
-        async def run() -> EmbeddedBatch:
-            try:
-                return await self._embedder.embed(texts)
-            finally:
-                await self._embedder.close()
+    async def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
+        return await self.embedder().embed(texts)
 
-        result = asyncio.run(run())
-        if result.stopped is not None:
-            raise ProviderStopError(result.stopped)
-        return result
+    async def close(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.close()
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    settings: RemoteSettings  # its key and endpoint read on the driver
+    identity: ModelIdentity
+    default_batch_rows: int = BATCH_ROWS
+    special_tokens: int = 0
+
+    @classmethod
+    def resolve(cls, request: ProviderRequest) -> RemoteSpec:
+        """The spec, after one small request checked the endpoint, the key and the model (and
+        the fallback's, which must be the same model) within ``request.probe_within_s``."""
+        settings = request.remote
+        if settings is None:
+            settings = RemoteSettings(provider=request.name, model=request.model)
+        settings = settings.resolved()
+        identity = remote_identity(settings, request.probe_within_s)
+        if settings.fallback is not None:
+            check_fallback(identity, settings.fallback, request.probe_within_s)
+        return cls(settings, identity)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.settings.provider}:{self.settings.model} at {client_spec(self.settings).where}"
+
+    @property
+    def service(self) -> str:
+        return self.settings.endpoint()
+
+    def token_spans(self) -> TokenCounter:
+        return token_counter(self.settings)
+
+    def prefix_tokens(self) -> int:
+        return 0
+
+    def plan_actors(self, cluster: dict[str, float], asked: ActorRequest) -> ActorPlan:
+        """Actors that wait on the network: a quarter CPU each unless told."""
+        low, high = asked.actors or (REMOTE_ACTORS, REMOTE_ACTORS)
+        cpus = asked.cpus_per_actor or REMOTE_ACTOR_CPUS
+        return ActorPlan(low, high, cpus, 0.0, None, batches_in_flight=REMOTE_BATCHES_IN_FLIGHT)
+
+    def start_budgets(self, actor_options: dict) -> RunBudgets:
+        return RunBudgets.start(self.settings, **actor_options)
+
+    def open(self, threads: int | None = None, budgets: RunBudgets | None = None) -> RemoteProvider:
+        return RemoteProvider(self.settings, self.identity, budgets)
+
+
+for _name in PROVIDERS:
+    register_provider(_name, RemoteSpec.resolve)

@@ -1,18 +1,25 @@
-"""The small interface every embedding provider keeps.
+"""The provider interface: the only one the job, Serve and the CLI see.
 
-The batch job's actors and the Serve deployment both hold a provider and call the same
-methods, so a text gets the same vector whichever path it takes.
+A :class:`ProviderSpec` is decided once, on the driver, from the run's settings: it knows the
+model's identity, where it comes from, how its texts are counted in tokens, what its actors
+need and which budgets its requests share. It is small and picklable, so it travels to every
+embedding actor, which opens it into a :class:`Provider` there. Adding a provider is one file
+with a spec and one :func:`register_provider` call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from vectorize.errors import ConfigError, ProviderStopError
 from vectorize.identity import ModelIdentity
+
+STOPPED = "provider_stopped"  # a text the provider refused with the run: no error row, the next run reads it again
 
 
 @dataclass
@@ -34,17 +41,123 @@ class RowProblem:
     message: str
 
 
-class EmbeddingProvider(Protocol):
+class TokenSpans(Protocol):
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character offsets of the text's tokens, in order."""
+        ...
+
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """The embedding actors of a run: how many, and what each reserves."""
+
+    min_actors: int
+    max_actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    torch_threads: int | None
+    batches_in_flight: int = 1  # batches an actor works on at once (a remote one waits on the network)
+
+
+@dataclass(frozen=True)
+class ActorRequest:
+    """What the user asked of the actors (None: the provider decides)."""
+
+    actors: tuple[int, int] | None = None
+    cpus_per_actor: float | None = None
+    gpus_per_actor: float | None = None
+    encode_batch_size: int | None = None
+
+
+class Provider(Protocol):
+    """A model opened in one process."""
+
     identity: ModelIdentity
-    max_batch_inputs: int
 
-    def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
-        """Embed non-empty texts; float32 vectors, normalised when the model says so."""
+    async def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
+        """Vectors for non-empty texts, float32, normalised when the model says so. Raises when
+        the batch as a whole fails; a text the provider refuses alone is a ``RowProblem``."""
         ...
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens each text would take, before truncation."""
+    async def close(self) -> None: ...
+
+
+class ProviderSpec(Protocol):
+    """A provider as decided for a run: picklable, never changed after it is made."""
+
+    identity: ModelIdentity
+    origin: str  # where the model is from, as the registry records it
+    default_batch_rows: int  # rows per call of an embedding actor
+    special_tokens: int  # tokens the model adds around every input
+    service: str | None  # the address a remote provider answers on (named when a run stalls)
+
+    def token_spans(self) -> TokenSpans:
+        """How this model splits a text into tokens (for chunking)."""
         ...
+
+    def prefix_tokens(self) -> int: ...
+
+    def plan_actors(self, cluster: dict[str, float], asked: ActorRequest) -> ActorPlan:
+        """The actors for a cluster with these resources (``CPU``, ``GPU``)."""
+        ...
+
+    def start_budgets(self, actor_options: dict) -> Any:
+        """The run's shared budgets (Ray actors), or None where requests share none."""
+        ...
+
+    def open(self, threads: int | None = None, budgets: Any = None) -> Provider:
+        """The provider in this process (an actor's, Serve's replica, the CLI), on ``threads``
+        CPU threads where it computes, drawing on the run's ``budgets`` where it has them."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """What the user chose: the provider's name, the model, and the remote provider's settings."""
+
+    name: str
+    model: str
+    remote: Any = None  # RemoteSettings of an OpenAI-compatible provider
+    probe_within_s: float | None = None  # a remote model's first answer, at most this long
+
+
+SpecFactory = Callable[[ProviderRequest], ProviderSpec]
+_FACTORIES: dict[str, SpecFactory] = {}
+
+
+def register_provider(name: str, factory: SpecFactory) -> None:
+    """Make ``--provider name`` build its spec with ``factory``."""
+    _FACTORIES[name] = factory
+
+
+def provider_names() -> tuple[str, ...]:
+    import vectorize.providers  # noqa: F401  (registers the built-in ones)
+
+    return tuple(sorted(_FACTORIES))
+
+
+def provider_spec(request: ProviderRequest) -> ProviderSpec:
+    """The spec of the provider named in ``request``, its model's identity checked."""
+    names = provider_names()
+    factory = _FACTORIES.get(request.name)
+    if factory is None:
+        raise ConfigError(f"--provider {request.name!r}: choose one of {', '.join(names)}")
+    return factory(request)
+
+
+def embed_blocking(provider: Provider, texts: Sequence[str]) -> EmbeddedBatch:
+    """``provider.embed(texts)`` from code that is not async (the CLI), the provider closed after."""
+
+    async def once() -> EmbeddedBatch:
+        try:
+            return await provider.embed(texts)
+        finally:
+            await provider.close()
+
+    result = asyncio.run(once())
+    if result.stopped is not None:
+        raise ProviderStopError(result.stopped)
+    return result
 
 
 def as_float32_rows(vectors: np.ndarray, normalize: bool) -> np.ndarray:

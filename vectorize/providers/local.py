@@ -1,23 +1,38 @@
-"""SentenceTransformers on this machine: CPU threads per actor, or one GPU in fp16."""
+"""The local provider: a SentenceTransformers model on this machine, CPU threads per actor or
+one GPU in fp16. ``LocalSpec`` is its spec (``--provider local``), ``SentenceTransformerModel``
+the model itself."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from vectorize.errors import ModelError
 from vectorize.gpu_batch import probe_gpu_batch
 from vectorize.identity import ModelIdentity
-from vectorize.models import load_sentence_transformer, resolve_model_dir
-from vectorize.providers.base import EmbeddedBatch, as_float32_rows
+from vectorize.models import load_sentence_transformer, model_source, read_identity, resolve_model_dir
+from vectorize.providers.base import (
+    ActorPlan,
+    ActorRequest,
+    EmbeddedBatch,
+    ProviderRequest,
+    as_float32_rows,
+    register_provider,
+)
 from vectorize.providers.packing import packed_encoder
 
 logger = logging.getLogger(__name__)
 
 CPU_BATCH = 64  # texts per forward pass on CPU; on a GPU the card's free memory decides
+BATCH_ROWS = 1024  # rows per actor call: sorted by tokens inside it, so a bigger batch pads less
+MAX_CPU_ACTORS = 8
+# One whole logical CPU stays outside the actors' reservation so that the light stages
+# (reading, preparing, writing) and operators Ray Data adds with one CPU can always be scheduled.
+RESERVED_CPUS = 1.0
 
 
 def pick_device() -> str:
@@ -26,7 +41,7 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SentenceTransformerProvider:
+class SentenceTransformerModel:
     """Embeds with a local SentenceTransformers model.
 
     Texts are sorted by token length and cut into sub-batches of ``batch_size`` (None: 64 on
@@ -37,8 +52,6 @@ class SentenceTransformerProvider:
     On CPU, texts are packed end to end instead of padded where the model allows it
     (``packing.py``): a batch of 32 short texts of mixed length then embeds ~1.7x faster.
     """
-
-    max_batch_inputs = 1_000_000
 
     def __init__(
         self,
@@ -76,9 +89,6 @@ class SentenceTransformerProvider:
             )
         logger.info("loaded %s on %s (threads=%s)", identity.name, self.device, torch.get_num_threads())
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self._token_ids(list(texts), truncate=False)] if texts else []
-
     def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
         texts = list(texts)
         token_ids = self._token_ids(texts, truncate=False) if texts else []
@@ -115,3 +125,92 @@ class SentenceTransformerProvider:
         with torch.inference_mode():
             embedded = self.model(features)["sentence_embedding"]
         return embedded.float().cpu().numpy()
+
+
+class LocalTokenSpans:
+    """The tokens of a local model's own (fast) tokenizer."""
+
+    def __init__(self, model_dir: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [tuple(span) for span in encoded["offset_mapping"]]
+
+
+class LocalProvider:
+    """The model behind the async provider interface; it runs on the caller's thread (a
+    replica's event loop, an actor's), as a model call is all the work there is."""
+
+    def __init__(self, model: SentenceTransformerModel) -> None:
+        self.model = model
+        self.identity = model.identity
+
+    async def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
+        return self.model.embed(texts)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    identity: ModelIdentity
+    model: str  # as the user gave it: a folder or a name
+    model_dir: str
+    encode_batch_size: int | None = None  # texts per forward pass; None: 64 on CPU, fitted to a GPU
+    device: str | None = None  # None: a GPU where there is one
+    default_batch_rows: int = BATCH_ROWS
+    special_tokens: int = 2  # [CLS] and [SEP], or their kind
+    service: str | None = None
+
+    @classmethod
+    def resolve(cls, request: ProviderRequest) -> LocalSpec:
+        identity = read_identity(request.model)
+        model_dir = str(resolve_model_dir(request.model)[1])
+        return cls(identity, request.model, model_dir, request.encode_batch_size)
+
+    @property
+    def origin(self) -> str:
+        return model_source(self.model)
+
+    def token_spans(self) -> LocalTokenSpans:
+        return LocalTokenSpans(self.model_dir)
+
+    def prefix_tokens(self) -> int:
+        return len(self.token_spans().spans(self.identity.prefix)) if self.identity.prefix else 0
+
+    def plan_actors(self, cluster: dict[str, float], asked: ActorRequest) -> ActorPlan:
+        """One actor per GPU in fp16 when the cluster has GPUs. Otherwise a fixed pool of CPU
+        actors, one per core up to 8 (single-threaded actors keep each core busy without the
+        intra-op barriers of a multi-threaded one), whose torch threads match the cores each owns."""
+        cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
+        gpus_per_actor = asked.gpus_per_actor
+        if gpus_per_actor is None:
+            gpus_per_actor = 1.0 if gpus >= 1 else 0.0
+        if gpus_per_actor > 0:
+            count = max(1, int(gpus // gpus_per_actor))
+            low, high = asked.actors or (1, count)
+            return ActorPlan(low, high, asked.cpus_per_actor or 1.0, gpus_per_actor, None)
+        if asked.actors is None:
+            count = max(1, min(MAX_CPU_ACTORS, int(cpus)))
+            low, high = count, count
+        else:
+            low, high = asked.actors
+        threads = max(1, round(asked.cpus_per_actor or cpus / high))
+        cpus_per_actor = asked.cpus_per_actor or max(0.25, (cpus - RESERVED_CPUS) / high)
+        return ActorPlan(low, high, cpus_per_actor, 0.0, threads)
+
+    def start_budgets(self, actor_options: dict) -> None:
+        return None  # a local model shares no request budget
+
+    def open(self, threads: int | None = None, budgets: object = None) -> LocalProvider:
+        model = SentenceTransformerModel(
+            self.identity, self.model, device=self.device, cpu_threads=threads, batch_size=self.encode_batch_size
+        )
+        return LocalProvider(model)
+
+
+register_provider("local", LocalSpec.resolve)

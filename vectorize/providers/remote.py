@@ -22,7 +22,7 @@ import numpy as np
 
 from vectorize.errors import ProviderStopError
 from vectorize.identity import ModelIdentity
-from vectorize.providers.base import EmbeddedBatch, RowProblem
+from vectorize.providers.base import STOPPED, EmbeddedBatch, RowProblem
 from vectorize.rate_limits import Headers
 from vectorize.secret import Secret
 from vectorize.shared_limiter import Budget
@@ -35,7 +35,6 @@ TOO_LONG = "too_long"
 REJECTED = "rejected_input"
 BAD_RESPONSE = "bad_response"
 GAVE_UP = "provider_error"
-STOPPED = "provider_stopped"  # not an error row: the row is left for the next run
 
 
 @dataclass(frozen=True)

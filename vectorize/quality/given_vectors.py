@@ -13,9 +13,8 @@ import numpy as np
 from psycopg import sql
 
 from vectorize.db import register_vector_types
-from vectorize.errors import ConfigError, UnknownCollectionError
-from vectorize.store.collection import Collection
-from vectorize.store.registry import registered_identity
+from vectorize.errors import ConfigError
+from vectorize.search import check_k, collection_model
 from vectorize.store.search import Hit, nearest
 
 logger = logging.getLogger(__name__)
@@ -92,12 +91,8 @@ def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> 
     """The library call behind ``vectorize nearest`` and ``POST /v1/nearest``: ``values`` checked
     against collection ``table`` (which must exist and hold vectors), then queried. ``conn``
     need not have pgvector's types yet: a database without any collection has no extension."""
-    if not 1 <= k <= 1000:
-        raise ConfigError("-k must be from 1 to 1000")
-    collection = Collection(table)
-    identity = registered_identity(conn, collection)
-    if identity is None:
-        raise UnknownCollectionError(f"no collection {table!r} in this database")
+    check_k(k)
+    collection, identity = collection_model(conn, table)
     vectors = check_vectors(as_matrix(values, what), identity.dimensions, table, what)
     empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=collection.table)).fetchone()[0]
     if empty:

@@ -33,7 +33,7 @@ _VALID_COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
 @dataclass(frozen=True)
-class ColumnTarget:
+class VectorColumn:
     table: str  # TABLE or SCHEMA.TABLE
     column: str
     id_column: str
@@ -60,7 +60,7 @@ class ColumnTarget:
         return sql.Identifier(f"{self.table.replace('.', '_')}_{self.column}_errors"[:63])
 
 
-def prepare_column_target(dsn: str, target: ColumnTarget, identity: ModelIdentity, origin: str) -> ColumnTarget:
+def prepare_column_target(dsn: str, target: VectorColumn, identity: ModelIdentity, origin: str) -> VectorColumn:
     """Register the model for the column, add the columns where missing, refuse a column of
     another type; the target with its id column's type."""
     wanted = f"vector({identity.dimensions})"
@@ -87,7 +87,7 @@ def prepare_column_target(dsn: str, target: ColumnTarget, identity: ModelIdentit
         return replace(target, id_type=types[target.id_column])
 
 
-def write_column_block(conn, target: ColumnTarget, dimensions: int, run_id: str, block: pa.Table) -> WriteCounts:
+def write_column_block(conn, target: VectorColumn, dimensions: int, run_id: str, block: pa.Table) -> WriteCounts:
     counts = WriteCounts()
     status = block.column("status")
     embedded = block.filter(pc.equal(status, rows.EMBED))
@@ -105,7 +105,7 @@ def write_column_block(conn, target: ColumnTarget, dimensions: int, run_id: str,
     return counts
 
 
-def _update_vectors(conn, target: ColumnTarget, dimensions: int, table: pa.Table) -> None:
+def _update_vectors(conn, target: VectorColumn, dimensions: int, table: pa.Table) -> None:
     stage = sql.Identifier(f"{target.table.replace('.', '_')}_{target.column}_stage"[:63])
     conn.execute(
         sql.SQL(

@@ -1,11 +1,10 @@
-"""Starting or joining Ray with a small footprint, and sizing the embedding actors."""
+"""Starting or joining Ray with a small footprint."""
 
 from __future__ import annotations
 
 import logging
 import os
 import warnings
-from dataclasses import dataclass
 
 from vectorize.console import stderr_is_terminal
 
@@ -81,56 +80,3 @@ def on_driver_node() -> dict:
 
     node_id = ray.get_runtime_context().get_node_id()
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
-
-
-@dataclass(frozen=True)
-class ActorPlan:
-    min_actors: int
-    max_actors: int
-    cpus_per_actor: float
-    gpus_per_actor: float
-    torch_threads: int | None
-
-
-# The light stages (reading, preparing, writing) each ask for a quarter CPU; one whole
-# logical CPU stays outside the actors' reservation so that they, and operators Ray Data adds
-# with a default of one CPU (file listing), can always be scheduled.
-LIGHT_STAGE_CPUS = 0.25
-RESERVED_CPUS = 1.0
-
-
-REMOTE_ACTORS = 2  # each keeps many requests in flight; more actors add parallel packing and decoding
-REMOTE_ACTOR_CPUS = 0.25
-
-
-def plan_remote_actors(actors: tuple[int, int] | None, cpus_per_actor: float | None) -> ActorPlan:
-    """Actors that wait on the network: a quarter CPU each unless told."""
-    low, high = actors or (REMOTE_ACTORS, REMOTE_ACTORS)
-    return ActorPlan(low, high, cpus_per_actor or REMOTE_ACTOR_CPUS, 0.0, None)
-
-
-def plan_actors(
-    actors: tuple[int, int] | None, cpus_per_actor: float | None, gpus_per_actor: float | None
-) -> ActorPlan:
-    """One actor per GPU in fp16 when the cluster has GPUs. Otherwise a fixed pool of CPU
-    actors, one per core up to 8 (single-threaded actors keep each core busy without the
-    intra-op barriers of a multi-threaded one), whose torch threads match the cores each owns."""
-    import ray
-
-    resources = ray.cluster_resources()
-    cpus = float(resources.get("CPU", 1))
-    gpus = float(resources.get("GPU", 0))
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if gpus >= 1 else 0.0
-    if gpus_per_actor > 0:
-        count = max(1, int(gpus // gpus_per_actor))
-        low, high = actors or (1, count)
-        return ActorPlan(low, high, cpus_per_actor or 1.0, gpus_per_actor, None)
-    if actors is None:
-        count = max(1, min(8, int(cpus)))
-        actors = (count, count)
-    low, high = actors
-    threads = max(1, round(cpus_per_actor or cpus / high))
-    if cpus_per_actor is None:
-        cpus_per_actor = max(0.25, (cpus - RESERVED_CPUS) / high)
-    return ActorPlan(low, high, cpus_per_actor, 0.0, threads)

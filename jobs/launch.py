@@ -1,0 +1,30 @@
+"""Where a run's driver runs: here, or, given ``ray://HEAD:10001``, as a task on the cluster's
+head (``jobs/client_run.py``); a database that goes away under it is one :class:`StoreError`."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from vectorize.config import RunSettings
+from vectorize.db import lost_database
+from vectorize.embedded_pg import given_dsn
+from vectorize.summary import RunSummary
+
+
+def run_job(settings: RunSettings) -> RunSummary:
+    try:
+        address = settings.ray_address or os.environ.get("RAY_ADDRESS") or ""
+        if address.startswith("ray://"):
+            from jobs.client_run import run_through_client
+
+            return run_through_client(settings, address)
+        from jobs.runner import run_here
+
+        return run_here(settings)
+    except psycopg.OperationalError as exc:
+        lost = lost_database(exc, given_dsn(settings.dsn) or "the embedded server")
+        if lost is None:  # a failed statement (a deadlock, a full disk), not a lost connection
+            raise
+        raise lost from exc

@@ -1,0 +1,197 @@
+"""Where a run's vectors go: a collection, or a vector column of the source table. A target
+readies itself once the run holds its lock, and then gives the run its preparation step, its
+sink and its end-of-run step; the runner does the rest the same way for both."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import psycopg
+
+from extract.records import RecordSpec
+from extract.sources import SourcePlan
+from vectorize.chunking import LongTextPolicy
+from vectorize.identity import ModelIdentity
+from vectorize.store.collection import Collection
+from vectorize.summary import RunSummary
+from vectorize.text import TextTemplate
+
+logger = logging.getLogger(__name__)
+
+# (the preparation function, its context, the sink)
+Stage = tuple[Callable[..., Any], Any, Any]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every target prepares rows from."""
+
+    source: SourcePlan
+    id_field: str
+    template: TextTemplate
+    long_text: LongTextPolicy
+    identity: ModelIdentity
+    origin: str  # where the model is from, as the registry records it
+
+
+class TargetRun(Protocol):
+    """One run's use of a target, between taking the lock and recording the run's end."""
+
+    source: SourcePlan  # what the pipeline reads
+    skipped: int  # source rows known unchanged without reading them
+    needs_pipeline: bool
+
+    def stage(self, summary: RunSummary, claims: Any) -> Stage: ...
+
+    def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
+        """After the pipeline, on a connection: rows given a vector without the model, and
+        rows that failed after their preparation, by reason."""
+        ...
+
+    def end(self, store: psycopg.Connection, summary: RunSummary) -> None:
+        """After ``finish``: what a complete run changes besides the rows it wrote."""
+        ...
+
+
+class Target(Protocol):
+    name: str  # the collection, or TABLE.COLUMN: the run's lock and its history are under it
+    dsn: str  # the database it is in
+    embedded_database: bool  # the embedded server of this machine (cluster nodes must reach it)
+
+    def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> TargetRun: ...
+
+
+@dataclass(frozen=True)
+class CollectionTarget:
+    collection: Collection
+    dsn: str
+    embedded_database: bool
+    sync: bool  # delete what the source no longer has
+    complete: bool  # the run reads the whole source (no --limit): its state may be recorded
+    fail_first_write_marker: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.collection.name
+
+    def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> CollectionRun:
+        from jobs.sql_delta import plan_sql_reads, source_signature
+        from vectorize.store.registry import prepare_collection
+        from vectorize.store.writer import clear_dead_pending
+
+        prepare_collection(self.dsn, self.collection, inputs.identity, inputs.origin)
+        signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
+        source = inputs.source
+        reads = plan_sql_reads(store, self.collection, source, signature, self.sync) if source.kind == "sql" else None
+        if reads is not None and reads.only_ids is not None:
+            source = replace(source, only_ids=reads.only_ids)
+        clear_dead_pending(store, self.collection, summary.run_id)
+        return CollectionRun(self, inputs, source, signature, reads)
+
+
+@dataclass
+class CollectionRun:
+    target: CollectionTarget
+    inputs: Inputs
+    source: SourcePlan
+    signature: str
+    reads: Any  # jobs.sql_delta.SqlReadPlan of a Postgres source; None for others
+
+    @property
+    def skipped(self) -> int:
+        return self.reads.skipped if self.reads is not None else 0
+
+    @property
+    def needs_pipeline(self) -> bool:
+        return self.reads is None or self.reads.skipped < self.reads.rows
+
+    def stage(self, summary: RunSummary, claims: Any) -> Stage:
+        from jobs.prepare import PrepareContext, prepare_batch
+        from jobs.sink import PgvectorDatasink
+
+        target, inputs, identity = self.target, self.inputs, self.inputs.identity
+        sink = PgvectorDatasink(
+            target.dsn,
+            target.collection,
+            identity.dimensions,
+            identity.key,
+            summary.run_id,
+            sync=target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
+            fail_first_write_marker=target.fail_first_write_marker,
+        )
+        spec = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
+        context = PrepareContext(
+            target.dsn, target.collection, identity.key, spec, claims, self.signature, inputs.long_text
+        )
+        return prepare_batch, context, sink
+
+    def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
+        from vectorize.store.writer import build_vector_index, resolve_pending
+
+        resolved = resolve_pending(conn, self.target.collection, self.inputs.identity.key, summary.run_id)
+        build_vector_index(conn, self.target.collection)
+        return resolved
+
+    def end(self, store: psycopg.Connection, summary: RunSummary) -> None:
+        from jobs.sql_delta import record_source_state
+        from vectorize.store.writer import delete_ids, delete_unseen
+
+        collection, reads = self.target.collection, self.reads
+        if self.target.sync:
+            if reads is not None:
+                summary.deleted = delete_ids(store, collection, reads.gone)
+            else:
+                summary.deleted = delete_unseen(store, collection, summary.run_id)
+        if reads is not None and reads.state is not None and self.target.complete:
+            record_source_state(store, collection, reads.state, synced=self.target.sync)
+
+
+@dataclass(frozen=True)
+class ColumnTarget:
+    """``--dest column``: vectors into a column of the source table, where missing or stale."""
+
+    column: Any  # vectorize.store.column_target.VectorColumn
+    dsn: str  # the source's own database
+    embedded_database: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.column.name
+
+    def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> ColumnRun:
+        from vectorize.store.column_target import prepare_column_target
+
+        column = prepare_column_target(self.dsn, self.column, inputs.identity, inputs.origin)
+        statement = inputs.source.sql.backfill_statement(column.column, column.hash_column)
+        return ColumnRun(self, inputs, column, replace(inputs.source, statement=statement))
+
+
+@dataclass
+class ColumnRun:
+    target: ColumnTarget
+    inputs: Inputs
+    column: Any  # the VectorColumn with its id column's type
+    source: SourcePlan
+    skipped: int = 0
+    needs_pipeline: bool = True
+
+    def stage(self, summary: RunSummary, claims: Any) -> Stage:
+        from jobs.backfill import BackfillContext, ColumnDatasink, prepare_backfill_batch
+
+        inputs = self.inputs
+        sink = ColumnDatasink(self.target.dsn, self.column, inputs.identity.dimensions, summary.run_id)
+        return (
+            prepare_backfill_batch,
+            BackfillContext(RecordSpec(inputs.id_field, inputs.template), inputs.long_text),
+            sink,
+        )
+
+    def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
+        return 0, Counter()
+
+    def end(self, store: psycopg.Connection, summary: RunSummary) -> None:
+        return None
