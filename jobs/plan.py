@@ -73,7 +73,11 @@ def _checked_inputs(settings: RunSettings, long_text: str | None = None) -> tupl
     template = TextTemplate.parse(settings.text or source.default_text)
     source.check_fields(settings.id_field, template)
     request = ProviderRequest(
-        settings.provider_name, settings.model, settings.remote, settings.stall_timeout_s, settings.encode_batch_size
+        settings.provider_name,
+        settings.model,
+        remote=settings.remote,
+        probe_within_s=settings.stall_timeout_s,
+        encode_batch_size=settings.encode_batch_size,
     )
     provider = provider_spec(request)
     mode = long_text or settings.long_text or source.default_long_text

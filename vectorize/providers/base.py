@@ -119,6 +119,7 @@ class ProviderRequest:
     model: str
     remote: Any = None  # RemoteSettings of an OpenAI-compatible provider
     probe_within_s: float | None = None  # a remote model's first answer, at most this long
+    encode_batch_size: int | None = None  # texts per forward pass of a local model; None: its choice
 
 
 SpecFactory = Callable[[ProviderRequest], ProviderSpec]
