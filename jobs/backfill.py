@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from ray.data.block import Block
@@ -49,8 +50,8 @@ def prepare_backfill_batch(batch: pa.Table, ctx: BackfillContext) -> pa.Table:
 class ColumnDatasink(CountingDatasink):
     """Into the source table's vector column (and the column's errors table)."""
 
-    def __init__(self, dsn: str, target: VectorColumn, dimensions: int, run_id: str) -> None:
-        super().__init__(dsn)
+    def __init__(self, dsn: str, target: VectorColumn, dimensions: int, run_id: str, meter: Any = None) -> None:
+        super().__init__(dsn, meter)
         self.target = target
         self.dimensions = dimensions
         self.run_id = run_id

@@ -8,9 +8,9 @@ import logging
 from vectorize.db import connect
 from vectorize.errors import ConfigError
 from vectorize.quality.check_report import CheckReport
-from vectorize.quality.stats import measure
 from vectorize.quality.verdict import Limits, neighbour_figures, verdicts
 from vectorize.store.collection import Collection
+from vectorize.store.figures import measure
 from vectorize.store.registry import registered_model
 from vectorize.store.run_lock import mark_dead_runs
 
@@ -30,7 +30,8 @@ def check_collection(
 ) -> CheckReport:
     """Measure collection ``table`` and hold it to ``limits``; ``sample`` rows (0: none) get
     their nearest neighbour looked up by Ray tasks."""
-    from jobs.neighbours import neighbour_similarities, sample_rows
+    from jobs.neighbours import neighbour_similarities
+    from vectorize.store.lookups import sample_rows
 
     limits = limits or Limits()
     collection = Collection(table)

@@ -42,7 +42,6 @@ def plan_run(settings: RunSettings) -> RunPlan:
         embedded_database=given_dsn(settings.dsn) is None,
         sync=settings.sync,
         complete=settings.limit is None,
-        fail_first_write_marker=settings.fail_first_write_marker,
     )
     return RunPlan(settings, inputs, provider, target)
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
-from psycopg import sql
 
 from extract.json_source import POSITION_COLUMN, RAW_COLUMN, decode_raw
 from extract.records import RecordSpec, fallback_key, prepare_json_line, prepare_record, raw_text
@@ -21,6 +20,7 @@ from vectorize import rows
 from vectorize.chunking import LongTextPolicy
 from vectorize.db import connect
 from vectorize.store.collection import Collection
+from vectorize.store.lookups import known_rows
 from vectorize.text import content_hash
 
 logger = logging.getLogger(__name__)
@@ -103,22 +103,7 @@ def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
 
 
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
-    conn = _connection(ctx.dsn)
-    stored = conn.execute(
-        sql.SQL(
-            """SELECT t.id, t.chunk, t.text_sha256, t.source_fingerprint FROM {t} t
-               JOIN unnest(%s::text[], %s::int[]) AS k(id, chunk) USING (id, chunk)
-               WHERE t.model = %s"""
-        ).format(t=ctx.collection.table),
-        (keys, chunks, ctx.model_key),
-    ).fetchall()
-    present = conn.execute(
-        sql.SQL("SELECT DISTINCT text_sha256 FROM {t} WHERE text_sha256 = ANY(%s) AND model = %s").format(
-            t=ctx.collection.table
-        ),
-        (list(set(hashes)), ctx.model_key),
-    ).fetchall()
-    return {(k, c): (h, fp) for k, c, h, fp in stored}, {h for (h,) in present}
+    return known_rows(_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
 
 
 def split_long_texts(prepared: list[dict], policy: LongTextPolicy) -> list[dict]:

@@ -29,11 +29,13 @@ logger = logging.getLogger(__name__)
 
 def run_here(settings: RunSettings) -> RunSummary:
     """The run, its driver in this process: planned (checked) first, then executed."""
-    return execute(plan_run(settings))
-
-
-def execute(plan: RunPlan) -> RunSummary:
     started = time.perf_counter()
+    return execute(plan_run(settings), started)
+
+
+def execute(plan: RunPlan, started: float | None = None) -> RunSummary:
+    """``started``: when the run's clock started (its planning included), else now."""
+    started = started if started is not None else time.perf_counter()
     target, inputs = plan.target, plan.inputs
     with DatabaseWatch(target.dsn, plan.settings.stall_timeout_s), run_lock(target.dsn, target.name) as store:
         summary = RunSummary(str(uuid.uuid4()), target.name, inputs.source.display, inputs.identity.key)
@@ -100,7 +102,6 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     run_actor = RunActor.options(**on_driver_node()).remote()
     budgets = provider.start_budgets(on_driver_node())
     prepare_fn, prepare_ctx, sink = job.stage(summary, run_actor)
-    sink.meter = run_actor
     refusal = budgets.refusal if budgets is not None else None
     watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(actors, dsn, provider.service), refusal)
     run = RunContext(summary.run_id, summary.collection, run_actor)

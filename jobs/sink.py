@@ -4,9 +4,7 @@ counts them; the counts of all tasks add up in the driver."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from ray.data.block import Block
@@ -25,16 +23,13 @@ logger = logging.getLogger(__name__)
 class CountingDatasink(Datasink[WriteCounts]):
     """Writes a task's blocks on one connection (``write_block``) and sums what they wrote."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, meter: Any = None) -> None:
         self.dsn = dsn
         self.totals = WriteCounts()
-        self.meter: Any = None  # the run's ProgressMeter, told of every block written
+        self.meter = meter  # the run's bookkeeping actor, told of every block written
 
     def write_block(self, conn, block: Block) -> WriteCounts:
         raise NotImplementedError
-
-    def after_write(self) -> None:
-        """Called in the task after its blocks are committed."""
 
     def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
         counts = WriteCounts()
@@ -44,7 +39,6 @@ class CountingDatasink(Datasink[WriteCounts]):
                     written = self.write_block(conn, block)
                     counts.add(written)
                     report_counts(self.meter, {"rows written": block.num_rows, **live_outcomes(written)})
-        self.after_write()
         return counts
 
     def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:
@@ -64,31 +58,17 @@ class PgvectorDatasink(CountingDatasink):
         run_id: str,
         *,
         sync: bool = False,
-        fail_first_write_marker: str | None = None,
+        meter: Any = None,
     ) -> None:
-        super().__init__(dsn)
+        super().__init__(dsn, meter)
         self.collection = collection
         self.dimensions = dimensions
         self.model_key = model_key
         self.run_id = run_id
         self.sync = sync
-        self.fail_first_write_marker = fail_first_write_marker
 
     def get_name(self) -> str:
         return "Pgvector"
 
     def write_block(self, conn, block: Block) -> WriteCounts:
         return write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync)
-
-    def after_write(self) -> None:
-        """Test hook: kill this worker after its rows are committed, once, so Ray retries the task."""
-        marker = self.fail_first_write_marker
-        if not marker:
-            return
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.close(fd)
-        logger.warning("test hook: write task dies after commit (%s)", Path(marker).name)
-        os._exit(1)

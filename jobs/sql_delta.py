@@ -14,24 +14,22 @@ nothing changed: the run reads no row and does not start Ray.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
 from extract.sources import SourcePlan
 from vectorize.chunking import LongTextPolicy
 from vectorize.db import using
-from vectorize.store.collection import REGISTRY_TABLE, Collection
+from vectorize.store.collection import Collection
+from vectorize.store.source_state import collection_state, recorded_source_state, stored_fingerprints
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
 
 # Past this share of changed rows one sharded read of everything beats a read by ids.
 READ_ALL_ABOVE = 0.5
-_REGISTRY = sql.Identifier(REGISTRY_TABLE)
 
 
 def source_signature(id_field: str, template: TextTemplate, long_text: LongTextPolicy) -> str:
@@ -49,24 +47,11 @@ class SqlReadPlan:
     only_ids: list[str] | None = None  # read just these (the new and changed rows); None: read all
 
 
-def _collection_state(conn, collection: Collection) -> tuple[int, int]:
-    """(stored rows, error rows a rerun should retry): those not from preparing the row's text."""
-    return conn.execute(
-        sql.SQL(
-            """SELECT (SELECT count(*) FROM {t} WHERE chunk = 0),
-                      (SELECT count(*) FROM {e} WHERE stage <> 'prepare')"""
-        ).format(t=collection.table, e=collection.errors)
-    ).fetchone()
-
-
 def _unchanged_since_last_run(conn, collection: Collection, state: dict, sync: bool) -> bool:
-    recorded = conn.execute(
-        sql.SQL("SELECT source_state FROM {r} WHERE collection = %s").format(r=_REGISTRY), (collection.name,)
-    ).fetchone()
-    recorded = recorded[0] if recorded else None
+    recorded = recorded_source_state(conn, collection)
     if not recorded or (sync and not recorded.get("synced")):
         return False
-    stored, to_retry = _collection_state(conn, collection)
+    stored, to_retry = collection_state(conn, collection)
     same = all(recorded.get(k) == v for k, v in state.items())
     return same and recorded.get("stored") == stored and to_retry == 0
 
@@ -85,12 +70,7 @@ def plan_sql_reads(
                 return SqlReadPlan(table_state[0], table_state[0], [], None)
     fingerprints = source.sql.fingerprints()
     with using(store) as conn:
-        stored = dict(
-            conn.execute(
-                sql.SQL("SELECT id, source_fingerprint FROM {t} WHERE chunk = 0").format(t=collection.table)
-            ).fetchall()
-        )
-        failed = {key for (key,) in conn.execute(sql.SQL("SELECT DISTINCT id FROM {e}").format(e=collection.errors))}
+        stored, failed = stored_fingerprints(conn, collection)
     gone = [key for key in stored.keys() | failed if key not in fingerprints]
     changed = [key for key, digest in fingerprints.items() if stored.get(key) != f"{signature}:{digest}"]
     if len(changed) > READ_ALL_ABOVE * len(fingerprints):
@@ -98,13 +78,3 @@ def plan_sql_reads(
         return SqlReadPlan(len(fingerprints), 0, gone, state)
     logger.info("%s of %s source rows are new or changed: reading those", len(changed), len(fingerprints))
     return SqlReadPlan(len(fingerprints), len(fingerprints) - len(changed), gone, state, changed)
-
-
-def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:
-    """After a complete run: the source's state when it began, and the collection it left."""
-    with using(store) as conn:
-        stored, _ = _collection_state(conn, collection)
-        conn.execute(
-            sql.SQL("UPDATE {r} SET source_state = %s WHERE collection = %s").format(r=_REGISTRY),
-            (json.dumps({**state, "stored": stored, "synced": synced}), collection.name),
-        )

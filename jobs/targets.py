@@ -45,7 +45,9 @@ class TargetRun(Protocol):
     skipped: int  # source rows known unchanged without reading them
     needs_pipeline: bool
 
-    def stage(self, summary: RunSummary, claims: Any) -> Stage: ...
+    def stage(self, summary: RunSummary, claims: Any) -> Stage:
+        """``claims``: the run's bookkeeping actor (text and id claims, progress)."""
+        ...
 
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
         """After the pipeline, on a connection: rows given a vector without the model, and
@@ -72,7 +74,6 @@ class CollectionTarget:
     embedded_database: bool
     sync: bool  # delete what the source no longer has
     complete: bool  # the run reads the whole source (no --limit): its state may be recorded
-    fail_first_write_marker: str | None = None
 
     @property
     def name(self) -> str:
@@ -80,8 +81,8 @@ class CollectionTarget:
 
     def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> CollectionRun:
         from jobs.sql_delta import plan_sql_reads, source_signature
+        from vectorize.store.finishing import clear_dead_pending
         from vectorize.store.registry import prepare_collection
-        from vectorize.store.writer import clear_dead_pending
 
         prepare_collection(self.dsn, self.collection, inputs.identity, inputs.origin)
         signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
@@ -121,7 +122,7 @@ class CollectionRun:
             identity.key,
             summary.run_id,
             sync=target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
-            fail_first_write_marker=target.fail_first_write_marker,
+            meter=claims,
         )
         spec = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
         context = PrepareContext(
@@ -130,15 +131,15 @@ class CollectionRun:
         return prepare_batch, context, sink
 
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
-        from vectorize.store.writer import build_vector_index, resolve_pending
+        from vectorize.store.finishing import build_vector_index, resolve_pending
 
         resolved = resolve_pending(conn, self.target.collection, self.inputs.identity.key, summary.run_id)
         build_vector_index(conn, self.target.collection)
         return resolved
 
     def end(self, store: psycopg.Connection, summary: RunSummary) -> None:
-        from jobs.sql_delta import record_source_state
-        from vectorize.store.writer import delete_ids, delete_unseen
+        from vectorize.store.finishing import delete_ids, delete_unseen
+        from vectorize.store.source_state import record_source_state
 
         collection, reads = self.target.collection, self.reads
         if self.target.sync:
@@ -183,7 +184,7 @@ class ColumnRun:
         from jobs.backfill import BackfillContext, ColumnDatasink, prepare_backfill_batch
 
         inputs = self.inputs
-        sink = ColumnDatasink(self.target.dsn, self.column, inputs.identity.dimensions, summary.run_id)
+        sink = ColumnDatasink(self.target.dsn, self.column, inputs.identity.dimensions, summary.run_id, claims)
         return (
             prepare_backfill_batch,
             BackfillContext(RecordSpec(inputs.id_field, inputs.template), inputs.long_text),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from serve.api_errors import ApiError
 from vectorize.sanitize import is_clean
+from vectorize.search import MAX_K
 
 MAX_INPUTS = 2048
 MAX_FILTER_DEPTH = 8
@@ -84,12 +85,7 @@ class SearchRequest:
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "'query' must be a non-empty string", param="query")
         _check_unicode(query, "query", "query")
-        collection = data.get("collection")
-        if not isinstance(collection, str) or not collection:
-            raise ApiError(400, "'collection' must be the name of a collection", param="collection")
-        k = data.get("k", 10)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
-            raise ApiError(400, "'k' must be an integer from 1 to 1000", param="k")
+        collection, k = _collection(data), _k(data)
         filters = data.get("filter") or {}
         if not isinstance(filters, dict):
             raise ApiError(400, "'filter' must be an object of metadata key: value", param="filter")
@@ -107,18 +103,27 @@ class NearestRequest:
 
     @classmethod
     def parse(cls, data: dict) -> NearestRequest:
-        collection = data.get("collection")
-        if not isinstance(collection, str) or not collection:
-            raise ApiError(400, "'collection' must be the name of a collection", param="collection")
+        collection = _collection(data)
         vectors = data.get("vectors")
         if not isinstance(vectors, list) or not vectors:
             raise ApiError(400, "'vectors' must be a vector or a non-empty list of vectors", param="vectors")
         if len(vectors) > MAX_INPUTS and isinstance(vectors[0], list):
             raise ApiError(400, f"'vectors' has {len(vectors)} items; the limit is {MAX_INPUTS}", param="vectors")
-        k = data.get("k", 10)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
-            raise ApiError(400, "'k' must be an integer from 1 to 1000", param="k")
-        return cls(collection, vectors, k)
+        return cls(collection, vectors, _k(data))
+
+
+def _collection(data: dict) -> str:
+    collection = data.get("collection")
+    if not isinstance(collection, str) or not collection:
+        raise ApiError(400, "'collection' must be the name of a collection", param="collection")
+    return collection
+
+
+def _k(data: dict) -> int:
+    k = data.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ApiError(400, f"'k' must be an integer from 1 to {MAX_K}", param="k")
+    return k
 
 
 def _token_ids(value: object) -> bool:

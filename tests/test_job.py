@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +13,7 @@ import pytest
 
 from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import errors, query, run, stored
+from vectorize.config import RunSettings
 from vectorize.errors import ModelMismatchError
 from vectorize.text import clean_text, content_hash
 
@@ -112,12 +115,45 @@ def test_bad_rows_go_to_the_errors_table_the_rest_are_stored_and_a_fixed_row_lea
 
 
 def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, pg_dsn, table_name):
+    """The fault comes from outside the shipped code: a target whose sink's first write task
+    ends its process just after its rows are committed, so Ray runs the task again."""
+    from jobs.plan import plan_run
+    from jobs.runner import execute
+    from jobs.sink import PgvectorDatasink
+    from jobs.targets import CollectionRun, CollectionTarget
+
+    marker = str(tmp_path / "write-died")
+
+    class DiesAfterItsFirstCommit(PgvectorDatasink):
+        def write(self, blocks, ctx):
+            written = super().write(blocks, ctx)
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return written
+            os._exit(1)
+
+    class DyingRun(CollectionRun):
+        def stage(self, summary, claims):
+            prepare, context, _ = super().stage(summary, claims)
+            target, identity = self.target, self.inputs.identity
+            sink = DiesAfterItsFirstCommit(target.dsn, target.collection, identity.dimensions, identity.key,
+                                           summary.run_id, meter=claims)  # fmt: skip
+            return prepare, context, sink
+
+    @dataclass(frozen=True)
+    class DyingTarget(CollectionTarget):
+        def begin(self, store, inputs, summary):
+            run = super().begin(store, inputs, summary)
+            return DyingRun(run.target, run.inputs, run.source, run.signature, run.reads)
+
     rows = [{"id": f"w{i}", "text": f"write retry row {i}"} for i in range(48)]
-    marker = tmp_path / "write-died"
-    summary = run(
-        write_jsonl(tmp_path / "w.jsonl", rows), table_name, tiny_model, pg_dsn, fail_first_write_marker=str(marker)
-    )
-    assert marker.exists(), "the write task was not killed, so nothing was retried"
+    source = write_jsonl(tmp_path / "w.jsonl", rows)
+    settings = RunSettings(source=str(source), table=table_name, model=tiny_model, dsn=pg_dsn, batch_size=16,
+                           actors=(1, 1))  # fmt: skip
+    plan = plan_run(settings)
+    summary = execute(replace(plan, target=DyingTarget(**vars(plan.target))))
+    assert os.path.exists(marker), "the write task was not killed, so nothing was retried"
     assert summary.failed == 0
     got = query(pg_dsn, "SELECT id, count(*) FROM {t} GROUP BY id", table=table_name)
     assert len(got) == 48 and all(count == 1 for _, count in got)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
-from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, parse_actors
+from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, default_of, parse_actors
 from vectorize.console import own_output
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--table", help="the collection (table) to write; not with --dest column")
     run.add_argument(
-        "--id-field", "--id-column", dest="id_field", default="id", help="the field or column that identifies a record"
+        "--id-field",
+        "--id-column",
+        dest="id_field",
+        default=default_of(RunSettings, "id_field"),
+        help="the field or column that identifies a record",
     )
     run.add_argument(
         "--text",
@@ -59,14 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: chunk for Jira and GitHub threads; truncate for files, git and Postgres rows)",
     )
     run.add_argument("--chunk-tokens", type=int, help="tokens a chunk (default: the model's window)")
-    run.add_argument("--chunk-overlap", type=int, default=32, help="tokens that consecutive chunks share")
+    run.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=default_of(RunSettings, "chunk_overlap"),
+        help="tokens that consecutive chunks share",
+    )
     run.add_argument(
         "--dest",
         choices=("collection", "column"),
-        default="collection",
+        default=default_of(RunSettings, "dest"),
         help="collection: a table of vectors (--table); column: backfill a vector column of the --source-table",
     )
-    run.add_argument("--column", default="embedding", help="with --dest column: the vector column (default embedding)")
+    run.add_argument(
+        "--column",
+        default=default_of(RunSettings, "column"),
+        help="with --dest column: the vector column (default embedding)",
+    )
     run.add_argument(
         "--model",
         help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
@@ -79,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
     run.add_argument("--cpus-per-actor", type=float, help="CPUs an embedding actor reserves (and its torch threads)")
     run.add_argument("--gpus-per-actor", type=float, help="GPUs an embedding actor takes; fractions share a card")
-    run.add_argument("--writers", type=int, default=2, help="concurrent database write tasks (connections)")
+    run.add_argument(
+        "--writers",
+        type=int,
+        default=default_of(RunSettings, "writers"),
+        help="concurrent database write tasks (connections)",
+    )
     run.add_argument(
         "--stall-timeout",
         type=float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vectorize.config import default_of
 from vectorize.errors import ConfigError
 from vectorize.rate_limits import RATE_TIERS, RateLimits
 from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, PROVIDERS, RemoteSettings
@@ -20,18 +21,39 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dimensions", type=int, help="ask the model for vectors of this size")
     group.add_argument("--azure-endpoint", help="default: $AZURE_OPENAI_ENDPOINT")
     group.add_argument("--azure-deployment", help="the deployment name (default: the model's name)")
-    group.add_argument("--api-version", default="2024-10-21", help="Azure OpenAI API version")
+    group.add_argument(
+        "--api-version", default=default_of(RemoteSettings, "api_version"), help="Azure OpenAI API version"
+    )
     group.add_argument("--rate-tier", choices=tuple(RATE_TIERS), help="OpenAI's published limits for a usage tier")
     for name, what in (("rpm", "requests per minute"), ("tpm", "tokens per minute")):
         group.add_argument(f"--{name}", type=int, help=f"{what}, shared by every actor")
     for name, what in (("rpd", "requests per day"), ("tpd", "tokens per day")):
         group.add_argument(f"--{name}", type=int, help=f"cap on {what}")
-    group.add_argument("--max-in-flight", type=int, default=8, help="requests under way at once, run-wide")
-    group.add_argument("--max-attempts", type=int, default=6, help="tries per request before its rows are errors")
-    group.add_argument("--request-timeout", type=float, default=60.0, help="seconds per request")
-    group.add_argument("--max-input-tokens", type=int, default=8192, help="per input")
+    group.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=default_of(RemoteSettings, "max_in_flight"),
+        help="requests under way at once, run-wide",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=int,
+        default=default_of(RemoteSettings, "max_attempts"),
+        help="tries per request before its rows are errors",
+    )
+    group.add_argument(
+        "--request-timeout", type=float, default=default_of(RemoteSettings, "timeout_s"), help="seconds per request"
+    )
+    group.add_argument(
+        "--max-input-tokens", type=int, default=default_of(RemoteSettings, "max_input_tokens"), help="per input"
+    )
     group.add_argument("--request-tokens", type=int, help="tokens per request (default: TPM/12, at most 300000)")
-    group.add_argument("--chars-per-token", type=float, default=3.0, help="token estimate for non-OpenAI models")
+    group.add_argument(
+        "--chars-per-token",
+        type=float,
+        default=default_of(RemoteSettings, "chars_per_token"),
+        help="token estimate for non-OpenAI models",
+    )
     group.add_argument("--price-per-million", type=float, help="USD per million tokens, for the cost estimate")
     group.add_argument("--fallback", choices=("openai", "azure"), help="provider for requests the first gave up on")
     group.add_argument("--fallback-base-url", help="the fallback's OpenAI-compatible server")

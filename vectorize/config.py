@@ -42,7 +42,6 @@ class RunSettings:
     ray_address: str | None = None
     progress: bool = False
     worker_logs: bool = False
-    fail_first_write_marker: str | None = None  # test hook: the first write task dies once, after committing
     remote: RemoteSettings | None = None  # an OpenAI-compatible provider's settings
     provider: str | None = None  # a registered provider's name; None: the remote's, else local
 
@@ -69,6 +68,11 @@ class RunSettings:
     @property
     def provider_name(self) -> str:
         return self.provider or (self.remote.provider if self.remote is not None else "local")
+
+
+def default_of(settings: type, name: str):
+    """The default a settings dataclass gives its field ``name``: the one place it is stated."""
+    return settings.__dataclass_fields__[name].default
 
 
 def parse_actors(text: str) -> tuple[int, int]:

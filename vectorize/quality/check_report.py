@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from vectorize.quality.stats import TableFigures
 from vectorize.quality.verdict import Check, NeighbourFigures, score
+from vectorize.store.figures import TableFigures
 
 logger = logging.getLogger(__name__)
 

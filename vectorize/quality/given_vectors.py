@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from psycopg import sql
 
 from vectorize.db import register_vector_types
 from vectorize.errors import ConfigError
 from vectorize.search import check_k, collection_model
+from vectorize.store.lookups import is_empty
 from vectorize.store.search import Hit, nearest
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> 
     check_k(k)
     collection, identity = collection_model(conn, table)
     vectors = check_vectors(as_matrix(values, what), identity.dimensions, table, what)
-    empty = conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {t})").format(t=collection.table)).fetchone()[0]
-    if empty:
+    if is_empty(conn, collection):
         raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
     register_vector_types(conn)
     return NearestTexts([nearest(conn, collection, vector, k) for vector in vectors])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vectorize.quality.stats import TableFigures
+from vectorize.store.figures import TableFigures
 
 DEFAULT_NEAR_DUPLICATE_SIMILARITY = 0.98
 

@@ -46,39 +46,51 @@ class Collection:
     def index(self, suffix: str) -> sql.Identifier:
         return sql.Identifier(f"{self.name}_{suffix}")
 
-    def create_statements(self, dimensions: int) -> list[sql.Composed]:
+    def migrations(self, dimensions: int) -> list[list[sql.Composed]]:
+        """The collection's schema, one step a version (``vectorize.store.schema``)."""
         ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen}
         return [
-            sql.SQL(
-                """CREATE TABLE IF NOT EXISTS {t} (
-                    id text NOT NULL,
-                    chunk integer NOT NULL DEFAULT 0,
-                    text text NOT NULL,
-                    text_sha256 text NOT NULL,
-                    model text NOT NULL,
-                    embedding vector({dims}) NOT NULL,
-                    metadata jsonb NOT NULL DEFAULT '{{}}',
-                    embedded_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (id, chunk))"""
-            ).format(dims=sql.Literal(dimensions), **ident),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(i=self.index("sha256_idx"), **ident),
-            errors_table_statement(self.errors),
-            sql.SQL(
-                """CREATE TABLE IF NOT EXISTS {p} (
-                    run_id uuid NOT NULL,
-                    id text NOT NULL,
-                    chunk integer NOT NULL,
-                    text text NOT NULL,
-                    text_sha256 text NOT NULL,
-                    metadata jsonb NOT NULL DEFAULT '{{}}',
-                    PRIMARY KEY (run_id, id, chunk))"""
-            ).format(**ident),
-            # the source row's fingerprint (added after 0.2): a row whose fingerprint is stored
-            # is not read again, and a changed one only has its metadata updated
-            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
-            sql.SQL("ALTER TABLE {p} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
-            sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (run_id uuid NOT NULL, id text NOT NULL)").format(**ident),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (run_id, id)").format(i=self.index("seen_idx"), **ident),
+            [
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {t} (
+                        id text NOT NULL,
+                        chunk integer NOT NULL DEFAULT 0,
+                        text text NOT NULL,
+                        text_sha256 text NOT NULL,
+                        model text NOT NULL,
+                        embedding vector({dims}) NOT NULL,
+                        metadata jsonb NOT NULL DEFAULT '{{}}',
+                        embedded_at timestamptz NOT NULL DEFAULT now(),
+                        PRIMARY KEY (id, chunk))"""
+                ).format(dims=sql.Literal(dimensions), **ident),
+                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(
+                    i=self.index("sha256_idx"), **ident
+                ),
+                errors_table_statement(self.errors),
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {p} (
+                        run_id uuid NOT NULL,
+                        id text NOT NULL,
+                        chunk integer NOT NULL,
+                        text text NOT NULL,
+                        text_sha256 text NOT NULL,
+                        metadata jsonb NOT NULL DEFAULT '{{}}',
+                        PRIMARY KEY (run_id, id, chunk))"""
+                ).format(**ident),
+            ],
+            # the source row's fingerprint: a row whose fingerprint is stored is not read again,
+            # and a changed one only has its metadata updated
+            [
+                sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
+                sql.SQL("ALTER TABLE {p} ADD COLUMN IF NOT EXISTS source_fingerprint text").format(**ident),
+            ],
+            # the ids a --sync run read
+            [
+                sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (run_id uuid NOT NULL, id text NOT NULL)").format(
+                    **ident
+                ),
+                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (run_id, id)").format(i=self.index("seen_idx"), **ident),
+            ],
         ]
 
     def vector_index_statement(self) -> sql.Composed:
@@ -104,10 +116,13 @@ def errors_table_statement(errors: sql.Identifier) -> sql.Composed:
     ).format(e=errors)
 
 
-def create_shared_tables() -> list[sql.SQL]:
+def shared_migrations() -> list[list[sql.Composed]]:
+    """The registry's and the run history's schema, one step a version (``vectorize.store.schema``)."""
+    registry, runs = sql.Identifier(REGISTRY_TABLE), sql.Identifier(RUNS_TABLE)
     return [
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {r} (
+        [
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {r} (
                 collection text PRIMARY KEY,
                 model_name text NOT NULL,
                 model_source text NOT NULL,
@@ -115,9 +130,9 @@ def create_shared_tables() -> list[sql.SQL]:
                 identity_key text NOT NULL,
                 dimensions integer NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now())"""
-        ).format(r=sql.Identifier(REGISTRY_TABLE)),
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {r} (
+            ).format(r=registry),
+            sql.SQL(
+                """CREATE TABLE IF NOT EXISTS {r} (
                 run_id uuid PRIMARY KEY,
                 collection text NOT NULL,
                 source text NOT NULL,
@@ -136,16 +151,19 @@ def create_shared_tables() -> list[sql.SQL]:
                 tokens bigint,
                 seconds double precision,
                 texts_per_second double precision)"""
-        ).format(r=sql.Identifier(RUNS_TABLE)),
-        # requests, retries, 429s, tokens billed and cost of a remote provider (added after 0.1)
-        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS api_usage jsonb").format(r=sql.Identifier(RUNS_TABLE)),
-        # the state of a Postgres source table when a run last read all of it (after 0.2)
-        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS source_state jsonb").format(r=sql.Identifier(REGISTRY_TABLE)),
-        # embedded rows that were new, metadata-only updates, rows deleted by --sync (after 0.2)
-        sql.SQL(
-            "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS embedded_new bigint, "
-            "ADD COLUMN IF NOT EXISTS refreshed bigint, ADD COLUMN IF NOT EXISTS deleted bigint"
-        ).format(r=sql.Identifier(RUNS_TABLE)),
-        # batch latency, actor utilisation, throughput over time; live while the run goes (after 0.3)
-        sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS metrics jsonb").format(r=sql.Identifier(RUNS_TABLE)),
+            ).format(r=runs),
+        ],
+        # requests, retries, 429s, tokens billed and cost of a remote provider
+        [sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS api_usage jsonb").format(r=runs)],
+        # the state of a Postgres source table when a run last read all of it
+        [sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS source_state jsonb").format(r=registry)],
+        # embedded rows that were new, metadata-only updates, rows deleted by --sync
+        [
+            sql.SQL(
+                "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS embedded_new bigint, "
+                "ADD COLUMN IF NOT EXISTS refreshed bigint, ADD COLUMN IF NOT EXISTS deleted bigint"
+            ).format(r=runs)
+        ],
+        # batch latency, actor utilisation, throughput over time; live while the run goes
+        [sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS metrics jsonb").format(r=runs)],
     ]

@@ -75,14 +75,15 @@ def prepare_column_target(dsn: str, target: VectorColumn, identity: ModelIdentit
         found = types.get(target.column)
         if found is not None and found != wanted:
             raise ConfigError(f"column {target.name} is {found}; this model gives {wanted}: choose another --column")
-        conn.execute(
-            sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {v}, ADD COLUMN IF NOT EXISTS {h} text").format(
-                t=target.relation,
-                c=sql.Identifier(target.column),
-                v=sql.SQL(wanted),
-                h=sql.Identifier(target.hash_column),
+        if target.column not in types or target.hash_column not in types:  # an ALTER locks the whole table
+            conn.execute(
+                sql.SQL("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {c} {v}, ADD COLUMN IF NOT EXISTS {h} text").format(
+                    t=target.relation,
+                    c=sql.Identifier(target.column),
+                    v=sql.SQL(wanted),
+                    h=sql.Identifier(target.hash_column),
+                )
             )
-        )
         conn.execute(errors_table_statement(target.errors))
         return replace(target, id_type=types[target.id_column])
 

@@ -13,7 +13,8 @@ from psycopg import sql
 from vectorize.db import connect, ensure_vector_extension
 from vectorize.errors import ConfigError, ModelMismatchError, UnknownCollectionError
 from vectorize.identity import ModelIdentity
-from vectorize.store.collection import REGISTRY_TABLE, Collection, create_shared_tables
+from vectorize.store.collection import REGISTRY_TABLE, Collection, shared_migrations
+from vectorize.store.schema import collection_scope, forget, migrate, migrate_shared
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,12 @@ def prepare_collection(dsn: str, collection: Collection, identity: ModelIdentity
         conn,
         is_new,
     ):
+        scope = collection_scope(collection.name)
         if is_new:
             _refuse_foreign_table(conn, collection)
-        for statement in collection.create_statements(identity.dimensions):
-            conn.execute(statement)
+        if conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is None:
+            forget(conn, scope)
+        migrate(conn, scope, collection.migrations(identity.dimensions))
 
 
 @contextmanager
@@ -53,8 +56,7 @@ def register(
     with connect(dsn, autocommit=False, vector=False) as conn:
         ensure_vector_extension(conn, dsn)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{name}",))
-        for statement in create_shared_tables():
-            conn.execute(statement)
+        migrate_shared(conn, shared_migrations())
         found = _registered(conn, name)
         existing = found[0] if found else None
         if existing is not None and not existing.same_model(identity):

@@ -1,0 +1,64 @@
+"""An old database is migrated in place: tables made before the schema had versions (as the
+first releases left them) gain what later versions add, their rows kept, and a run after that
+applies nothing again."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.corpus import write_jsonl
+from tests.helpers import query, run
+from vectorize.models import read_identity
+from vectorize.store.collection import Collection, shared_migrations
+from vectorize.store.schema import SCHEMA_TABLE
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _old_database(dsn: str, name: str, identity) -> None:
+    """The registry, the run history and one collection with one row, as the first version of
+    each made them, and no record of any version."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        for statement in shared_migrations()[0] + Collection(name).migrations(identity.dimensions)[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO vectorize_collections (collection, model_name, model_source, identity, identity_key, "
+            "dimensions) VALUES (%s, %s, %s, %s, %s, %s)",
+            (name, identity.name, "old", identity.to_json(), identity.key, identity.dimensions),
+        )
+        vector = "[" + ",".join(["0.1"] * identity.dimensions) + "]"
+        conn.execute(
+            f"INSERT INTO {name} (id, chunk, text, text_sha256, model, embedding) "
+            "VALUES ('old', 0, 'kept', 'x', %s, %s)",
+            (identity.key, vector),
+        )
+
+
+def _columns(dsn: str, table: str) -> set[str]:
+    found = query(dsn, "SELECT column_name FROM information_schema.columns WHERE table_name = %s", table)
+    return {name for (name,) in found}
+
+
+def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_postgres, tiny_model):
+    dsn, name = own_postgres.get_uri(), "old_commits"
+    identity = read_identity(tiny_model)
+    _old_database(dsn, name, identity)
+    assert "source_fingerprint" not in _columns(dsn, name) and "metrics" not in _columns(dsn, "vectorize_runs")
+
+    source = write_jsonl(tmp_path / "rows.jsonl", [{"id": f"n{i}", "text": f"new row {i}"} for i in range(12)])
+    summary = run(source, name, tiny_model, dsn)
+    assert summary.embedded == 12 and summary.failed == 0
+    assert {"source_fingerprint"} <= _columns(dsn, name) and {"source_fingerprint"} <= _columns(dsn, f"{name}_pending")
+    assert {"api_usage", "embedded_new", "refreshed", "deleted", "metrics"} <= _columns(dsn, "vectorize_runs")
+    assert "source_state" in _columns(dsn, "vectorize_collections")
+    assert query(dsn, "SELECT to_regclass(%s) IS NOT NULL", f"{name}_seen")[0][0]
+    assert query(dsn, f"SELECT text FROM {name} WHERE id = 'old'") == [("kept",)]
+    versions = dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))
+    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 3}
+
+    migrated_at = query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope")
+    again = run(source, name, tiny_model, dsn)
+    assert again.embedded == 0 and again.unchanged == 12
+    assert query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope") == migrated_at

@@ -1,0 +1,52 @@
+"""What a collection knows of a Postgres source: the fingerprint of the source row each stored
+row was made from, and the source's state when the last complete run began (in the registry)."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+from psycopg import sql
+
+from vectorize.db import using
+from vectorize.store.collection import REGISTRY_TABLE, Collection
+
+_REGISTRY = sql.Identifier(REGISTRY_TABLE)
+
+
+def collection_state(conn, collection: Collection) -> tuple[int, int]:
+    """(stored rows, error rows a rerun should retry): those not from preparing the row's text."""
+    return conn.execute(
+        sql.SQL(
+            """SELECT (SELECT count(*) FROM {t} WHERE chunk = 0),
+                      (SELECT count(*) FROM {e} WHERE stage <> 'prepare')"""
+        ).format(t=collection.table, e=collection.errors)
+    ).fetchone()
+
+
+def recorded_source_state(conn, collection: Collection) -> dict | None:
+    found = conn.execute(
+        sql.SQL("SELECT source_state FROM {r} WHERE collection = %s").format(r=_REGISTRY), (collection.name,)
+    ).fetchone()
+    return found[0] if found else None
+
+
+def stored_fingerprints(conn, collection: Collection) -> tuple[dict[str, str], set[str]]:
+    """id -> the fingerprint its row was made from, and the ids of the errors table."""
+    stored = dict(
+        conn.execute(
+            sql.SQL("SELECT id, source_fingerprint FROM {t} WHERE chunk = 0").format(t=collection.table)
+        ).fetchall()
+    )
+    failed = {key for (key,) in conn.execute(sql.SQL("SELECT DISTINCT id FROM {e}").format(e=collection.errors))}
+    return stored, failed
+
+
+def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:
+    """After a complete run: the source's state when it began, and the collection it left."""
+    with using(store) as conn:
+        stored, _ = collection_state(conn, collection)
+        conn.execute(
+            sql.SQL("UPDATE {r} SET source_state = %s WHERE collection = %s").format(r=_REGISTRY),
+            (json.dumps({**state, "stored": stored, "synced": synced}), collection.name),
+        )
