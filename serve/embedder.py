@@ -15,7 +15,7 @@ from ray import serve
 from serve.api_errors import ApiError
 from serve.cache import VectorCache
 from serve.metrics import ServiceMetrics
-from vectorize.providers.base import ProviderSpec
+from vectorize.providers.base import ProviderSpec, as_float32_rows
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,4 @@ class CachedEmbedder:
     def _truncate(self, vectors: np.ndarray, dims: int) -> np.ndarray:
         if dims == vectors.shape[1]:
             return vectors
-        short = np.ascontiguousarray(vectors[:, :dims])
-        norms = np.linalg.norm(short, axis=1, keepdims=True)
-        np.divide(short, norms, out=short, where=norms > 0)
-        return short
+        return as_float32_rows(np.ascontiguousarray(vectors[:, :dims]), normalize=True)
