@@ -20,8 +20,8 @@ import psycopg
 from psycopg import sql
 
 from extract.json_source import POSITION_COLUMN, RAW_COLUMN
-from vectorize.db import redact_dsn
-from vectorize.errors import DatabaseConfigError, SourceError
+from vectorize.db import connect, redact_dsn
+from vectorize.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +69,7 @@ class SqlSource:
         return sql.SQL("({})").format(sql.SQL(self.query))
 
     def connect(self) -> psycopg.Connection:
-        try:
-            return psycopg.connect(self.dsn, autocommit=True)
-        except psycopg.Error as exc:
-            raise DatabaseConfigError(
-                f"cannot connect to the source database {redact_dsn(self.dsn)}: {redact_dsn(_first_line(exc))}"
-            ) from None
+        return connect(self.dsn, vector=False, what="the source database")
 
     def rows_statement(self, only_ids: bool = False) -> sql.Composed:
         """Each row as JSON, its id as text and its fingerprint; with ``only_ids`` the rows

@@ -27,14 +27,15 @@ def _describe(exc: Exception, dsn: str) -> str:
     return redact_dsn(text).replace(dsn, redact_dsn(dsn))
 
 
-def connect(dsn: str, *, autocommit: bool = True, vector: bool = True) -> psycopg.Connection:
-    """Open a connection; with ``vector`` the pgvector types are registered on it."""
+def connect(dsn: str, *, autocommit: bool = True, vector: bool = True, what: str = "Postgres at") -> psycopg.Connection:
+    """Open a connection; with ``vector`` the pgvector types are registered on it. The one
+    place a failed connection becomes an error: ``what`` names the database in its message."""
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
     except psycopg.ProgrammingError as exc:
         raise DatabaseConfigError(f"bad DSN {redact_dsn(dsn)!r}: {_describe(exc, dsn)}") from None
     except psycopg.OperationalError as exc:
-        raise DatabaseConfigError(f"cannot connect to Postgres at {redact_dsn(dsn)}: {_describe(exc, dsn)}") from None
+        raise DatabaseConfigError(f"cannot connect to {what} {redact_dsn(dsn)}: {_describe(exc, dsn)}") from None
     if vector:
         from pgvector.psycopg import register_vector
 

@@ -26,7 +26,7 @@ from vectorize.providers.base import (
     register_provider,
 )
 from vectorize.providers.openai_api import OpenAIClientSpec
-from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy, refusal_message
+from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy, api_failure
 from vectorize.rate_limits import RateLimits
 from vectorize.remote_settings import PROVIDERS, RemoteSettings
 from vectorize.shared_limiter import Budget, Limiter, RunBudgets
@@ -104,7 +104,6 @@ async def _bounded_probe(settings: RemoteSettings, within_s: float | None) -> np
 
 
 async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
-    import openai
 
     spec = client_spec(settings)
     extra = {"dimensions": settings.dimensions} if settings.dimensions is not None else {}
@@ -120,16 +119,11 @@ async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
                 if isinstance(first, str):
                     return np.frombuffer(base64.b64decode(first), dtype="<f4")
                 return np.asarray(first, dtype=np.float32)
-            except openai.APIStatusError as exc:
-                message = spec.secret.scrub(f"{exc.status_code} from {spec.where}: {exc.message}")
-                refusal = refusal_message(exc.status_code, getattr(exc, "code", None), model, message)
-                if refusal:
-                    raise ProviderStopError(refusal) from None
-                problem = message
-            except openai.APIConnectionError as exc:
-                problem = spec.secret.scrub(f"cannot reach {spec.where}: {exc}")
             except Exception as exc:
-                problem = spec.secret.scrub(f"{spec.where} did not answer like an embeddings API: {exc}")[:300]
+                failure = api_failure(exc, spec.where, model, spec.secret.scrub)
+                if failure.refusal:
+                    raise ProviderStopError(failure.refusal) from None
+                problem = failure.message
             await asyncio.sleep(0.5 * 2**attempt)
         raise ConfigError(f"the first request failed {_PROBE_ATTEMPTS} times: {problem}")
     finally:

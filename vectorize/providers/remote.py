@@ -14,7 +14,7 @@ import asyncio
 import base64
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -70,6 +70,24 @@ class Failure:
     kind: str
     message: str
     retry_after: float | None = None
+    refusal: str | None = None  # the provider refused the run as a whole: what to fix
+    status: int | None = None  # the HTTP status, where there was one
+
+
+def api_failure(exc: Exception, where: str, model: str, scrub: Callable[[str], str]) -> Failure:
+    """What the ``openai`` SDK raised, as a Failure: the one place its errors are translated."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        message = scrub(f"{status} from {where}: {exc.message}")
+        refusal = refusal_message(status, getattr(exc, "code", None), model, message)
+        if status in (408, 409, 429) or status >= 500:
+            return Failure("retry", message, Headers.parse(exc.response.headers).retry_after, refusal, status)
+        return Failure("reject", message, None, refusal, status)
+    if isinstance(exc, openai.APIConnectionError):  # timeouts and dropped connections too
+        return Failure("retry", scrub(f"{type(exc).__name__} talking to {where}: {exc}"))
+    return Failure("retry", scrub(f"malformed response from {where}: {exc}")[:500])  # not an embeddings body
 
 
 def refusal_message(status: int, code: str | None, model: str, message: str) -> str | None:
@@ -269,22 +287,15 @@ class RemoteEmbedder:
         except BadResponse as exc:
             problem = RowProblem(BAD_RESPONSE, str(exc))
             return np.zeros((len(group), self.identity.dimensions), np.float32), [problem] * len(group)
-        except openai.APIStatusError as exc:
-            headers = Headers.parse(exc.response.headers)
-            status = exc.status_code
-            message = self._scrub(f"{status} from {self.client_spec.where}: {exc.message}")
-            refusal = refusal_message(status, getattr(exc, "code", None), self.model, message)
-            if refusal:
-                await self._stop(refusal)
-            if status == 429:
+        except Exception as exc:
+            if isinstance(exc, openai.APIStatusError):
+                headers = Headers.parse(exc.response.headers)
+            failure = api_failure(exc, self.client_spec.where, self.model, self._scrub)
+            if failure.refusal:
+                await self._stop(failure.refusal)
+            if failure.status == 429:
                 stats.throttled = 1
-            if status in (408, 409, 429) or status >= 500:
-                return Failure("retry", message, headers.retry_after)
-            return Failure("reject", message)
-        except openai.APIConnectionError as exc:  # timeouts and dropped connections too
-            return Failure("retry", self._scrub(f"{type(exc).__name__} talking to {self.client_spec.where}: {exc}"))
-        except Exception as exc:  # a body that is not an embeddings response
-            return Failure("retry", self._scrub(f"malformed response from {self.client_spec.where}: {exc}")[:500])
+            return failure
         finally:
             await self.budget.release(ticket, headers, stats)
 
