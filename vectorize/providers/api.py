@@ -26,7 +26,8 @@ from vectorize.providers.base import (
     register_provider,
 )
 from vectorize.providers.openai_api import OpenAIClientSpec
-from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy, api_failure
+from vectorize.providers.openai_errors import api_failure
+from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy
 from vectorize.rate_limits import RateLimits
 from vectorize.remote_settings import PROVIDERS, RemoteSettings
 from vectorize.shared_limiter import Budget, Limiter, RunBudgets
