@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from extract.sources import open_source
+from extract.sql_source import SQL_PREFIXES
 from jobs.targets import CollectionTarget, ColumnTarget, Inputs, Target
 from vectorize.chunking import long_text_policy
 from vectorize.config import RunSettings
@@ -49,7 +50,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
 def _column_plan(settings: RunSettings) -> RunPlan:
     from vectorize.store.column_target import VectorColumn
 
-    if not settings.source.startswith(("postgresql://", "postgres://")) or not settings.source_table:
+    if not settings.source.startswith(SQL_PREFIXES) or not settings.source_table:
         raise ConfigError("--dest column writes into the source table: give postgresql://... --source-table TABLE")
     for given, option in ((settings.table, "--table"), (settings.dsn, "--dsn"), (settings.sync, "--sync")):
         if given:

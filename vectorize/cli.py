@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from vectorize.chunking import LONG_TEXT_MODES
 from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
 from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, default_of, parse_actors
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sync", action="store_true", help="also delete the rows the source no longer has")
     run.add_argument(
         "--long-text",
-        choices=("truncate", "chunk", "error"),
+        choices=LONG_TEXT_MODES,
         help="a text past the model's window: cut, split into chunks, or an error row "
         "(default: chunk for Jira and GitHub threads; truncate for files, git and Postgres rows)",
     )
