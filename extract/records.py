@@ -130,22 +130,7 @@ def prepare_record(record: Any, spec: RecordSpec, position: str | None = None, r
         metadata, cleaned = _metadata_json({k: record[k] for k in kept if k not in used and k in record})
     except NotStorable as exc:
         return _keyed_error(key, "prepare", exc.reason, exc.message, raw)
-    return {
-        "id": key,
-        "chunk": 0,
-        "text": text,
-        "text_sha256": content_hash(text),
-        "metadata": metadata,
-        "status": rows.EMBED,
-        "stage": None,
-        "reason": None,
-        "message": None,
-        "raw": None,
-        "fingerprint": None,
-        "chunks": 1,
-        "sanitized": sanitized or cleaned,
-        "keyed": True,
-    }
+    return {**rows.embed_row(key, text, content_hash(text), metadata, sanitized or cleaned), "keyed": True}
 
 
 def _metadata_json(metadata: dict) -> tuple[str, bool]:

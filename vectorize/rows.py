@@ -44,6 +44,25 @@ PREPARED_SCHEMA = pa.schema(
 )
 
 
+def embed_row(key: str, text: str, text_sha256: str, metadata: str | None, sanitized: bool) -> dict:
+    """A row to embed: a record's text, cleaned, and its metadata as JSON."""
+    return {
+        "id": key,
+        "chunk": 0,
+        "text": text,
+        "text_sha256": text_sha256,
+        "metadata": metadata,
+        "status": EMBED,
+        "stage": None,
+        "reason": None,
+        "message": None,
+        "raw": None,
+        "fingerprint": None,
+        "chunks": 1,
+        "sanitized": sanitized,
+    }
+
+
 def error_row(key: str, stage: str, reason: str, message: str, raw: str | None) -> dict:
     """An error row; its fields are made storable (``vectorize.sanitize.storable``), so any record can be one."""
     return {
