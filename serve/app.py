@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from serve.api_errors import ApiError
 from serve.auth import authorized, configured_keys
 from serve.collection_access import Collections
-from serve.embedder import CachedEmbedder
 from serve.logs import log_to_replica_file
 from serve.metrics import ServiceMetrics
 from serve.responses import FastJSONResponse
 from serve.schema import EmbeddingsRequest, NearestRequest, SearchRequest, parse_json
+from serve.served_model import ServedModel
 from vectorize.models import DEFAULT_MODEL
 from vectorize.providers.base import ProviderRequest, provider_spec
 
@@ -91,7 +91,7 @@ class EmbeddingService:
         # the names users know it by: its id, its short name ("all-MiniLM-L6-v2"), what serve was given
         self.model_names = tuple(dict.fromkeys((self.identity.name, self.identity.name.rsplit("/", 1)[-1], model)))
         self.metrics = ServiceMetrics()
-        self.embedder = CachedEmbedder(
+        self.model = ServedModel(
             spec,
             threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
             cache_size=DEFAULT_USER_CONFIG["cache_size"],
@@ -140,9 +140,7 @@ class EmbeddingService:
     def reconfigure(self, config: dict) -> None:
         merged = {**DEFAULT_USER_CONFIG, **(config or {})}
         self.max_pending = max(1, int(merged["max_pending_requests"]))
-        self.embedder.configure(
-            int(merged["max_batch_texts"]), float(merged["batch_wait_s"]), int(merged["cache_size"])
-        )
+        self.model.configure(int(merged["max_batch_texts"]), float(merged["batch_wait_s"]), int(merged["cache_size"]))
 
     async def _guard(self, request: Request, route: str) -> None:
         if route not in OPEN_ROUTES and not authorized(request.headers.get("authorization"), self.keys):
@@ -171,7 +169,7 @@ class EmbeddingService:
         async def handle() -> dict:
             parsed = EmbeddingsRequest.parse(await self._body(request, "/v1/embeddings"))
             self._check_model(parsed.model)
-            vectors, tokens = await self.embedder.embed(parsed.texts, parsed.dimensions)
+            vectors, tokens = await self.model.embed(parsed.texts, parsed.dimensions)
             data = []
             for i, vector in enumerate(vectors):
                 if parsed.encoding_format == "base64":
@@ -191,7 +189,7 @@ class EmbeddingService:
     async def search(self, request: Request) -> Response:
         async def handle() -> dict:
             parsed = SearchRequest.parse(await self._body(request, "/v1/search"))
-            vectors, _ = await self.embedder.embed([parsed.query])
+            vectors, _ = await self.model.embed([parsed.query])
             hits = await asyncio.to_thread(self.collections.search, parsed, vectors[0])
             return {"object": "list", "collection": parsed.collection, "data": hits}
 
@@ -224,7 +222,7 @@ class EmbeddingService:
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics_text(self, _request: Request) -> PlainTextResponse:
-        cache = self.embedder.cache
+        cache = self.model.cache
         text = self.metrics.render(cache.hits, cache.misses, len(cache))
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

@@ -27,7 +27,7 @@ from vectorize.providers.base import (
 )
 from vectorize.providers.openai_api import OpenAIClientSpec
 from vectorize.providers.openai_errors import api_failure
-from vectorize.providers.remote import ClientSpec, RemoteEmbedder, RequestPolicy
+from vectorize.providers.remote import ClientSpec, RemoteRequests, RequestPolicy
 from vectorize.rate_limits import RateLimits
 from vectorize.remote_settings import PROVIDERS, RemoteSettings
 from vectorize.shared_limiter import Budget, Limiter, RunBudgets
@@ -70,14 +70,14 @@ def request_tokens(settings: RemoteSettings) -> int:
     return max(settings.max_input_tokens, min(300_000, wanted))
 
 
-def build_embedder(
+def build_requests(
     settings: RemoteSettings, identity: ModelIdentity, budget: Budget, fallback_budget: Budget | None = None
-) -> RemoteEmbedder:
+) -> RemoteRequests:
     fallback = None
     if settings.fallback is not None:
         assert fallback_budget is not None, "a fallback needs a budget of its own"
-        fallback = build_embedder(settings.fallback, identity, fallback_budget)
-    return RemoteEmbedder(
+        fallback = build_requests(settings.fallback, identity, fallback_budget)
+    return RemoteRequests(
         client_spec(settings),
         request_model(settings),
         identity,
@@ -169,31 +169,31 @@ BATCH_ROWS = 256  # rows per actor call: packed into requests by tokens; smaller
 
 
 class RemoteProvider:
-    """The remote model behind the provider interface. Its embedder (and the SDK client in it)
-    is made on the event loop that first uses it."""
+    """The remote model behind the provider interface. Its requests (and the SDK client they
+    use) are made on the event loop that first uses them."""
 
     def __init__(self, settings: RemoteSettings, identity: ModelIdentity, budgets: RunBudgets | None) -> None:
         self.settings = settings
         self.identity = identity
         self.budgets = budgets
-        self._embedder: RemoteEmbedder | None = None
+        self._requests: RemoteRequests | None = None
 
-    def embedder(self) -> RemoteEmbedder:
-        if self._embedder is None:
+    def requests(self) -> RemoteRequests:
+        if self._requests is None:
             if self.budgets is not None:
                 budget, fallback_budget = self.budgets.clients()
             else:
                 budget = Limiter(self.settings.rate_limits, self.settings.max_in_flight)
                 fallback_budget = Limiter(RateLimits(), self.settings.max_in_flight) if self.settings.fallback else None
-            self._embedder = build_embedder(self.settings, self.identity, budget, fallback_budget)
-        return self._embedder
+            self._requests = build_requests(self.settings, self.identity, budget, fallback_budget)
+        return self._requests
 
     async def embed(self, texts: Sequence[str]) -> EmbeddedBatch:
-        return await self.embedder().embed(texts)
+        return await self.requests().embed(texts)
 
     async def close(self) -> None:
-        if self._embedder is not None:
-            await self._embedder.close()
+        if self._requests is not None:
+            await self._requests.close()
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def pack_requests(
     return groups
 
 
-class RemoteEmbedder:
+class RemoteRequests:
     """Sends texts to one endpoint under one budget; ``fallback`` takes requests this one gave up on."""
 
     def __init__(
@@ -122,7 +122,7 @@ class RemoteEmbedder:
         policy: RequestPolicy,
         budget: Budget,
         request_tokens: int,
-        fallback: RemoteEmbedder | None = None,
+        fallback: RemoteRequests | None = None,
     ) -> None:
         self.client_spec = client_spec
         self.model = model

@@ -33,7 +33,7 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-class CachedEmbedder:
+class ServedModel:
     def __init__(
         self,
         spec: ProviderSpec,
