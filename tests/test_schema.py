@@ -1,6 +1,6 @@
 """An old database is migrated in place: tables made before the schema had versions (as the
 first releases left them) gain what later versions add, their rows kept, and a run after that
-applies nothing again."""
+changes nothing again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tests.corpus import write_jsonl
 from tests.helpers import query, run
 from vectorize.models import read_identity
 from vectorize.store.collection import Collection, shared_migrations
+from vectorize.store.registry import prepare_collection
 from vectorize.store.schema import SCHEMA_TABLE
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -59,6 +60,5 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 3}
 
     migrated_at = query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope")
-    again = run(source, name, tiny_model, dsn)
-    assert again.embedded == 0 and again.unchanged == 12
+    prepare_collection(dsn, Collection(name), identity, tiny_model)  # what the next run does first
     assert query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope") == migrated_at
