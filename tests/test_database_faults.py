@@ -115,10 +115,10 @@ import sys, psycopg
 from jobs.database_watch import DatabaseWatch
 dsn = sys.argv[1]
 conn = psycopg.connect(dsn, autocommit=True)
-with DatabaseWatch(dsn, 3):  # a slow statement on a server that answers: not a stall
-    conn.execute("SELECT pg_sleep(6)")
+with DatabaseWatch(dsn, 2):  # a slow statement on a server that answers: not a stall
+    conn.execute("SELECT pg_sleep(4)")
 print("answered", flush=True)
-with DatabaseWatch(dsn, 3):  # the test freezes the server now
+with DatabaseWatch(dsn, 2):  # the test freezes the server now
     conn.execute("SELECT pg_sleep(120)")
 print("returned", flush=True)
 """
@@ -150,4 +150,4 @@ def test_a_wait_on_a_frozen_database_outside_the_pipeline_ends_in_one_line(tmp_p
     assert code == 3 and "returned" not in out, (code, out, err)
     assert len(lines) == 1 and lines[0].startswith("vectorize: error: the database at "), lines
     assert "has not answered for" in lines[0] and "run the same command" in lines[0]
-    assert waited < 3 + 5 + 2 + 5  # the timeout, one probe, one poll, and slack
+    assert waited < 2 + 5 + 2 + 5  # the timeout, one probe, one poll, and slack
