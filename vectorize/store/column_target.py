@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from psycopg import sql
 
 from vectorize import rows
@@ -25,6 +22,7 @@ from vectorize.errors import ConfigError
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import errors_table_statement
 from vectorize.store.registry import register
+from vectorize.store.staging import block_counts, by_status, stage_vectors
 from vectorize.store.writer import upsert_errors
 from vectorize.summary import WriteCounts
 
@@ -89,17 +87,11 @@ def prepare_column_target(dsn: str, target: VectorColumn, identity: ModelIdentit
 
 
 def write_column_block(conn, target: VectorColumn, dimensions: int, run_id: str, block: pa.Table) -> WriteCounts:
-    counts = WriteCounts()
-    status = block.column("status")
-    embedded = block.filter(pc.equal(status, rows.EMBED))
-    failed = block.filter(pc.equal(status, rows.ERROR))
-    counts.unchanged = block.filter(pc.equal(status, rows.UNCHANGED)).num_rows
-    counts.embedded = embedded.num_rows
-    counts.failed_by_reason = Counter(failed.column("reason").to_pylist())
+    counts = block_counts(block)
+    embedded = by_status(block, rows.EMBED)
+    failed = by_status(block, rows.ERROR)
     with conn.transaction():
         if embedded.num_rows:
-            counts.tokens = int(pc.sum(embedded.column("tokens")).as_py() or 0)
-            counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
             _update_vectors(conn, target, dimensions, embedded)
         if failed.num_rows:
             upsert_errors(conn, target.errors, run_id, failed)
@@ -108,21 +100,11 @@ def write_column_block(conn, target: VectorColumn, dimensions: int, run_id: str,
 
 def _update_vectors(conn, target: VectorColumn, dimensions: int, table: pa.Table) -> None:
     stage = sql.Identifier(f"{target.table.replace('.', '_')}_{target.column}_stage"[:63])
-    conn.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {s} (id text, embedding vector({d}), sha256 text) ON COMMIT DELETE ROWS"
-        ).format(s=stage, d=sql.Literal(dimensions))
-    )
-    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
-    keys, digests = table.column("id").to_pylist(), table.column("text_sha256").to_pylist()
     with conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY {s} (id, embedding, sha256) FROM STDIN (FORMAT BINARY)").format(s=stage)) as copy:
-            copy.set_types(["text", "vector", "text"])
-            for key, vector, digest in zip(keys, vectors, digests, strict=True):
-                copy.write_row((key, np.ascontiguousarray(vector), digest))
+        stage_vectors(cur, stage, dimensions, (("id", "text"), ("text_sha256", "text")), table)
         cur.execute(
             sql.SQL(
-                """UPDATE {t} t SET {c} = s.embedding, {h} = s.sha256 FROM {s} s
+                """UPDATE {t} t SET {c} = s.embedding, {h} = s.text_sha256 FROM {s} s
                    WHERE t.{id} = s.id::{id_type}"""
             ).format(
                 t=target.relation,

@@ -1,24 +1,26 @@
 """Idempotent writes of one block of pipeline rows, in one transaction.
 
-Vectors go by binary COPY into a session-local staging table, then one upsert on
-(id, chunk) moves them into the collection: a write that Ray retries writes the same rows
-again and leaves no duplicate. Error rows are upserted into the errors table; rows whose
-vector is to be reused wait in the pending table until the run resolves them.
+Staged vectors (``store.staging``) move into the collection by one upsert on (id, chunk): a
+write that Ray retries writes the same rows again and leaves no duplicate. Error rows are
+upserted into the errors table; rows whose vector is to be reused wait in the pending table
+until the run resolves them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
 from vectorize import rows
 from vectorize.store.collection import Collection
+from vectorize.store.staging import block_counts, by_status, columns_of, stage_vectors
 from vectorize.summary import WriteCounts
+
+_STAGED = (("id", "text"), ("chunk", "integer"), ("text", "text"), ("text_sha256", "text"), ("metadata", "text"),
+           ("fingerprint", "text"))  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +32,6 @@ def _last_per_key(table: pa.Table) -> pa.Table:
         return table
     last = {key: i for i, key in enumerate(keys)}
     return table.take(sorted(last.values()))
-
-
-def _columns(table: pa.Table, *names: str) -> list[list]:
-    return [table.column(name).to_pylist() for name in names]
 
 
 VECTOR_UPSERT = sql.SQL(
@@ -53,33 +51,21 @@ def error_upsert(errors: sql.Identifier) -> sql.Composed:
     ).format(e=errors)
 
 
-def _by_status(table: pa.Table, status: str) -> pa.Table:
-    return table.filter(pc.equal(table.column("status"), status))
-
-
 def write_block(
     conn, collection: Collection, dimensions: int, model_key: str, run_id: str, block: pa.Table, sync: bool = False
 ) -> WriteCounts:
     """``sync``: also note the block's ids as seen, for the run's deletion of the others."""
-    counts = WriteCounts()
     block = _last_per_key(block)
-    embedded = _by_status(block, rows.EMBED)
-    reuse = _by_status(block, rows.REUSE)
-    failed = _by_status(block, rows.ERROR)
-    refresh = _by_status(block, rows.REFRESH)
-    counts.unchanged = _by_status(block, rows.UNCHANGED).num_rows
-    counts.refreshed = refresh.num_rows
-    counts.embedded = embedded.num_rows
-    counts.reuse_pending = reuse.num_rows
-    counts.failed_by_reason = Counter(failed.column("reason").to_pylist())
+    counts = block_counts(block)
+    embedded = by_status(block, rows.EMBED)
+    reuse = by_status(block, rows.REUSE)
+    failed = by_status(block, rows.ERROR)
+    refresh = by_status(block, rows.REFRESH)
     if "sanitized" in block.column_names:
         first_chunks = block.filter(pc.and_(pc.not_equal(block.column("status"), rows.ERROR),
                                             pc.equal(block.column("chunk"), 0)))  # fmt: skip
         counts.sanitized = int(pc.sum(pc.cast(pc.fill_null(first_chunks.column("sanitized"), False), pa.int64()))
                                .as_py() or 0)  # fmt: skip
-    if embedded.num_rows:
-        counts.tokens = int(pc.sum(embedded.column("tokens")).as_py() or 0)
-        counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
     with conn.transaction():
         if embedded.num_rows:
             inserted = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
@@ -108,32 +94,16 @@ def _new_rows(embedded: pa.Table, inserted: int) -> int:
 def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> int:
     """Upsert the rows' vectors; how many of them are new to the collection."""
     stage = sql.Identifier(f"{collection.name}_stage")
-    conn.execute(
-        sql.SQL(
-            """CREATE TEMP TABLE IF NOT EXISTS {s} (id text, chunk integer, text text,
-               text_sha256 text, embedding vector({d}), metadata text, fingerprint text) ON COMMIT DELETE ROWS"""
-        ).format(s=stage, d=sql.Literal(dimensions))
-    )
-    vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
-    columns = _columns(table, "id", "chunk", "text", "text_sha256", "metadata", "fingerprint")
     with conn.cursor() as cur:
-        with cur.copy(
-            sql.SQL(
-                "COPY {s} (id, chunk, text, text_sha256, embedding, metadata, fingerprint) FROM STDIN (FORMAT BINARY)"
-            ).format(s=stage)
-        ) as copy:
-            copy.set_types(["text", "int4", "text", "text", "vector", "text", "text"])
-            for (key, chunk, text, digest, metadata, fp), vector in zip(
-                zip(*columns, strict=True), vectors, strict=True
-            ):
-                copy.write_row((key, chunk, text, digest, np.ascontiguousarray(vector), metadata or "{}", fp))
+        stage_vectors(cur, stage, dimensions, _STAGED, table)
         # xmax is 0 on a row this statement inserted, set on one it updated
         inserted = cur.execute(
             sql.SQL(
                 """WITH written AS (
                      INSERT INTO {t} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at,
                                       source_fingerprint)
-                     SELECT id, chunk, text, text_sha256, %s, embedding, metadata::jsonb, now(), fingerprint
+                     SELECT id, chunk, text, text_sha256, %s, embedding, coalesce(metadata, '{{}}')::jsonb, now(),
+                            fingerprint
                      FROM {s} ORDER BY id, chunk
                      {vector_upsert}
                      RETURNING xmax = 0 AS inserted)
@@ -154,7 +124,7 @@ def _drop_stale_chunks(conn, collection: Collection, block: pa.Table) -> None:
     live = block.filter(pc.is_valid(block.column("chunks")))
     if not live.num_rows:
         return
-    counts = dict(zip(*_columns(live, "id", "chunks"), strict=True))
+    counts = dict(zip(*columns_of(live, "id", "chunks"), strict=True))
     for target in (collection.table, collection.errors):
         conn.execute(
             sql.SQL(
@@ -166,7 +136,7 @@ def _drop_stale_chunks(conn, collection: Collection, block: pa.Table) -> None:
 
 
 def _refresh_metadata(conn, collection: Collection, table: pa.Table) -> None:
-    keys, chunks, metadata, fingerprints = _columns(table, "id", "chunk", "metadata", "fingerprint")
+    keys, chunks, metadata, fingerprints = columns_of(table, "id", "chunk", "metadata", "fingerprint")
     conn.execute(
         sql.SQL(
             """UPDATE {t} t SET metadata = k.metadata::jsonb, source_fingerprint = k.fingerprint
@@ -184,7 +154,7 @@ def _note_seen(conn, collection: Collection, run_id: str, ids: set[str]) -> None
 
 
 def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> None:
-    values = zip(*_columns(table, "id", "chunk", "text", "text_sha256", "metadata", "fingerprint"), strict=True)
+    values = zip(*columns_of(table, "id", "chunk", "text", "text_sha256", "metadata", "fingerprint"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
@@ -196,7 +166,7 @@ def _add_pending(conn, collection: Collection, run_id: str, table: pa.Table) -> 
 
 
 def upsert_errors(conn, errors: sql.Identifier, run_id: str, table: pa.Table) -> None:
-    values = zip(*_columns(table, "id", "chunk", "stage", "reason", "message", "raw"), strict=True)
+    values = zip(*columns_of(table, "id", "chunk", "stage", "reason", "message", "raw"), strict=True)
     with conn.cursor() as cur:
         cur.executemany(
             sql.SQL(
