@@ -73,15 +73,15 @@ def main() -> None:
     job = None
     if not args.no_job:
         from jobs.launch import run_job
-        from vectorize.config import RunSettings
         from vectorize.ray_runtime import ensure_ray
+        from vectorize.settings import RunSettings
 
         del fp32, fp16, provider
         torch.cuda.empty_cache()
         source, server = workspace(rows, "vectorize-gpu-")
         ensure_ray()
         started = time.perf_counter()
-        summary = run_job(RunSettings(source=str(source), table="gpu_bench", dsn=server.get_uri(), actors=(1, 1)))
+        summary = run_job(RunSettings.of(source=str(source), table="gpu_bench", dsn=server.get_uri(), actors=(1, 1)))
         job = (time.perf_counter() - started, summary)
         server.cleanup()
 

@@ -52,9 +52,9 @@ def main() -> None:
     from extract.sources import open_source
     from jobs.launch import run_job
     from tests.tiny_model import build_tiny_model
-    from vectorize.config import RunSettings
     from vectorize.embedded_pg import start_embedded_postgres
     from vectorize.ray_runtime import ensure_ray
+    from vectorize.settings import RunSettings
 
     work = Path(tempfile.mkdtemp(prefix="vectorize-bench-sql-"))
     dsn = start_embedded_postgres(work / "pg")
@@ -71,11 +71,11 @@ def main() -> None:
 
     settings = dict(source=dsn, table="issues_vectors", model=model, dsn=dsn, source_table="issues", sync=True)
     settings["text"] = "{title}\n\n{body}"
-    first = run_job(RunSettings(**settings))
+    first = run_job(RunSettings.of(**settings))
     repeats = []
     for _ in range(5):  # each one a second run with nothing changed; the median counts
         started = time.perf_counter()
-        second = run_job(RunSettings(**settings))
+        second = run_job(RunSettings.of(**settings))
         repeats.append(time.perf_counter() - started)
     second_seconds = statistics.median(repeats)
 

@@ -39,9 +39,9 @@ def plain_encode(texts: list[str], device: str) -> float:
 
 def run_once(source: Path, dsn: str, table: str, actors: int, gpus: float) -> tuple[float, dict]:
     from jobs.launch import run_job
-    from vectorize.config import RunSettings
+    from vectorize.settings import RunSettings
 
-    settings = RunSettings(source=str(source), table=table, dsn=dsn, actors=(actors, actors), gpus_per_actor=gpus)
+    settings = RunSettings.of(source=str(source), table=table, dsn=dsn, actors=(actors, actors), gpus_per_actor=gpus)
     started = time.perf_counter()
     summary = run_job(settings)
     return time.perf_counter() - started, summary.to_dict()

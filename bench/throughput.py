@@ -103,15 +103,15 @@ def run_job_once(source: Path, dsn: str, table: str) -> tuple[float, float, dict
     import ray
 
     from jobs.launch import run_job
-    from vectorize.config import RunSettings
     from vectorize.ray_runtime import ensure_ray
+    from vectorize.settings import RunSettings
 
     started = time.perf_counter()
     ensure_ray()
     ray_start = time.perf_counter() - started
     with CpuSampler() as sampler:
         started = time.perf_counter()
-        summary = run_job(RunSettings(source=str(source), table=table, dsn=dsn))
+        summary = run_job(RunSettings.of(source=str(source), table=table, dsn=dsn))
         seconds = time.perf_counter() - started
     ray.shutdown()
     return seconds, ray_start, summary.to_dict(), sampler.by_role()

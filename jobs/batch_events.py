@@ -46,7 +46,7 @@ class BatchFigures:
     actor: str
 
     @property
-    def texts_per_second(self) -> float:
+    def embedded_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -76,7 +76,7 @@ class BatchEvents:
                     "collection": context.collection,
                     **asdict(figures),
                     "seconds": round(seconds, 6),
-                    "texts_per_second": round(figures.texts_per_second, 2),
+                    "embedded_per_second": round(figures.embedded_per_second, 2),
                 }
             )
         )

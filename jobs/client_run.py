@@ -15,9 +15,9 @@ import os
 import warnings
 from dataclasses import replace
 
-from vectorize.config import RunSettings
 from vectorize.embedded_pg import given_dsn
 from vectorize.errors import ConfigError, VectorizeError
+from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def _run_on_cluster(settings: RunSettings) -> RunSummary:
 
 
 def run_through_client(settings: RunSettings, address: str) -> RunSummary:
-    if given_dsn(settings.dsn) is None:
+    if given_dsn(settings.target.dsn) is None:
         raise ConfigError(
             f"a run through {address} writes from the cluster, which cannot reach this machine's embedded "
             "Postgres: pass --dsn (or set VECTORIZE_DSN) to a Postgres with pgvector the cluster can reach"
@@ -52,7 +52,7 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
                 address,
                 runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars},
                 logging_level=logging.ERROR,
-                log_to_driver=settings.worker_logs,  # as a local run: workers' output only with --debug
+                log_to_driver=settings.runtime.worker_logs,  # as a local run: workers' output only with --debug
             )
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ConfigError(
@@ -60,7 +60,7 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
             "(10001 unless set) open to this machine?"
         ) from None
     task = ray.remote(_run_on_cluster).options(num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_retries=0)
-    ref = task.remote(replace(settings, ray_address=None))
+    ref = task.remote(replace(settings, runtime=replace(settings.runtime, ray_address=None)))
     try:
         try:
             return ray.get(ref)

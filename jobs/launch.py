@@ -7,15 +7,15 @@ import os
 
 import psycopg
 
-from vectorize.config import RunSettings
 from vectorize.db import lost_database
 from vectorize.embedded_pg import given_dsn
+from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
 
 
 def run_job(settings: RunSettings) -> RunSummary:
     try:
-        address = settings.ray_address or os.environ.get("RAY_ADDRESS") or ""
+        address = settings.runtime.ray_address or os.environ.get("RAY_ADDRESS") or ""
         if address.startswith("ray://"):
             from jobs.client_run import run_through_client
 
@@ -24,7 +24,7 @@ def run_job(settings: RunSettings) -> RunSummary:
 
         return run_here(settings)
     except psycopg.OperationalError as exc:
-        lost = lost_database(exc, given_dsn(settings.dsn) or "the embedded server")
+        lost = lost_database(exc, given_dsn(settings.target.dsn) or "the embedded server")
         if lost is None:  # a failed statement (a deadlock, a full disk), not a lost connection
             raise
         raise lost from exc

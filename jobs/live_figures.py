@@ -1,8 +1,7 @@
 """A run's figures while it goes: every few seconds the driver reads the run's bookkeeping
 actor and writes what it holds to the run history (``metrics``, marked live) and to Ray's
 metrics (``ray_vectorize_run_rows_written``, ``ray_vectorize_run_rows_so_far{outcome}``,
-``ray_vectorize_run_texts_per_second``); at the
-end, the run's totals go to Ray's counters ``ray_vectorize_run_rows_total{outcome}``,
+``ray_vectorize_run_embedded_per_second``); at the end, the run's totals go to Ray's counters ``ray_vectorize_run_rows_total{outcome}``,
 ``ray_vectorize_run_tokens_total`` and ``ray_vectorize_runs_total{status}``."""
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ class LiveFigures:
         outcomes = {outcome: rows.get(outcome, 0) for outcome in ("embedded", "reused", "unchanged", "failed")}
         elapsed = time.perf_counter() - self._started
         rate = batches.texts_embedded / elapsed if elapsed > 0 else 0.0
-        figures = {"rows_written": written, **outcomes, "seconds": round(elapsed, 1), "texts_per_second": rate}
+        figures = {"rows_written": written, **outcomes, "seconds": round(elapsed, 1), "embedded_per_second": rate}
         record_progress(self.dsn, self.summary.run_id, {**batches.to_dict(), **figures})
         tags = {"collection": self.summary.collection}
         description = "Rows the running job has written so far."
@@ -65,7 +64,7 @@ class LiveFigures:
         for outcome, count in outcomes.items():
             by_outcome.set(count, {**tags, "outcome": outcome})
         description = "Texts per second the running job has embedded."
-        ray_metric("Gauge", "vectorize_run_texts_per_second", description, ("collection",)).set(rate, tags)
+        ray_metric("Gauge", "vectorize_run_embedded_per_second", description, ("collection",)).set(rate, tags)
 
 
 def export_run_totals(summary: RunSummary, status: str) -> None:

@@ -13,8 +13,8 @@ from ray.data.datasource import Datasink
 from extract.sources import SourcePlan
 from jobs.batch_events import RunContext
 from jobs.embedder import EmbedBatches
-from vectorize.config import RunSettings
 from vectorize.providers.base import ActorPlan, ProviderSpec
+from vectorize.settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def run_pipeline(
     embedding actors open, with ``budgets`` (its shared budget actors, if it has any);
     ``run``: the run the embedding actors tell of their batches."""
     dataset = source.read(num_cpus=LIGHT_STAGE_CPUS)
-    if settings.limit is not None:
-        dataset = dataset.limit(settings.limit)
+    if settings.source.limit is not None:
+        dataset = dataset.limit(settings.source.limit)
     dataset = dataset.map_batches(
         prepare[0],
         batch_format="pyarrow",
@@ -48,7 +48,7 @@ def run_pipeline(
     dataset = dataset.map_batches(
         EmbedBatches,
         batch_format="pyarrow",
-        batch_size=settings.batch_size or spec.default_batch_rows,
+        batch_size=settings.embedding.batch_size or spec.default_batch_rows,
         compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors, **in_flight),
         fn_constructor_kwargs={"spec": spec, "plan": plan, "budgets": budgets, "run": run},
         num_cpus=plan.cpus_per_actor,
@@ -57,5 +57,5 @@ def run_pipeline(
     dataset.write_datasink(
         sink,
         ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS, "max_retries": 3},
-        concurrency=settings.writers,
+        concurrency=settings.runtime.writers,
     )

@@ -16,10 +16,10 @@ from jobs.database_watch import DatabaseWatch
 from jobs.live_figures import export_run_totals
 from jobs.plan import RunPlan, plan_run
 from jobs.targets import TargetRun
-from vectorize.config import RunSettings
 from vectorize.db import connect, lost_database
 from vectorize.errors import StoreError, VectorizeError, vectorize_cause, worker_error
 from vectorize.providers.base import ActorRequest
+from vectorize.settings import RunSettings
 from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import mark_abandoned, plain_error, record_end, record_failure, record_start
 from vectorize.summary import BatchMetrics, RunSummary, WriteCounts
@@ -37,7 +37,7 @@ def execute(plan: RunPlan, started: float | None = None) -> RunSummary:
     """``started``: when the run's clock started (its planning included), else now."""
     started = started if started is not None else time.perf_counter()
     target, inputs = plan.target, plan.inputs
-    with DatabaseWatch(target.dsn, plan.settings.stall_timeout_s), run_lock(target.dsn, target.name) as store:
+    with DatabaseWatch(target.dsn, plan.settings.runtime.stall_timeout_s), run_lock(target.dsn, target.name) as store:
         summary = RunSummary(str(uuid.uuid4()), target.name, inputs.source.display, inputs.identity.key)
         job = target.begin(store, inputs, summary)
         mark_abandoned(store, target.name)
@@ -88,12 +88,12 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     from jobs.run_actor import RunActor
     from vectorize.ray_runtime import check_embedded_database_reach, ensure_ray, on_driver_node
 
-    settings, provider, dsn = plan.settings, plan.provider, plan.target.dsn
+    runtime, provider, dsn = plan.settings.runtime, plan.provider, plan.target.dsn
     started = time.perf_counter()
-    ensure_ray(settings.ray_address, progress=settings.progress, worker_logs=settings.worker_logs)
+    ensure_ray(runtime.ray_address, progress=runtime.progress, worker_logs=runtime.worker_logs)
     if plan.target.embedded_database:
         check_embedded_database_reach()
-    asked = ActorRequest(settings.actors, settings.cpus_per_actor, settings.gpus_per_actor)
+    asked = ActorRequest(runtime.actors, runtime.cpus_per_actor, runtime.gpus_per_actor)
     actors = provider.plan_actors(ray.cluster_resources(), asked)
     logger.info(
         "run %s: %s -> %s with %s, actors %s",
@@ -103,11 +103,11 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     budgets = provider.start_budgets(on_driver_node())
     prepare_fn, prepare_ctx, sink = job.stage(summary, run_actor)
     refusal = budgets.refusal if budgets is not None else None
-    watch = StallWatch(run_actor, settings.stall_timeout_s, lambda: waiting_for(actors, dsn, provider.service), refusal)
+    watch = StallWatch(run_actor, runtime.stall_timeout_s, lambda: waiting_for(actors, dsn, provider.service), refusal)
     run = RunContext(summary.run_id, summary.collection, run_actor)
     try:
         with watch, LiveFigures(dsn, summary, run_actor):
-            run_pipeline(job.source, settings, (prepare_fn, prepare_ctx), provider, actors, sink, run, budgets)
+            run_pipeline(job.source, plan.settings, (prepare_fn, prepare_ctx), provider, actors, sink, run, budgets)
         summary.batch_metrics = read_batch_metrics(run_actor)
         summary.api_usage, stop = budgets.usage() if budgets is not None else (None, None)
         if stop is not None:  # refused while the last batches went: what was answered is written

@@ -10,7 +10,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from jobs.launch import run_job
-from vectorize.config import RunSettings
+from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
 
 
@@ -30,7 +30,7 @@ def run(source: Path | str, table: str, model: str, dsn: str, **settings) -> Run
     # One embedding actor: each actor is a new process that spends seconds importing torch and
     # sentence_transformers, for a few dozen rows. The tests of the default pool pass actors=None.
     settings.setdefault("actors", (1, 1))
-    return run_job(RunSettings(source=str(source), table=table, model=model, dsn=dsn, **settings))
+    return run_job(RunSettings.of(source=str(source), table=table, model=model, dsn=dsn, **settings))
 
 
 def query(dsn: str, statement: str, *params, table: str | None = None) -> list[tuple]:

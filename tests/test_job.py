@@ -13,8 +13,8 @@ import pytest
 
 from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import errors, query, run, stored
-from vectorize.config import RunSettings
 from vectorize.errors import ModelMismatchError
+from vectorize.settings import RunSettings
 from vectorize.text import clean_text, content_hash
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -149,7 +149,7 @@ def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, 
 
     rows = [{"id": f"w{i}", "text": f"write retry row {i}"} for i in range(48)]
     source = write_jsonl(tmp_path / "w.jsonl", rows)
-    settings = RunSettings(source=str(source), table=table_name, model=tiny_model, dsn=pg_dsn, batch_size=16,
+    settings = RunSettings.of(source=str(source), table=table_name, model=tiny_model, dsn=pg_dsn, batch_size=16,
                            actors=(1, 1))  # fmt: skip
     plan = plan_run(settings)
     summary = execute(replace(plan, target=DyingTarget(**vars(plan.target))))

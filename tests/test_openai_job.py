@@ -13,11 +13,11 @@ from tests.corpus import commit_rows, write_jsonl
 from tests.helpers import errors, query, stored
 from tests.openai_server import vector_for
 from vectorize.cli import main as cli_main
-from vectorize.config import RunSettings
 from vectorize.errors import ModelMismatchError, ProviderStopError
 from vectorize.rate_limits import RateLimits
 from vectorize.remote_settings import RemoteSettings
 from vectorize.secret import Secret
+from vectorize.settings import RunSettings
 from vectorize.text import clean_text
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -33,7 +33,7 @@ def remote(server, **kwargs) -> RemoteSettings:
 def run_remote(source, table: str, dsn: str, settings: RemoteSettings, **kwargs):
     kwargs.setdefault("batch_size", 32)
     kwargs.setdefault("actors", (2, 2))
-    return run_job(RunSettings(source=str(source), table=table, dsn=dsn, remote=settings, **kwargs))
+    return run_job(RunSettings.of(source=str(source), table=table, dsn=dsn, remote=settings, **kwargs))
 
 
 def assert_vectors_are_the_servers(dsn: str, table: str, expected_ids: set[str]) -> None:

@@ -12,7 +12,7 @@ from tests.helpers import query, run
 from vectorize.models import read_identity
 from vectorize.store.collection import Collection, shared_migrations
 from vectorize.store.registry import prepare_collection
-from vectorize.store.schema import SCHEMA_TABLE
+from vectorize.store.schema import SCHEMA_TABLE, migrate_shared
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -35,6 +35,11 @@ def _old_database(dsn: str, name: str, identity) -> None:
             "VALUES ('old', 0, 'kept', 'x', %s, %s)",
             (identity.key, vector),
         )
+        conn.execute(
+            "INSERT INTO vectorize_runs (run_id, collection, source, model, status, texts_per_second) "
+            "VALUES (gen_random_uuid(), %s, 'old.jsonl', %s, 'succeeded', 7.5)",
+            (name, identity.key),
+        )
 
 
 def _columns(dsn: str, table: str) -> set[str]:
@@ -56,9 +61,30 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     assert "source_state" in _columns(dsn, "vectorize_collections")
     assert query(dsn, "SELECT to_regclass(%s) IS NOT NULL", f"{name}_seen")[0][0]
     assert query(dsn, f"SELECT text FROM {name} WHERE id = 'old'") == [("kept",)]
+    assert "texts_per_second" not in _columns(dsn, "vectorize_runs")
+    assert query(dsn, "SELECT rows_per_second FROM vectorize_runs WHERE source = 'old.jsonl'") == [(7.5,)]
     versions = dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))
     assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 3}
 
     migrated_at = query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope")
     prepare_collection(dsn, Collection(name), identity, tiny_model)  # what the next run does first
     assert query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope") == migrated_at
+
+
+def test_a_database_at_an_older_version_gains_only_the_later_steps(own_postgres, tiny_model):
+    """As the previous release left it: versioned, its run history's rate under the old name."""
+    dsn, identity = own_postgres.get_uri(), read_identity(tiny_model)
+    steps = shared_migrations()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        with conn.transaction():
+            assert migrate_shared(conn, steps[:-1]) == len(steps) - 1
+        conn.execute(
+            "INSERT INTO vectorize_runs (run_id, collection, source, model, status, texts_per_second, metrics) "
+            """VALUES (gen_random_uuid(), 'c', 's', 'm', 'succeeded', 4.0, '{"texts_per_second": 2.5, "p95": 1}')"""
+        )
+    prepare_collection(dsn, Collection("after_upgrade"), identity, tiny_model)
+    assert query(dsn, "SELECT rows_per_second, metrics FROM vectorize_runs") == [
+        (4.0, {"embedded_per_second": 2.5, "p95": 1})
+    ]
+    assert dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))["shared"] == len(steps)

@@ -13,22 +13,17 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
+from dataclasses import replace
 
-from vectorize.chunking import LONG_TEXT_MODES
 from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
-from vectorize.config import DEFAULT_STALL_TIMEOUT_S, RunSettings, default_of, parse_actors
 from vectorize.console import own_output
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
+from vectorize.options import add_database_options
+from vectorize.run_options import add_run_options, run_settings
 
 logger = logging.getLogger("vectorize")
-
-
-def _database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", help="Postgres DSN (default: $VECTORIZE_DSN, else the embedded server)")
-    parser.add_argument("--data-dir", type=Path, help="where the embedded Postgres keeps its data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,98 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="embed a source into a collection")
-    run.add_argument(
-        "source",
-        help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), git:REPO, jira:EXPORT, github:EXPORT, "
-        "or postgresql://... with --source-table or --query",
-    )
-    run.add_argument("--table", help="the collection (table) to write; not with --dest column")
-    run.add_argument(
-        "--id-field",
-        "--id-column",
-        dest="id_field",
-        default=default_of(RunSettings, "id_field"),
-        help="the field or column that identifies a record",
-    )
-    run.add_argument(
-        "--text",
-        help='field or template of the text, e.g. "{title}\\n\\n{body}" (default: the source\'s own, else {text})',
-    )
-    run.add_argument("--source-table", help="a Postgres source: the table to read (TABLE or SCHEMA.TABLE)")
-    run.add_argument("--query", help="a Postgres source: the SELECT that gives its rows")
-    run.add_argument("--sync", action="store_true", help="also delete the rows the source no longer has")
-    run.add_argument(
-        "--long-text",
-        choices=LONG_TEXT_MODES,
-        help="a text past the model's window: cut, split into chunks, or an error row "
-        "(default: chunk for Jira and GitHub threads; truncate for files, git and Postgres rows)",
-    )
-    run.add_argument("--chunk-tokens", type=int, help="tokens a chunk (default: the model's window)")
-    run.add_argument(
-        "--chunk-overlap",
-        type=int,
-        default=default_of(RunSettings, "chunk_overlap"),
-        help="tokens that consecutive chunks share",
-    )
-    run.add_argument(
-        "--dest",
-        choices=("collection", "column"),
-        default=default_of(RunSettings, "dest"),
-        help="collection: a table of vectors (--table); column: backfill a vector column of the --source-table",
-    )
-    run.add_argument(
-        "--column",
-        default=default_of(RunSettings, "column"),
-        help="with --dest column: the vector column (default embedding)",
-    )
-    run.add_argument(
-        "--model",
-        help=f"SentenceTransformers folder or cached name (default {DEFAULT_MODEL}); with --provider, the API's model",
-    )
-    _database_options(run)
-    run.add_argument("--batch-size", type=int, help="rows per call of an embedding actor (default 1024, remote 256)")
-    run.add_argument(
-        "--encode-batch-size", type=int, help="texts per forward pass (default 64 on CPU; on a GPU, what fits)"
-    )
-    run.add_argument("--actors", type=parse_actors, help="embedding actors, N or MIN,MAX")
-    run.add_argument("--cpus-per-actor", type=float, help="CPUs an embedding actor reserves (and its torch threads)")
-    run.add_argument("--gpus-per-actor", type=float, help="GPUs an embedding actor takes; fractions share a card")
-    run.add_argument(
-        "--writers",
-        type=int,
-        default=default_of(RunSettings, "writers"),
-        help="concurrent database write tasks (connections)",
-    )
-    run.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=DEFAULT_STALL_TIMEOUT_S,
-        help=f"fail when no row is finished for this many seconds (default {DEFAULT_STALL_TIMEOUT_S:g}; 0: never)",
-    )
-    run.add_argument("--limit", type=int, help="embed only the first N records")
-    run.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    add_provider_options(run)
+    add_run_options(commands.add_parser("run", help="embed a source into a collection"))
 
     search = commands.add_parser("search", help="nearest stored texts to a query")
     search.add_argument("query")
     search.add_argument("--table", required=True)
     search.add_argument("-k", type=int, default=5, help="how many hits (default 5)")
     search.add_argument("--model", help="where the collection's model is, if not where it was loaded from")
-    _database_options(search)
+    add_database_options(search)
     search.add_argument("--json", action="store_true")
     add_provider_options(search)
     served = commands.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible embeddings, search")
     served.add_argument("--host", default="127.0.0.1")
     served.add_argument("--port", type=int, default=8000)
     served.add_argument("--model", default=DEFAULT_MODEL, help="the model to serve (that of the collections searched)")
-    _database_options(served)
+    add_database_options(served)
     served.add_argument("--replicas", type=int, default=1)
     served.add_argument("--cpus-per-replica", type=float, default=1.0, help="also the torch threads of a replica")
     served.add_argument("--matryoshka", action="store_true", help="the model may be shortened with 'dimensions'")
     served.add_argument("--address", help="Ray address (default: $RAY_ADDRESS, else a local Ray)")
-    add_quality_commands(commands, _database_options)
+    add_quality_commands(commands, add_database_options)
     return parser
 
 
@@ -173,40 +96,9 @@ def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
     from jobs.launch import run_job
 
-    remote = remote_settings(args, args.model)
-    settings = RunSettings(
-        source=args.source,
-        table=args.table or "",
-        id_field=args.id_field,
-        text=args.text,
-        source_table=args.source_table,
-        query=args.query,
-        sync=args.sync,
-        long_text=args.long_text,
-        chunk_tokens=args.chunk_tokens,
-        chunk_overlap=args.chunk_overlap,
-        dest=args.dest,
-        column=args.column,
-        model=args.model or DEFAULT_MODEL,
-        remote=remote,
-        provider=args.provider,
-        dsn=args.dsn,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        encode_batch_size=args.encode_batch_size,
-        actors=args.actors,
-        cpus_per_actor=args.cpus_per_actor,
-        gpus_per_actor=args.gpus_per_actor,
-        writers=args.writers,
-        stall_timeout_s=args.stall_timeout,
-        limit=args.limit,
-        ray_address=args.address,
-        progress=not args.json,
-        worker_logs=args.debug,
-    )
+    settings = run_settings(args)
     with own_output(json_mode=args.json, show_ray=args.debug) as console:
         summary = run_job(settings)
         console.print(summary.to_json() if args.json else summary.render())
@@ -227,7 +119,7 @@ def _query_provider(args: argparse.Namespace, collection, identity, source: str)
         assert remote is not None
         known = remote.known_model
         if remote.dimensions is None and not (known and known.dimensions == identity.dimensions):
-            remote.dimensions = identity.dimensions
+            remote = replace(remote, dimensions=identity.dimensions)
         request = ProviderRequest(args.provider, remote.model, remote)
         where = f"{remote.provider} {remote.model}"
     else:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from vectorize.config import default_of
 from vectorize.errors import ConfigError
+from vectorize.options import option
 from vectorize.rate_limits import RATE_TIERS, RateLimits
 from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, PROVIDERS, RemoteSettings
 from vectorize.secret import Secret
+from vectorize.settings import field_names
+
+# a fallback provider has its own server, key and limits; it shares the other settings
+_NOT_SHARED_WITH_FALLBACK = frozenset({"base_url", "rate_tier", "request_tokens"})
+# the fields that options of the same name set; the others are built from several options
+_OPTION_FIELDS = frozenset(field_names(RemoteSettings)) - {"provider", "model", "api_key", "limits", "fallback"}
 
 
 def add_provider_options(parser: argparse.ArgumentParser) -> None:
@@ -16,46 +22,27 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("remote provider (--provider openai or azure)")
     group.add_argument("--provider", choices=provider_names(), default="local", help="where vectors come from")
-    group.add_argument("--base-url", help="any OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    option(group, "--base-url", RemoteSettings, "base_url", "any OpenAI-compatible server, e.g. http://host:8000/v1")
     group.add_argument("--api-key", help="default: $OPENAI_API_KEY or $AZURE_OPENAI_API_KEY")
-    group.add_argument("--dimensions", type=int, help="ask the model for vectors of this size")
-    group.add_argument("--azure-endpoint", help="default: $AZURE_OPENAI_ENDPOINT")
-    group.add_argument("--azure-deployment", help="the deployment name (default: the model's name)")
-    group.add_argument(
-        "--api-version", default=default_of(RemoteSettings, "api_version"), help="Azure OpenAI API version"
-    )
-    group.add_argument("--rate-tier", choices=tuple(RATE_TIERS), help="OpenAI's published limits for a usage tier")
+    option(group, "--dimensions", RemoteSettings, "dimensions", "ask the model for vectors of this size", type=int)
+    option(group, "--azure-endpoint", RemoteSettings, "azure_endpoint", "default: $AZURE_OPENAI_ENDPOINT")
+    option(group, "--azure-deployment", RemoteSettings, "azure_deployment", "default: the model's name")
+    option(group, "--api-version", RemoteSettings, "api_version", "Azure OpenAI API version")
+    option(group, "--rate-tier", RemoteSettings, "rate_tier", "OpenAI's limits for a usage tier", choices=RATE_TIERS)
     for name, what in (("rpm", "requests per minute"), ("tpm", "tokens per minute")):
-        group.add_argument(f"--{name}", type=int, help=f"{what}, shared by every actor")
+        option(group, f"--{name}", RateLimits, name, f"{what}, shared by every actor", type=int)
     for name, what in (("rpd", "requests per day"), ("tpd", "tokens per day")):
-        group.add_argument(f"--{name}", type=int, help=f"cap on {what}")
-    group.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=default_of(RemoteSettings, "max_in_flight"),
-        help="requests under way at once, run-wide",
-    )
-    group.add_argument(
-        "--max-attempts",
-        type=int,
-        default=default_of(RemoteSettings, "max_attempts"),
-        help="tries per request before its rows are errors",
-    )
-    group.add_argument(
-        "--request-timeout", type=float, default=default_of(RemoteSettings, "timeout_s"), help="seconds per request"
-    )
-    group.add_argument(
-        "--max-input-tokens", type=int, default=default_of(RemoteSettings, "max_input_tokens"), help="per input"
-    )
-    group.add_argument("--request-tokens", type=int, help="tokens per request (default: TPM/12, at most 300000)")
-    group.add_argument(
-        "--chars-per-token",
-        type=float,
-        default=default_of(RemoteSettings, "chars_per_token"),
-        help="token estimate for non-OpenAI models",
-    )
-    group.add_argument("--price-per-million", type=float, help="USD per million tokens, for the cost estimate")
-    group.add_argument("--fallback", choices=("openai", "azure"), help="provider for requests the first gave up on")
+        option(group, f"--{name}", RateLimits, name, f"cap on {what}", type=int)
+    option(group, "--max-in-flight", RemoteSettings, "max_in_flight", "requests under way, run-wide", type=int)
+    option(group, "--max-attempts", RemoteSettings, "max_attempts", "tries before rows are errors", type=int)
+    option(group, "--request-timeout", RemoteSettings, "timeout_s", "seconds per request", type=float)
+    option(group, "--max-input-tokens", RemoteSettings, "max_input_tokens", "tokens per input", type=int)
+    option(group, "--request-tokens", RemoteSettings, "request_tokens", "tokens per request "
+           "(default: TPM/12, at most 300000)", type=int)  # fmt: skip
+    option(group, "--chars-per-token", RemoteSettings, "chars_per_token", "token estimate for non-OpenAI models",
+           type=float)  # fmt: skip
+    option(group, "--price-per-million", RemoteSettings, "price_per_million", "USD per million tokens", type=float)
+    group.add_argument("--fallback", choices=PROVIDERS, help="provider for requests the first gave up on")
     group.add_argument("--fallback-base-url", help="the fallback's OpenAI-compatible server")
     group.add_argument("--fallback-model", help="must be the same model; default: --model")
 
@@ -66,39 +53,22 @@ def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettin
         if args.fallback:
             raise ConfigError("--fallback needs --provider openai or azure")
         return None
-    common = dict(
-        dimensions=args.dimensions,
-        api_version=args.api_version,
-        max_in_flight=args.max_in_flight,
-        max_attempts=args.max_attempts,
-        timeout_s=args.request_timeout,
-        # the run's --long-text: "error" refuses an input past the limit; chunked texts never pass it
-        long_text="error" if getattr(args, "long_text", None) == "error" else "truncate",
-        max_input_tokens=args.max_input_tokens,
-        chars_per_token=args.chars_per_token,
-        price_per_million=args.price_per_million,
-    )
-    fallback = None
+    given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
+    # the run's --long-text: "error" refuses an input past the limit; chunked texts never pass it
+    given["long_text"] = "error" if given.get("long_text") == "error" else "truncate"
     name = model or DEFAULT_REMOTE_MODEL
+    fallback = None
     if args.fallback:
+        shared = {key: value for key, value in given.items() if key not in _NOT_SHARED_WITH_FALLBACK}
         fallback = RemoteSettings(
-            provider=args.fallback,
-            model=args.fallback_model or name,
-            base_url=args.fallback_base_url,
-            azure_endpoint=args.azure_endpoint,
-            azure_deployment=args.azure_deployment,
-            **common,
+            provider=args.fallback, model=args.fallback_model or name, base_url=args.fallback_base_url, **shared
         )
+    limits = RateLimits(**{key: value for key, value in vars(args).items() if key in field_names(RateLimits)})
     return RemoteSettings(
         provider=args.provider,
         model=name,
-        base_url=args.base_url,
         api_key=Secret(args.api_key) if args.api_key else None,
-        azure_endpoint=args.azure_endpoint,
-        azure_deployment=args.azure_deployment,
-        rate_tier=args.rate_tier,
-        limits=RateLimits(rpm=args.rpm, tpm=args.tpm, rpd=args.rpd, tpd=args.tpd),
-        request_tokens=args.request_tokens,
+        limits=limits,
         fallback=fallback,
-        **common,
+        **given,
     )

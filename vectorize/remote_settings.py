@@ -29,7 +29,7 @@ OPENAI_MODELS = {
 DEFAULT_REMOTE_MODEL = "text-embedding-3-small"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RemoteSettings:
     provider: str = "openai"
     model: str = DEFAULT_REMOTE_MODEL

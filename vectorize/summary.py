@@ -164,7 +164,7 @@ class RunSummary:
         return {
             **batches.to_dict(),
             "reuse_hit_rate": round(self.reuse_hit_rate, 4),
-            "texts_per_second": round(self.embedded_per_second, 2),
+            "embedded_per_second": round(self.embedded_per_second, 2),
             "api_calls": usage.requests if usage else batches.embedding_batches,
             "retries": usage.retries if usage else 0,
             "sanitized": self.sanitized,

@@ -172,7 +172,7 @@ def _runs_table(runs: list[dict]) -> str:
             run.get("reused"),
             run.get("failed"),
             f"{run['seconds']:.1f}" if run.get("seconds") is not None else "",
-            f"{metrics['texts_per_second']:.1f}" if metrics.get("texts_per_second") is not None else "",
+            f"{metrics['embedded_per_second']:.1f}" if metrics.get("embedded_per_second") is not None else "",
             f"{metrics['batch_seconds_p95']:.2f}" if metrics.get("batch_seconds_p95") is not None else "",
             f"{busy:.0%}" if busy is not None else "",
         ]

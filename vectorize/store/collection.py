@@ -166,4 +166,20 @@ def shared_migrations() -> list[list[sql.Composed]]:
         ],
         # batch latency, actor utilisation, throughput over time; live while the run goes
         [sql.SQL("ALTER TABLE {r} ADD COLUMN IF NOT EXISTS metrics jsonb").format(r=runs)],
+        # one name a rate: rows read per second in the column, texts embedded per second in metrics
+        [
+            sql.SQL(
+                """DO $$ BEGIN
+                     IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                                AND table_name = {name} AND column_name = 'texts_per_second') THEN
+                       ALTER TABLE {r} RENAME COLUMN texts_per_second TO rows_per_second;
+                     END IF;
+                   END $$"""
+            ).format(r=runs, name=sql.Literal(RUNS_TABLE)),
+            sql.SQL(
+                """UPDATE {r} SET metrics = (metrics - 'texts_per_second')
+                     || jsonb_build_object('embedded_per_second', metrics -> 'texts_per_second')
+                   WHERE metrics ? 'texts_per_second'"""
+            ).format(r=runs),
+        ],
     ]

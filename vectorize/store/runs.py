@@ -34,7 +34,7 @@ def record_end(where: str | psycopg.Connection, summary: RunSummary, *, error: s
             sql.SQL(
                 """UPDATE {r} SET status = %s, error = %s, finished_at = now(), rows_read = %s,
                    embedded = %s, reused = %s, unchanged = %s, failed = %s, failed_by_reason = %s,
-                   truncated = %s, tokens = %s, seconds = %s, texts_per_second = %s, api_usage = %s,
+                   truncated = %s, tokens = %s, seconds = %s, rows_per_second = %s, api_usage = %s,
                    embedded_new = %s, refreshed = %s, deleted = %s, metrics = %s
                    WHERE run_id = %s"""
             ).format(r=_RUNS),
@@ -120,7 +120,7 @@ def run_history(where: str | psycopg.Connection, collection: str, limit: int = 2
         cursor = conn.execute(
             sql.SQL(
                 """SELECT run_id::text, status, error, started_at, finished_at, rows_read, embedded, reused,
-                          unchanged, failed, failed_by_reason, tokens, seconds, texts_per_second, metrics
+                          unchanged, failed, failed_by_reason, tokens, seconds, rows_per_second, metrics
                    FROM {r} WHERE collection = %s ORDER BY started_at DESC LIMIT %s"""
             ).format(r=_RUNS),
             (collection, limit),
