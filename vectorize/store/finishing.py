@@ -109,8 +109,7 @@ def delete_unseen(conn, collection: Collection, run_id: str) -> int:
 
 
 # Memory for building the HNSW index: pgvector builds far faster while the graph fits in
-# maintenance_work_mem: 100,000 vectors of 384 dims took 288 s with Postgres's default (64 MB)
-# and 69 s with 1 GB on a 2-core machine. Postgres takes only what the graph needs.
+# maintenance_work_mem (figures in the README); Postgres takes only what the graph needs.
 INDEX_BUILD_MEMORY = os.environ.get("VECTORIZE_INDEX_BUILD_MEMORY", "1GB")
 
 
