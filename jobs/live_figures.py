@@ -1,8 +1,9 @@
 """A run's figures while it goes: every few seconds the driver reads the run's bookkeeping
 actor and writes what it holds to the run history (``metrics``, marked live) and to Ray's
 metrics (``ray_vectorize_run_rows_written``, ``ray_vectorize_run_rows_so_far{outcome}``,
-``ray_vectorize_run_embedded_per_second``); at the end, the run's totals go to Ray's counters ``ray_vectorize_run_rows_total{outcome}``,
-``ray_vectorize_run_tokens_total`` and ``ray_vectorize_runs_total{status}``."""
+``ray_vectorize_run_embedded_per_second``); at the end, the run's totals go to Ray's counters
+``ray_vectorize_run_rows_total{outcome}``, ``ray_vectorize_run_tokens_total`` and
+``ray_vectorize_runs_total{status}``."""
 
 from __future__ import annotations
 

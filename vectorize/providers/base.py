@@ -132,8 +132,8 @@ def register_provider(name: str, factory: SpecFactory) -> None:
 
 
 def provider_names() -> tuple[str, ...]:
-    import vectorize.providers  # noqa: F401  (registers the built-in ones)
-
+    """The registered names: the built-in ones are registered by the package, which Python
+    imports before this module."""
     return tuple(sorted(_FACTORIES))
 
 
