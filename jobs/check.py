@@ -35,7 +35,7 @@ def check_collection(
 
     limits = limits or Limits()
     collection = Collection(table)
-    identity, _ = registered_model(dsn, collection)
+    identity = registered_model(dsn, collection).identity
     with connect(dsn) as conn:
         mark_dead_runs(conn, collection.name)
         extra = {} if norm_tolerance is None else {"norm_tolerance": norm_tolerance}

@@ -12,6 +12,7 @@ import numpy as np
 from vectorize.db import connect
 from vectorize.store.collection import Collection
 from vectorize.store.lookups import nearest_to_stored
+from vectorize.store.registry import registered
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ def nearest_other_texts(dsn: str, table: str, keys: list[tuple[str, int, str]]) 
     collection = Collection(table)
     found: list[float] = []
     with connect(dsn) as conn:
+        storage = registered(conn, collection).storage
         for key, chunk, digest in keys:
-            hits = nearest_to_stored(conn, collection, key, chunk, HITS_PER_QUERY)
+            hits = nearest_to_stored(conn, collection, storage, key, chunk, HITS_PER_QUERY)
             for other, similarity in hits or []:  # None: deleted since it was sampled
                 if other != digest and similarity is not None and not math.isnan(similarity):
                     found.append(float(similarity))

@@ -15,6 +15,7 @@ from vectorize.errors import ConfigError
 from vectorize.providers.base import ProviderRequest, ProviderSpec, provider_spec
 from vectorize.settings import RunSettings
 from vectorize.store.collection import Collection
+from vectorize.store.storage import StorageRequest
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
         embedded_database=given_dsn(wanted.dsn) is None,
         sync=wanted.sync,
         complete=settings.source.limit is None,
+        storage=wanted.storage,
     )
     return RunPlan(settings, inputs, provider, target)
 
@@ -57,6 +59,9 @@ def _column_plan(settings: RunSettings) -> RunPlan:
     for given, option in ((wanted.table, "--table"), (wanted.dsn, "--dsn"), (wanted.sync, "--sync")):
         if given:
             raise ConfigError(f"--dest column writes into the source table's own database: drop {option}")
+    if wanted.storage != StorageRequest():
+        raise ConfigError("--dest column stores a vector column without an index of its own: drop --vector-type, "
+                          "--index, --hnsw-m, --hnsw-ef-construction and --text-search")  # fmt: skip
     if settings.chunks.long_text == "chunk":
         raise ConfigError("a column holds one vector per row: use --long-text truncate or error")
     column = VectorColumn(source.source_table, wanted.column, source.id_field)
@@ -83,5 +88,6 @@ def _checked_inputs(settings: RunSettings, long_text: str | None = None) -> tupl
     provider = provider_spec(request)
     mode = long_text or chunks.long_text or source.default_long_text
     policy = long_text_policy(mode, chunks.chunk_tokens, chunks.chunk_overlap, provider)
-    inputs = Inputs(source, given.id_field, template, policy, provider.identity, provider.origin)
+    record = embedding.remote.search_record() if embedding.remote is not None else None
+    inputs = Inputs(source, given.id_field, template, policy, provider.identity, provider.origin, record)
     return inputs, provider

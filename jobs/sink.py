@@ -58,9 +58,11 @@ class PgvectorDatasink(CountingDatasink):
         run_id: str,
         *,
         sync: bool = False,
+        vector_type: str = "vector",
         meter: Any = None,
     ) -> None:
         super().__init__(dsn, meter)
+        self.vector_type = vector_type
         self.collection = collection
         self.dimensions = dimensions
         self.model_key = model_key
@@ -71,4 +73,6 @@ class PgvectorDatasink(CountingDatasink):
         return "Pgvector"
 
     def write_block(self, conn, block: Block) -> WriteCounts:
-        return write_block(conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync)
+        return write_block(
+            conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync, self.vector_type
+        )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import psycopg
@@ -17,6 +17,7 @@ from extract.sources import SourcePlan
 from vectorize.chunking import LongTextPolicy
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import Collection
+from vectorize.store.storage import Storage, StorageRequest
 from vectorize.summary import RunSummary
 from vectorize.text import TextTemplate
 
@@ -36,6 +37,7 @@ class Inputs:
     long_text: LongTextPolicy
     identity: ModelIdentity
     origin: str  # where the model is from, as the registry records it
+    provider_record: dict | None = None  # a remote model's settings, for the registry (no key)
 
 
 class TargetRun(Protocol):
@@ -74,6 +76,7 @@ class CollectionTarget:
     embedded_database: bool
     sync: bool  # delete what the source no longer has
     complete: bool  # the run reads the whole source (no --limit): its state may be recorded
+    storage: StorageRequest = field(default_factory=StorageRequest)
 
     @property
     def name(self) -> str:
@@ -84,20 +87,23 @@ class CollectionTarget:
         from vectorize.store.finishing import clear_dead_pending
         from vectorize.store.registry import prepare_collection
 
-        prepare_collection(self.dsn, self.collection, inputs.identity, inputs.origin)
+        storage = prepare_collection(
+            self.dsn, self.collection, inputs.identity, inputs.origin, self.storage, inputs.provider_record
+        )
         signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
         source = inputs.source
         reads = plan_sql_reads(store, self.collection, source, signature, self.sync) if source.kind == "sql" else None
         if reads is not None and reads.only_ids is not None:
             source = replace(source, only_ids=reads.only_ids)
         clear_dead_pending(store, self.collection, summary.run_id)
-        return CollectionRun(self, inputs, source, signature, reads)
+        return CollectionRun(self, inputs, storage, source, signature, reads)
 
 
 @dataclass
 class CollectionRun:
     target: CollectionTarget
     inputs: Inputs
+    storage: Storage
     source: SourcePlan
     signature: str
     reads: Any  # jobs.sql_delta.SqlReadPlan of a Postgres source; None for others
@@ -121,6 +127,7 @@ class CollectionRun:
             identity.dimensions,
             identity.key,
             summary.run_id,
+            vector_type=self.storage.vector_type,
             sync=target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
             meter=claims,
         )
@@ -134,7 +141,7 @@ class CollectionRun:
         from vectorize.store.finishing import build_vector_index, resolve_pending
 
         resolved = resolve_pending(conn, self.target.collection, self.inputs.identity.key, summary.run_id)
-        build_vector_index(conn, self.target.collection)
+        build_vector_index(conn, self.target.collection, self.storage, self.inputs.identity.dimensions)
         return resolved
 
     def end(self, store: psycopg.Connection, summary: RunSummary) -> None:

@@ -40,7 +40,9 @@ class Collections:
         self._check_name(parsed.collection)
         try:
             with self._database() as conn:
-                hits = search(conn, parsed.collection, vector, parsed.k, self.identity, parsed.filter)
+                hits = search(
+                    conn, parsed.collection, vector, parsed.k, self.identity, parsed.filter, parsed.mode, parsed.query
+                )
         except UnknownCollectionError:
             message = f"no collection named {parsed.collection!r}"
             raise ApiError(404, message, param="collection", code="not_found") from None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from serve.api_errors import ApiError
 from vectorize.sanitize import is_clean
 from vectorize.search import MAX_K
+from vectorize.store.search import SEARCH_MODES
 
 MAX_INPUTS = 2048
 MAX_FILTER_DEPTH = 8
@@ -78,6 +79,7 @@ class SearchRequest:
     collection: str
     k: int = 10
     filter: dict = field(default_factory=dict)
+    mode: str = "vector"
 
     @classmethod
     def parse(cls, data: dict) -> SearchRequest:
@@ -90,7 +92,10 @@ class SearchRequest:
         if not isinstance(filters, dict):
             raise ApiError(400, "'filter' must be an object of metadata key: value", param="filter")
         _check_filter(filters)
-        return cls(query, collection, k, filters)
+        mode = data.get("mode", "vector")
+        if mode not in SEARCH_MODES:
+            raise ApiError(400, f"'mode' must be one of {', '.join(SEARCH_MODES)}", param="mode")
+        return cls(query, collection, k, filters, mode)
 
 
 @dataclass

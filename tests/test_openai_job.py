@@ -181,15 +181,20 @@ def test_the_api_key_never_reaches_output_logs_or_the_database(
     assert key not in everything
 
 
-def test_search_embeds_the_query_with_the_collections_remote_model(tmp_path, pg_dsn, table_name, openai_server, capsys):
+def test_search_embeds_the_query_with_the_collections_remote_model(
+    tmp_path, pg_dsn, table_name, openai_server, capsys, monkeypatch
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     rows = short_rows(30)
     run_remote(write_jsonl(tmp_path / "c.jsonl", rows), table_name, pg_dsn, remote(openai_server))
     texts = [clean_text(r["text"]) for r in rows]
     target = next(r for r, t in zip(rows, texts, strict=True) if texts.count(t) == 1)
     base = ["search", clean_text(target["text"]), "--table", table_name, "--dsn", pg_dsn, "-k", "3", "--json"]
-    assert cli_main(base) == 2
-    assert "pass the same --provider" in capsys.readouterr().err
-    key = ["--provider", "openai", "--base-url", openai_server.base_url, "--api-key", openai_server.state.api_key]
-    assert cli_main([*base, *key]) == 0
+    assert cli_main(base) == 2  # the collection remembers the server, not the key
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+    assert cli_main([*base, "--api-key", openai_server.state.api_key]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["id"] == target["id"] and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    wrong = ["--base-url", "http://127.0.0.1:9/v1", "--api-key", "k", "--request-timeout", "1", "--max-attempts", "1"]
+    assert cli_main([*base, *wrong]) == 2  # an option given overrides what it remembers
+    assert "127.0.0.1:9" in capsys.readouterr().err

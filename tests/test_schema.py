@@ -13,6 +13,7 @@ from vectorize.models import read_identity
 from vectorize.store.collection import Collection, shared_migrations
 from vectorize.store.registry import prepare_collection
 from vectorize.store.schema import SCHEMA_TABLE, migrate_shared
+from vectorize.store.storage import Storage
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -22,7 +23,7 @@ def _old_database(dsn: str, name: str, identity) -> None:
     each made them, and no record of any version."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        for statement in shared_migrations()[0] + Collection(name).migrations(identity.dimensions)[0]:
+        for statement in shared_migrations()[0] + Collection(name).migrations(Storage(), identity.dimensions)[0]:
             conn.execute(statement)
         conn.execute(
             "INSERT INTO vectorize_collections (collection, model_name, model_source, identity, identity_key, "
@@ -64,7 +65,9 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     assert "texts_per_second" not in _columns(dsn, "vectorize_runs")
     assert query(dsn, "SELECT rows_per_second FROM vectorize_runs WHERE source = 'old.jsonl'") == [(7.5,)]
     versions = dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))
-    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 3}
+    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 4}
+    assert "text_search" in _columns(dsn, name)
+    assert query(dsn, "SELECT storage->>'vector_type' FROM vectorize_collections") == [("vector",)]
 
     migrated_at = query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope")
     prepare_collection(dsn, Collection(name), identity, tiny_model)  # what the next run does first
@@ -78,7 +81,7 @@ def test_a_database_at_an_older_version_gains_only_the_later_steps(own_postgres,
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         with conn.transaction():
-            assert migrate_shared(conn, steps[:-1]) == len(steps) - 1
+            assert migrate_shared(conn, steps[:5]) == 5  # version 5: before rates were renamed
         conn.execute(
             "INSERT INTO vectorize_runs (run_id, collection, source, model, status, texts_per_second, metrics) "
             """VALUES (gen_random_uuid(), 'c', 's', 'm', 'succeeded', 4.0, '{"texts_per_second": 2.5, "p95": 1}')"""

@@ -207,6 +207,10 @@ def test_search_with_filter_and_unknown_collection(served):
     assert {h["metadata"]["team"] for h in only_docs.json()["data"]} == {"docs"}
     missing = httpx.post(f"{base}/v1/search", json={**query, "collection": "no_such_thing"}, headers=headers)
     assert missing.status_code == 404 and "no collection named" in missing.json()["error"]["message"]
+    by_words = httpx.post(f"{base}/v1/search", json={**query, "mode": "hybrid"}, headers=headers).json()["data"]
+    assert by_words[0]["id"] == target["id"] and by_words[0]["score"] > 0
+    odd = httpx.post(f"{base}/v1/search", json={**query, "mode": "fuzzy"}, headers=headers)
+    assert odd.status_code == 400 and odd.json()["error"]["param"] == "mode"
 
 
 def test_models_health_and_metrics(served):

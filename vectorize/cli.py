@@ -7,16 +7,14 @@ are imported inside the commands that need them.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 import time
-from dataclasses import replace
 
-from vectorize.cli_provider import add_provider_options, remote_settings
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
+from vectorize.cli_search import add_search_command, run_search
 from vectorize.console import own_output
 from vectorize.errors import ConfigError, VectorizeError
 from vectorize.models import DEFAULT_MODEL
@@ -33,14 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_options(commands.add_parser("run", help="embed a source into a collection"))
 
-    search = commands.add_parser("search", help="nearest stored texts to a query")
-    search.add_argument("query")
-    search.add_argument("--table", required=True)
-    search.add_argument("-k", type=int, default=5, help="how many hits (default 5)")
-    search.add_argument("--model", help="where the collection's model is, if not where it was loaded from")
-    add_database_options(search)
-    search.add_argument("--json", action="store_true")
-    add_provider_options(search)
+    add_search_command(commands)
     served = commands.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible embeddings, search")
     served.add_argument("--host", default="127.0.0.1")
     served.add_argument("--port", type=int, default=8000)
@@ -105,66 +96,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_provider(args: argparse.Namespace, collection, identity, source: str):
-    """The collection's own model, from the provider given, checked against its registered identity."""
-    from vectorize.providers.base import ProviderRequest, provider_spec
-
-    if identity.revision.startswith("api:"):
-        if args.provider == "local":
-            raise ConfigError(
-                f"collection {collection.name!r} was embedded by {source}; "
-                "pass the same --provider (and --base-url or --azure-endpoint) to search it"
-            )
-        remote = remote_settings(args, args.model or identity.name)
-        assert remote is not None
-        known = remote.known_model
-        if remote.dimensions is None and not (known and known.dimensions == identity.dimensions):
-            remote = replace(remote, dimensions=identity.dimensions)
-        request = ProviderRequest(args.provider, remote.model, remote)
-        where = f"{remote.provider} {remote.model}"
-    else:
-        request = ProviderRequest(args.provider, args.model or source)
-        where = f"the model at {request.model}"
-    spec = provider_spec(request)
-    if not spec.identity.same_model(identity):
-        raise ConfigError(
-            f"{where} is not the one collection {collection.name!r} was embedded with "
-            f"({'; '.join(spec.identity.differences(identity))}); pass --model with that model"
-        )
-    return spec.open()
-
-
-def _search(args: argparse.Namespace) -> int:
-    from vectorize.db import connect
-    from vectorize.embedded_pg import database_dsn
-    from vectorize.providers.base import embed_blocking
-    from vectorize.search import check_k, search
-    from vectorize.store.collection import Collection
-    from vectorize.store.registry import registered_model
-    from vectorize.text import clean_text
-
-    check_k(args.k)
-    collection = Collection(args.table)
-    dsn = database_dsn(args.dsn, args.data_dir)
-    identity, source = registered_model(dsn, collection)
-    provider = _query_provider(args, collection, identity, source)
-    query = clean_text(args.query)
-    if not query:
-        raise ConfigError("the query is empty")
-    vector = embed_blocking(provider, [query]).vectors[0]
-    with connect(dsn) as conn:
-        hits = search(conn, collection.name, vector, args.k, provider.identity)
-    if args.json:
-        print(json.dumps([h.to_dict(digits=4) for h in hits]))
-        return 0
-    for rank, hit in enumerate(hits, 1):
-        first = " ".join(hit.text.split())[:100]
-        print(f"{rank:>2}. {hit.similarity:.3f}  {hit.id}  {first}")
-    if not hits:
-        print(f"collection {collection.name!r} is empty")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug = args.debug or os.environ.get("VECTORIZE_DEBUG") == "1"
@@ -172,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "run": _run,
-            "search": _search,
+            "search": run_search,
             "serve": _serve,
             "check": run_check,
             "nearest": run_nearest,

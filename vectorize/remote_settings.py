@@ -73,6 +73,22 @@ class RemoteSettings:
             raise ConfigError("--provider azure needs --azure-endpoint (or $AZURE_OPENAI_ENDPOINT)")
         tier_limits(self.rate_tier)
 
+    def search_record(self) -> dict:
+        """What a search of a collection this model made needs besides the key; nothing secret."""
+        endpoint = self.azure_endpoint
+        if self.provider == "azure" and endpoint is None:
+            endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT")
+        record = {
+            "provider": self.provider,
+            "model": self.model,
+            "dimensions": self.dimensions,
+            "base_url": self.base_url,
+            "azure_endpoint": endpoint,
+            "azure_deployment": self.azure_deployment,
+            "api_version": self.api_version if self.provider == "azure" else None,
+        }
+        return {key: value for key, value in record.items() if value is not None}
+
     def resolved(self) -> RemoteSettings:
         """These settings with the key and endpoint read from the environment here, on the
         driver: the actors may run on nodes where those variables are not set."""

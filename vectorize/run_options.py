@@ -22,6 +22,7 @@ from vectorize.settings import (
     field_names,
     parse_actors,
 )
+from vectorize.store.storage import INDEX_KINDS, VECTOR_TYPES
 
 _RUN_FIELDS = frozenset(
     name
@@ -66,6 +67,15 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     option(target, "--column", TargetSettings, "column", "with --dest column: the vector column")
     option(target, "--sync", TargetSettings, "sync", "also delete what the source no longer has", action="store_true")
     add_database_options(target)
+    option(target, "--vector-type", TargetSettings, "vector_type", "how vectors are stored: vector (4 bytes a "
+           "dimension) or halfvec (2); default halfvec past 2000 dimensions", choices=VECTOR_TYPES)  # fmt: skip
+    option(target, "--index", TargetSettings, "index", "hnsw, hnsw-bq (binary-quantized, re-ranked) or none "
+           "(default hnsw)", choices=INDEX_KINDS)  # fmt: skip
+    option(target, "--hnsw-m", TargetSettings, "hnsw_m", "HNSW links per node (default 16)", type=int)
+    option(target, "--hnsw-ef-construction", TargetSettings, "hnsw_ef_construction",
+           "HNSW candidates while building (default 64)", type=int)  # fmt: skip
+    option(target, "--text-search", TargetSettings, "text_search", "the text search configuration of the "
+           "keyword index (default simple)")  # fmt: skip
 
     embedding = run.add_argument_group("model")
     option(

@@ -8,8 +8,8 @@ import numpy as np
 from vectorize.errors import ConfigError, ModelMismatchError, UnknownCollectionError
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import Collection
-from vectorize.store.registry import registered_identity
-from vectorize.store.search import Hit, nearest
+from vectorize.store.registry import Registered, registered
+from vectorize.store.search import SEARCH_MODES, Hit, nearest
 
 MAX_K = 1000
 
@@ -19,20 +19,46 @@ def check_k(k: int) -> None:
         raise ConfigError(f"-k must be from 1 to {MAX_K}")
 
 
-def collection_model(conn, name: str) -> tuple[Collection, ModelIdentity]:
-    """The collection named ``name`` and the identity of the model its vectors are from."""
+def check_mode(mode: str) -> None:
+    if mode not in SEARCH_MODES:
+        raise ConfigError(f"--mode {mode!r}: choose {', '.join(SEARCH_MODES)}")
+
+
+def parse_filters(pairs: list[str]) -> dict[str, str]:
+    """``--filter key=value`` options as the metadata every hit must have."""
+    filters = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--filter {pair!r}: give key=value, like --filter author=ann")
+        filters[key] = value
+    return filters
+
+
+def collection_model(conn, name: str) -> tuple[Collection, Registered]:
+    """The collection named ``name`` and its registry row (its model, its storage)."""
     collection = Collection(name)
-    identity = registered_identity(conn, collection)
-    if identity is None:
+    found = registered(conn, collection)
+    if found is None:
         raise UnknownCollectionError(f"no collection {name!r} in this database")
-    return collection, identity
+    return collection, found
 
 
-def search(conn, name: str, vector: np.ndarray, k: int, model: ModelIdentity, where: dict | None = None) -> list[Hit]:
-    """The ``k`` rows nearest to ``vector``, a vector of ``model``; ``where``: metadata key:
-    value pairs every hit must have."""
+def search(
+    conn,
+    name: str,
+    vector: np.ndarray,
+    k: int,
+    model: ModelIdentity,
+    where: dict | None = None,
+    mode: str = "vector",
+    words: str = "",
+) -> list[Hit]:
+    """The ``k`` best rows for ``vector``, a vector of ``model`` (and for ``words``, the query's
+    text, in keyword and hybrid modes); ``where``: metadata key: value pairs every hit must have."""
     check_k(k)
-    collection, identity = collection_model(conn, name)
-    if not identity.same_model(model):
-        raise ModelMismatchError(f"collection {name!r} holds vectors of {identity.name}, not {model.name}")
-    return nearest(conn, collection, vector, k, where)
+    check_mode(mode)
+    collection, found = collection_model(conn, name)
+    if not found.identity.same_model(model):
+        raise ModelMismatchError(f"collection {name!r} holds vectors of {found.identity.name}, not {model.name}")
+    return nearest(conn, collection, found.storage, vector, k, where, mode, words)

@@ -10,6 +10,7 @@ from pathlib import Path
 from vectorize.errors import ConfigError
 from vectorize.models import DEFAULT_MODEL
 from vectorize.remote_settings import RemoteSettings
+from vectorize.store.storage import StorageRequest
 
 # Longer than an autoscaler takes to start and set up a GPU node, or a slow query's first
 # block; short enough that a pool waiting for nodes that never come does not hold a job for hours.
@@ -45,6 +46,16 @@ class TargetSettings:
     sync: bool = False  # delete what the source no longer has
     dsn: str | None = None  # None: $VECTORIZE_DSN, else the embedded server
     data_dir: Path | None = None  # the embedded server's
+    # a collection's storage (vectorize.store.storage); None: as recorded, or the default
+    vector_type: str | None = None
+    index: str | None = None
+    hnsw_m: int | None = None
+    hnsw_ef_construction: int | None = None
+    text_search: str | None = None
+
+    @property
+    def storage(self) -> StorageRequest:
+        return StorageRequest(self.vector_type, self.index, self.hnsw_m, self.hnsw_ef_construction, self.text_search)
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,9 @@ def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> 
     against collection ``table`` (which must exist and hold vectors), then queried. ``conn``
     need not have pgvector's types yet: a database without any collection has no extension."""
     check_k(k)
-    collection, identity = collection_model(conn, table)
-    vectors = check_vectors(as_matrix(values, what), identity.dimensions, table, what)
+    collection, found = collection_model(conn, table)
+    vectors = check_vectors(as_matrix(values, what), found.identity.dimensions, table, what)
     if is_empty(conn, collection):
         raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
     register_vector_types(conn)
-    return NearestTexts([nearest(conn, collection, vector, k) for vector in vectors])
+    return NearestTexts([nearest(conn, collection, found.storage, vector, k) for vector in vectors])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from vectorize.errors import ConfigError
+from vectorize.store.storage import Storage
 
 REGISTRY_TABLE = "vectorize_collections"
 RUNS_TABLE = "vectorize_runs"
@@ -46,7 +47,7 @@ class Collection:
     def index(self, suffix: str) -> sql.Identifier:
         return sql.Identifier(f"{self.name}_{suffix}")
 
-    def migrations(self, dimensions: int) -> list[list[sql.Composed]]:
+    def migrations(self, storage: Storage, dimensions: int) -> list[list[sql.Composed]]:
         """The collection's schema, one step a version (``vectorize.store.schema``)."""
         ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen}
         return [
@@ -58,11 +59,11 @@ class Collection:
                         text text NOT NULL,
                         text_sha256 text NOT NULL,
                         model text NOT NULL,
-                        embedding vector({dims}) NOT NULL,
+                        embedding {vector} NOT NULL,
                         metadata jsonb NOT NULL DEFAULT '{{}}',
                         embedded_at timestamptz NOT NULL DEFAULT now(),
                         PRIMARY KEY (id, chunk))"""
-                ).format(dims=sql.Literal(dimensions), **ident),
+                ).format(vector=storage.column_type(dimensions), **ident),
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (text_sha256)").format(
                     i=self.index("sha256_idx"), **ident
                 ),
@@ -91,12 +92,21 @@ class Collection:
                 ),
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (run_id, id)").format(i=self.index("seen_idx"), **ident),
             ],
+            # the stored text's words, for keyword and hybrid search
+            [
+                sql.SQL(
+                    """ALTER TABLE {t} ADD COLUMN IF NOT EXISTS text_search tsvector
+                       GENERATED ALWAYS AS (to_tsvector({config}::regconfig, text)) STORED"""
+                ).format(config=sql.Literal(storage.text_search), **ident),
+                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (text_search)").format(
+                    i=self.index("text_search_idx"), **ident
+                ),
+            ],
         ]
 
-    def vector_index_statement(self) -> sql.Composed:
-        return sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops)").format(
-            i=self.index("embedding_hnsw"), t=self.table
-        )
+    def vector_index_statement(self, storage: Storage, dimensions: int) -> sql.Composed | None:
+        """None: the collection is searched by an exact scan."""
+        return storage.index_statement(self.index("embedding_hnsw"), self.table, dimensions)
 
 
 def errors_table_statement(errors: sql.Identifier) -> sql.Composed:
@@ -181,5 +191,11 @@ def shared_migrations() -> list[list[sql.Composed]]:
                      || jsonb_build_object('embedded_per_second', metrics -> 'texts_per_second')
                    WHERE metrics ? 'texts_per_second'"""
             ).format(r=runs),
+        ],
+        # how a collection stores its vectors, and a remote model's settings for its searches
+        [
+            sql.SQL(
+                "ALTER TABLE {r} ADD COLUMN IF NOT EXISTS storage jsonb, ADD COLUMN IF NOT EXISTS provider jsonb"
+            ).format(r=registry)
         ],
     ]

@@ -61,12 +61,12 @@ def measure(
         sql.SQL(
             """SELECT count(*),
                       count(*) FILTER (WHERE vector_dims(embedding) <> %(dims)s),
-                      count(*) FILTER (WHERE vector_norm(embedding) = 0),
-                      count(*) FILTER (WHERE NOT vector_norm(embedding) < 'Infinity'::float8),
-                      avg(vector_norm(embedding)) FILTER (WHERE vector_norm(embedding) < 'Infinity'::float8),
-                      stddev_pop(vector_norm(embedding)) FILTER (WHERE vector_norm(embedding) < 'Infinity'::float8),
-                      min(vector_norm(embedding)), max(vector_norm(embedding))
-               FROM {t}"""
+                      count(*) FILTER (WHERE norm = 0),
+                      count(*) FILTER (WHERE NOT norm < 'Infinity'::float8),
+                      avg(norm) FILTER (WHERE norm < 'Infinity'::float8),
+                      stddev_pop(norm) FILTER (WHERE norm < 'Infinity'::float8),
+                      min(norm), max(norm)
+               FROM (SELECT embedding, vector_norm(embedding::vector) AS norm FROM {t}) stored"""
         ).format(t=t),
         {"dims": identity.dimensions},
     ).fetchone()
@@ -83,7 +83,7 @@ def measure(
     dup_groups, dup_rows = conn.execute(
         sql.SQL(
             """SELECT count(*), coalesce(sum(n), 0) FROM (
-                 SELECT count(*) AS n FROM {t} WHERE vector_norm(embedding) > 0
+                 SELECT count(*) AS n FROM {t} WHERE vector_norm(embedding::vector) > 0
                  GROUP BY embedding HAVING count(DISTINCT text_sha256) > 1) g"""
         ).format(t=t)
     ).fetchone()
@@ -171,7 +171,7 @@ def _norms_by_bin(
         sql.SQL(
             """SELECT least(width_bucket(n, %(low)s, %(high)s, %(bins)s), %(bins)s) AS bin, count(*),
                       count(*) FILTER (WHERE n > 0 AND (n < %(lo)s OR n > %(hi)s))
-               FROM (SELECT vector_norm(embedding) AS n FROM {t}) norms
+               FROM (SELECT vector_norm(embedding::vector) AS n FROM {t}) norms
                WHERE n < 'Infinity'::float8 GROUP BY bin"""
         ).format(t=collection.table),
         {"low": low, "high": high, "bins": NORM_BINS, "lo": normal[0], "hi": normal[1]},

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from vectorize.store.collection import Collection
+from vectorize.store.storage import Storage
 from vectorize.store.writer import VECTOR_UPSERT, error_upsert
 
 logger = logging.getLogger(__name__)
@@ -113,17 +114,20 @@ def delete_unseen(conn, collection: Collection, run_id: str) -> int:
 INDEX_BUILD_MEMORY = os.environ.get("VECTORIZE_INDEX_BUILD_MEMORY", "1GB")
 
 
-def build_vector_index(conn, collection: Collection) -> None:
-    """HNSW cosine index, built once after the first bulk load; then fresh statistics."""
-    try:
-        with conn.transaction():
-            if INDEX_BUILD_MEMORY:
-                conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
-            conn.execute(collection.vector_index_statement())
-    except (psycopg.errors.OutOfMemory, psycopg.errors.DiskFull, psycopg.errors.InvalidParameterValue) as exc:
-        # a parallel build's shared memory can exceed a small /dev/shm (a container's 64 MB);
-        # or $VECTORIZE_INDEX_BUILD_MEMORY is not a size Postgres reads
-        logger.warning("building the HNSW index with maintenance_work_mem %s failed (%s); "
-                       "again with the server's own setting", INDEX_BUILD_MEMORY, exc)  # fmt: skip
-        conn.execute(collection.vector_index_statement())
+def build_vector_index(conn, collection: Collection, storage: Storage, dimensions: int) -> None:
+    """The collection's vector index as its storage says, built once after the first bulk load
+    (an exact scan where it says none); then fresh statistics."""
+    statement = collection.vector_index_statement(storage, dimensions)
+    if statement is not None:
+        try:
+            with conn.transaction():
+                if INDEX_BUILD_MEMORY:
+                    conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
+                conn.execute(statement)
+        except (psycopg.errors.OutOfMemory, psycopg.errors.DiskFull, psycopg.errors.InvalidParameterValue) as exc:
+            # a parallel build's shared memory can exceed a small /dev/shm (a container's 64 MB);
+            # or $VECTORIZE_INDEX_BUILD_MEMORY is not a size Postgres reads
+            logger.warning("building the HNSW index with maintenance_work_mem %s failed (%s); "
+                           "again with the server's own setting", INDEX_BUILD_MEMORY, exc)  # fmt: skip
+            conn.execute(statement)
     conn.execute(sql.SQL("ANALYZE {t}").format(t=collection.table))

@@ -3,9 +3,13 @@ keys, which texts already have a vector, a random sample, the nearest rows to a 
 
 from __future__ import annotations
 
+from pgvector import HalfVector, Vector
 from psycopg import sql
 
 from vectorize.store.collection import Collection
+from vectorize.store.search import nearest
+from vectorize.store.storage import Storage
+from vectorize.text import content_hash
 
 
 def known_rows(
@@ -42,7 +46,7 @@ def sample_rows(conn, collection: Collection, rows: int, size: int) -> list[tupl
     return conn.execute(
         sql.SQL(
             """SELECT id, chunk, text_sha256 FROM {t}
-               WHERE vector_norm(embedding) > 0 AND vector_norm(embedding) < 'Infinity'::float8
+               WHERE vector_norm(embedding::vector) > 0 AND vector_norm(embedding::vector) < 'Infinity'::float8
                  AND random() < %s
                ORDER BY random() LIMIT %s"""
         ).format(t=collection.table),
@@ -50,19 +54,15 @@ def sample_rows(conn, collection: Collection, rows: int, size: int) -> list[tupl
     ).fetchall()
 
 
-def nearest_to_stored(conn, collection: Collection, key: str, chunk: int, hits: int) -> list[tuple[str, float]] | None:
+def nearest_to_stored(
+    conn, collection: Collection, storage: Storage, key: str, chunk: int, hits: int
+) -> list[tuple[str, float]] | None:
     """(text hash, cosine similarity) of the ``hits`` rows nearest to the stored row (key, chunk),
-    itself included; None where that row is gone."""
+    itself included, found as a search finds them; None where that row is gone."""
     own = conn.execute(
         sql.SQL("SELECT embedding FROM {t} WHERE id = %s AND chunk = %s").format(t=collection.table), (key, chunk)
     ).fetchone()
     if own is None:
         return None
-    # the vector as a parameter, not a join: only then can the HNSW index order the rows
-    return conn.execute(
-        sql.SQL(
-            """SELECT text_sha256, 1 - (embedding <=> %(q)s) FROM {t}
-               ORDER BY embedding <=> %(q)s LIMIT %(k)s"""
-        ).format(t=collection.table),
-        {"q": own[0], "k": hits},
-    ).fetchall()
+    vector = own[0].to_numpy() if isinstance(own[0], HalfVector | Vector) else own[0]
+    return [(content_hash(hit.text), hit.similarity) for hit in nearest(conn, collection, storage, vector, hits)]

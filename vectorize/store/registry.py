@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -15,13 +16,25 @@ from vectorize.errors import ConfigError, ModelMismatchError, UnknownCollectionE
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import REGISTRY_TABLE, Collection, shared_migrations
 from vectorize.store.schema import collection_scope, forget, migrate, migrate_shared
+from vectorize.store.storage import Storage, StorageRequest, storage_for
 
 logger = logging.getLogger(__name__)
 
 
-def _registered(conn, name: str) -> tuple[ModelIdentity, str] | None:
+@dataclass(frozen=True)
+class Registered:
+    """A collection's registry row: its model, where that was loaded from, how its vectors are
+    stored, and (a remote model's) the provider settings a search needs besides the key."""
+
+    identity: ModelIdentity
+    model_source: str
+    storage: Storage
+    provider: dict | None = None
+
+
+def _registered(conn, name: str) -> Registered | None:
     row = conn.execute(
-        sql.SQL("SELECT identity, model_source FROM {r} WHERE collection = %s").format(
+        sql.SQL("SELECT identity, model_source, storage, provider FROM {r} WHERE collection = %s").format(
             r=sql.Identifier(REGISTRY_TABLE)
         ),
         (name,),
@@ -29,36 +42,56 @@ def _registered(conn, name: str) -> tuple[ModelIdentity, str] | None:
     if row is None:
         return None
     data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-    return ModelIdentity(**data), row[1]
+    provider = row[3] if row[3] is None or isinstance(row[3], dict) else json.loads(row[3])
+    return Registered(ModelIdentity(**data), row[1], Storage.from_json(row[2]), provider)
 
 
-def prepare_collection(dsn: str, collection: Collection, identity: ModelIdentity, model_source: str) -> None:
-    """Create what the collection needs, or refuse a model other than the one it holds."""
+def prepare_collection(
+    dsn: str,
+    collection: Collection,
+    identity: ModelIdentity,
+    model_source: str,
+    storage: StorageRequest | None = None,
+    provider: dict | None = None,
+) -> Storage:
+    """Create what the collection needs, or refuse a model, or storage, other than the one it
+    holds; the storage its vectors go to. ``provider``: a remote model's settings, remembered
+    for searches (never a key)."""
     with register(dsn, f"collection {collection.name!r}", collection.name, identity, model_source, "--table") as (
         conn,
-        is_new,
+        found,
     ):
         scope = collection_scope(collection.name)
-        if is_new:
+        if found is None:
             _refuse_foreign_table(conn, collection)
+        recorded = found.storage if found else None
+        chosen = storage_for(storage or StorageRequest(), recorded, identity.dimensions, collection.name)
+        conn.execute(
+            sql.SQL(
+                "UPDATE {r} SET storage = coalesce(storage, %s::jsonb), provider = coalesce(provider, %s::jsonb) "
+                "WHERE collection = %s"
+            ).format(r=sql.Identifier(REGISTRY_TABLE)),
+            (chosen.to_json(), json.dumps(provider) if provider else None, collection.name),
+        )
         if conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is None:
             forget(conn, scope)
-        migrate(conn, scope, collection.migrations(identity.dimensions))
+        migrate(conn, scope, collection.migrations(chosen, identity.dimensions))
+    return chosen
 
 
 @contextmanager
 def register(
     dsn: str, what: str, name: str, identity: ModelIdentity, model_source: str, option: str
-) -> Iterator[tuple[psycopg.Connection, bool]]:
+) -> Iterator[tuple[psycopg.Connection, Registered | None]]:
     """In one transaction, under a lock on ``name``: the shared tables, and the registry row of
-    ``name`` made or checked against ``identity``; yields the connection and whether the row
-    is new, for the caller's own DDL, and commits after it."""
+    ``name`` made or checked against ``identity``; yields the connection and the row as it was
+    (None: new), for the caller's own DDL, and commits after it."""
     with connect(dsn, autocommit=False, vector=False) as conn:
         ensure_vector_extension(conn, dsn)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{name}",))
         migrate_shared(conn, shared_migrations())
         found = _registered(conn, name)
-        existing = found[0] if found else None
+        existing = found.identity if found else None
         if existing is not None and not existing.same_model(identity):
             raise ModelMismatchError(
                 f"{what} holds vectors of {existing.name} "
@@ -75,7 +108,7 @@ def register(
                 (name, identity.name, model_source, identity.to_json(), identity.key, identity.dimensions),
             )
             logger.info("registered %s for %s", name, identity.key)
-        yield conn, existing is None
+        yield conn, found
         conn.commit()
 
 
@@ -87,20 +120,19 @@ def _refuse_foreign_table(conn, collection: Collection) -> None:
         )
 
 
-def _lookup(conn, collection: Collection) -> tuple[ModelIdentity, str] | None:
+def _lookup(conn, collection: Collection) -> Registered | None:
     """Like ``_registered``, also in a database where no collection was ever made."""
     exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
     return _registered(conn, collection.name) if exists else None
 
 
-def registered_identity(conn, collection: Collection) -> ModelIdentity | None:
-    """The model identity of a collection on an open connection; None when there is no such collection."""
-    found = _lookup(conn, collection)
-    return found[0] if found else None
+def registered(conn, collection: Collection) -> Registered | None:
+    """The registry row of a collection on an open connection; None when there is no such collection."""
+    return _lookup(conn, collection)
 
 
-def registered_model(dsn: str, collection: Collection) -> tuple[ModelIdentity, str]:
-    """The model identity of an existing collection and where it was loaded from."""
+def registered_model(dsn: str, collection: Collection) -> Registered:
+    """The registry row of an existing collection."""
     with connect(dsn, vector=False) as conn:
         found = _lookup(conn, collection)
     if found is None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pgvector import HalfVector
 from psycopg import sql
 
 from vectorize import rows
@@ -46,14 +47,19 @@ def block_counts(block: pa.Table) -> WriteCounts:
 
 
 def stage_vectors(
-    cur, stage: sql.Identifier, dimensions: int, fields: Sequence[tuple[str, str]], table: pa.Table
+    cur,
+    stage: sql.Identifier,
+    dimensions: int,
+    fields: Sequence[tuple[str, str]],
+    table: pa.Table,
+    vector_type: str = "vector",
 ) -> None:
     """COPY the table's ``embedding`` and the named (column, SQL type) fields into ``stage``,
-    created on first use in this session as (fields..., embedding vector(d))."""
+    created on first use in this session as (fields..., embedding vector_type(d))."""
     names = [name for name, _ in fields]
     definition = sql.SQL(", ").join(
         [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in fields]
-        + [sql.SQL("embedding vector({})").format(sql.Literal(dimensions))]
+        + [sql.SQL("embedding {}({})").format(sql.SQL(vector_type), sql.Literal(dimensions))]
     )
     cur.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {s} ({d}) ON COMMIT DELETE ROWS").format(s=stage, d=definition)
@@ -61,6 +67,7 @@ def stage_vectors(
     listed = sql.SQL(", ").join(sql.Identifier(name) for name in [*names, "embedding"])
     vectors = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, dimensions)
     with cur.copy(sql.SQL("COPY {s} ({c}) FROM STDIN (FORMAT BINARY)").format(s=stage, c=listed)) as copy:
-        copy.set_types([_COPY_TYPES[kind] for _, kind in fields] + ["vector"])
+        copy.set_types([_COPY_TYPES[kind] for _, kind in fields] + [vector_type])
+        as_value = HalfVector if vector_type == "halfvec" else np.ascontiguousarray
         for values, vector in zip(zip(*columns_of(table, *names), strict=True), vectors, strict=True):
-            copy.write_row((*values, np.ascontiguousarray(vector)))
+            copy.write_row((*values, as_value(vector)))

@@ -52,9 +52,17 @@ def error_upsert(errors: sql.Identifier) -> sql.Composed:
 
 
 def write_block(
-    conn, collection: Collection, dimensions: int, model_key: str, run_id: str, block: pa.Table, sync: bool = False
+    conn,
+    collection: Collection,
+    dimensions: int,
+    model_key: str,
+    run_id: str,
+    block: pa.Table,
+    sync: bool = False,
+    vector_type: str = "vector",
 ) -> WriteCounts:
-    """``sync``: also note the block's ids as seen, for the run's deletion of the others."""
+    """``sync``: also note the block's ids as seen, for the run's deletion of the others;
+    ``vector_type``: the collection's (``vector`` or ``halfvec``)."""
     block = _last_per_key(block)
     counts = block_counts(block)
     embedded = by_status(block, rows.EMBED)
@@ -68,7 +76,7 @@ def write_block(
                                .as_py() or 0)  # fmt: skip
     with conn.transaction():
         if embedded.num_rows:
-            inserted = _upsert_vectors(conn, collection, dimensions, model_key, embedded)
+            inserted = _upsert_vectors(conn, collection, dimensions, model_key, embedded, vector_type)
             counts.embedded_new = _new_rows(embedded, inserted)
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
@@ -91,11 +99,13 @@ def _new_rows(embedded: pa.Table, inserted: int) -> int:
     return int(pc.sum(pc.cast(pc.fill_null(embedded.column("new"), False), pa.int64())).as_py() or 0)
 
 
-def _upsert_vectors(conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table) -> int:
+def _upsert_vectors(
+    conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table, vector_type: str
+) -> int:
     """Upsert the rows' vectors; how many of them are new to the collection."""
     stage = sql.Identifier(f"{collection.name}_stage")
     with conn.cursor() as cur:
-        stage_vectors(cur, stage, dimensions, _STAGED, table)
+        stage_vectors(cur, stage, dimensions, _STAGED, table, vector_type)
         # xmax is 0 on a row this statement inserted, set on one it updated
         inserted = cur.execute(
             sql.SQL(
