@@ -13,8 +13,7 @@ from ray.data.datasource.datasink import WriteResult
 
 from jobs.progress import report_counts
 from vectorize.db import connect
-from vectorize.store.collection import Collection
-from vectorize.store.writer import write_block
+from vectorize.store.writer import CollectionWrite, write_block
 from vectorize.summary import WriteCounts, live_outcomes
 
 logger = logging.getLogger(__name__)
@@ -49,30 +48,12 @@ class CountingDatasink(Datasink[WriteCounts]):
 class PgvectorDatasink(CountingDatasink):
     """Into a collection's table (and its errors and pending tables)."""
 
-    def __init__(
-        self,
-        dsn: str,
-        collection: Collection,
-        dimensions: int,
-        model_key: str,
-        run_id: str,
-        *,
-        sync: bool = False,
-        vector_type: str = "vector",
-        meter: Any = None,
-    ) -> None:
+    def __init__(self, dsn: str, spec: CollectionWrite, meter: Any = None) -> None:
         super().__init__(dsn, meter)
-        self.vector_type = vector_type
-        self.collection = collection
-        self.dimensions = dimensions
-        self.model_key = model_key
-        self.run_id = run_id
-        self.sync = sync
+        self.spec = spec
 
     def get_name(self) -> str:
         return "Pgvector"
 
     def write_block(self, conn, block: Block) -> WriteCounts:
-        return write_block(
-            conn, self.collection, self.dimensions, self.model_key, self.run_id, block, self.sync, self.vector_type
-        )
+        return write_block(conn, self.spec, block)

@@ -119,21 +119,21 @@ class CollectionRun:
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
         from jobs.prepare import PrepareContext, prepare_batch
         from jobs.sink import PgvectorDatasink
+        from vectorize.store.writer import CollectionWrite
 
         target, inputs, identity = self.target, self.inputs, self.inputs.identity
-        sink = PgvectorDatasink(
-            target.dsn,
+        spec = CollectionWrite(
             target.collection,
             identity.dimensions,
             identity.key,
             summary.run_id,
-            vector_type=self.storage.vector_type,
             sync=target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
-            meter=claims,
+            vector_type=self.storage.vector_type,
         )
-        spec = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
+        sink = PgvectorDatasink(target.dsn, spec, meter=claims)
+        records = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
         context = PrepareContext(
-            target.dsn, target.collection, identity.key, spec, claims, self.signature, inputs.long_text
+            target.dsn, target.collection, identity.key, records, claims, self.signature, inputs.long_text
         )
         return prepare_batch, context, sink
 

@@ -135,17 +135,14 @@ def test_a_write_task_retried_by_ray_leaves_no_duplicates(tmp_path, tiny_model, 
 
     class DyingRun(CollectionRun):
         def stage(self, summary, claims):
-            prepare, context, _ = super().stage(summary, claims)
-            target, identity = self.target, self.inputs.identity
-            sink = DiesAfterItsFirstCommit(target.dsn, target.collection, identity.dimensions, identity.key,
-                                           summary.run_id, meter=claims)  # fmt: skip
-            return prepare, context, sink
+            prepare, context, sink = super().stage(summary, claims)
+            return prepare, context, DiesAfterItsFirstCommit(sink.dsn, sink.spec, meter=claims)
 
     @dataclass(frozen=True)
     class DyingTarget(CollectionTarget):
         def begin(self, store, inputs, summary):
             run = super().begin(store, inputs, summary)
-            return DyingRun(run.target, run.inputs, run.source, run.signature, run.reads)
+            return DyingRun(**vars(run))
 
     rows = [{"id": f"w{i}", "text": f"write retry row {i}"} for i in range(48)]
     source = write_jsonl(tmp_path / "w.jsonl", rows)

@@ -9,6 +9,7 @@ until the run resolves them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,18 +52,20 @@ def error_upsert(errors: sql.Identifier) -> sql.Composed:
     ).format(e=errors)
 
 
-def write_block(
-    conn,
-    collection: Collection,
-    dimensions: int,
-    model_key: str,
-    run_id: str,
-    block: pa.Table,
-    sync: bool = False,
-    vector_type: str = "vector",
-) -> WriteCounts:
-    """``sync``: also note the block's ids as seen, for the run's deletion of the others;
-    ``vector_type``: the collection's (``vector`` or ``halfvec``)."""
+@dataclass(frozen=True)
+class CollectionWrite:
+    """Where and how one run writes its blocks into a collection."""
+
+    collection: Collection
+    dimensions: int
+    model_key: str
+    run_id: str
+    sync: bool = False  # also note the block's ids as seen, for the run's deletion of the others
+    vector_type: str = "vector"  # the collection's: vector or halfvec
+
+
+def write_block(conn, write: CollectionWrite, block: pa.Table) -> WriteCounts:
+    collection, run_id = write.collection, write.run_id
     block = _last_per_key(block)
     counts = block_counts(block)
     embedded = by_status(block, rows.EMBED)
@@ -76,12 +79,12 @@ def write_block(
                                .as_py() or 0)  # fmt: skip
     with conn.transaction():
         if embedded.num_rows:
-            inserted = _upsert_vectors(conn, collection, dimensions, model_key, embedded, vector_type)
+            inserted = _upsert_vectors(conn, write, embedded)
             counts.embedded_new = _new_rows(embedded, inserted)
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
         _drop_stale_chunks(conn, collection, block)
-        if sync:
+        if write.sync:
             _note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
         if reuse.num_rows:
             _add_pending(conn, collection, run_id, reuse)
@@ -99,13 +102,12 @@ def _new_rows(embedded: pa.Table, inserted: int) -> int:
     return int(pc.sum(pc.cast(pc.fill_null(embedded.column("new"), False), pa.int64())).as_py() or 0)
 
 
-def _upsert_vectors(
-    conn, collection: Collection, dimensions: int, model_key: str, table: pa.Table, vector_type: str
-) -> int:
+def _upsert_vectors(conn, write: CollectionWrite, table: pa.Table) -> int:
     """Upsert the rows' vectors; how many of them are new to the collection."""
+    collection = write.collection
     stage = sql.Identifier(f"{collection.name}_stage")
     with conn.cursor() as cur:
-        stage_vectors(cur, stage, dimensions, _STAGED, table, vector_type)
+        stage_vectors(cur, stage, write.dimensions, _STAGED, table, write.vector_type)
         # xmax is 0 on a row this statement inserted, set on one it updated
         inserted = cur.execute(
             sql.SQL(
@@ -119,7 +121,7 @@ def _upsert_vectors(
                      RETURNING xmax = 0 AS inserted)
                    SELECT count(*) FILTER (WHERE inserted) FROM written"""
             ).format(t=collection.table, s=stage, vector_upsert=VECTOR_UPSERT),
-            (model_key,),
+            (write.model_key,),
         ).fetchone()[0]
         cur.execute(
             sql.SQL("DELETE FROM {e} e USING {s} s WHERE e.id = s.id AND e.chunk = s.chunk").format(
