@@ -9,8 +9,9 @@ corpus, embedded the same way. The exact answer is computed in numpy over every 
 
 Each storage is built through vectorize's own path (registry, schema, index build); each query
 runs through the search the CLI and Serve use, the variants alternating query by query. A
-filter matches 1% or 10% of rows; "plain" is the same filtered query without an iterative
-scan, as pgvector runs it by default.
+filter matches 1% or 10% of rows; "iterative" is vectorize's filtered search (exact over the
+matching rows when fewer than 2,000 are expected to match, else pgvector's iterative index scan), "plain" the
+same filtered query as pgvector runs it by default (ef_search 40, no iterative scan).
 
     python bench/search.py [--rows 100000] [--base 5000] [--queries 100]
 """
@@ -88,7 +89,7 @@ def fill(dsn: str, table: str, storage, vectors: np.ndarray, texts: list[str], o
             for i, vector in enumerate(vectors):
                 text = texts[origin[i]]
                 copy.write_row((f"r{i}", text, hashlib.sha256(text.encode()).hexdigest(), identity.key,
-                                as_value(vector), json.dumps(metadata(i))))  # fmt: skip
+                                as_value(vector), metadata(i)))  # fmt: skip
         started = time.perf_counter()
         build_vector_index(conn, collection, chosen, dims)
         return time.perf_counter() - started

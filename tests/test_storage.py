@@ -88,6 +88,9 @@ def test_storage_other_than_the_collections_is_refused(tmp_path, pg_dsn, table_n
         with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} {value} \\(it has "):
             run(source, table_name, tiny_model, pg_dsn, **{option: value})
     assert run(source, table_name, tiny_model, pg_dsn, vector_type="vector", index="hnsw").embedded == 1
+    with pytest.raises(ConfigError, match="--text-search 'klingon': this database has no such configuration"):
+        prepare_collection(pg_dsn, Collection(f"{table_name}_k"), read_identity(tiny_model), "tests",
+                           StorageRequest(text_search="klingon"))  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ class Collection:
                 ),
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (run_id, id)").format(i=self.index("seen_idx"), **ident),
             ],
-            # the stored text's words, for keyword and hybrid search
+            # the stored text's words, for keyword and hybrid search; metadata, for filters
             [
                 sql.SQL(
                     """ALTER TABLE {t} ADD COLUMN IF NOT EXISTS text_search tsvector
@@ -100,6 +100,9 @@ class Collection:
                 ).format(config=sql.Literal(storage.text_search), **ident),
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (text_search)").format(
                     i=self.index("text_search_idx"), **ident
+                ),
+                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (metadata jsonb_path_ops)").format(
+                    i=self.index("metadata_idx"), **ident
                 ),
             ],
         ]

@@ -66,6 +66,8 @@ def prepare_collection(
             _refuse_foreign_table(conn, collection)
         recorded = found.storage if found else None
         chosen = storage_for(storage or StorageRequest(), recorded, identity.dimensions, collection.name)
+        if found is None:
+            _check_text_search(conn, chosen.text_search)
         conn.execute(
             sql.SQL(
                 "UPDATE {r} SET storage = coalesce(storage, %s::jsonb), provider = coalesce(provider, %s::jsonb) "
@@ -110,6 +112,13 @@ def register(
             logger.info("registered %s for %s", name, identity.key)
         yield conn, found
         conn.commit()
+
+
+def _check_text_search(conn, name: str) -> None:
+    known = [row[0] for row in conn.execute("SELECT cfgname FROM pg_ts_config ORDER BY cfgname").fetchall()]
+    if name not in known:
+        raise ConfigError(f"--text-search {name!r}: this database has no such configuration; choose one of "
+                          f"{', '.join(known)}")  # fmt: skip
 
 
 def _refuse_foreign_table(conn, collection: Collection) -> None:

@@ -1,10 +1,12 @@
 """The stored texts nearest to a query, by the collection's vector index, by its keyword index,
 or by both rankings fused (reciprocal rank fusion).
 
-A metadata filter is applied inside the index scan: pgvector's iterative scan goes on past
-``hnsw.ef_search`` until ``k`` rows that match are found (or ``hnsw.max_scan_tuples`` were
-looked at), and the rows it returns in a relaxed order are sorted again. A binary-quantized
-index gives candidates by Hamming distance, re-ranked by exact cosine distance.
+A metadata filter that few rows match (as the planner's statistics expect) is answered exactly
+over those rows; one that many match is applied inside the index scan: pgvector's iterative
+scan goes on past ``hnsw.ef_search`` until ``k`` rows that match are found (or
+``hnsw.max_scan_tuples`` were looked at), and the rows it returns in a relaxed order are sorted
+again. A binary-quantized index gives candidates by Hamming distance, re-ranked by exact cosine
+distance.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from vectorize.store.storage import Storage
 
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 RRF_K = 60  # reciprocal rank fusion's constant: a hit's score is the sum of 1 / (RRF_K + its rank)
-MIN_CANDIDATES = 40  # each ranking's candidates for fusion, and the fewest a binary index re-ranks
-BQ_CANDIDATES_PER_HIT = 10
+MIN_CANDIDATES = 40  # each ranking's candidates for fusion
+MIN_EF_SEARCH = 100  # pgvector's default of 40 misses more of the true nearest (bench/search.py)
+BQ_CANDIDATES_PER_HIT = 40  # a binary index's candidates re-ranked by exact distance
 MAX_EF_SEARCH = 1000  # pgvector's limit
+# A filter expected to match fewer rows than this is answered exactly over those rows (found by
+# the metadata index): cheaper there than an index scan stepping past the many that do not match.
+EXACT_BELOW_ROWS = 2000
 
 
 @dataclass
@@ -67,12 +73,13 @@ def nearest(
         "q": query,
         "k": k,
         "n": candidates,
-        "bq": min(MAX_EF_SEARCH, max(MIN_CANDIDATES, k * BQ_CANDIDATES_PER_HIT)),
+        "bq": min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, k * BQ_CANDIDATES_PER_HIT)),
         "where": json.dumps(where or {}),
         "words": words,
         "config": storage.text_search,
     }
-    parts = _Parts(collection.table, storage, dims, bool(where))
+    exact = bool(where) and _estimated_matches(conn, collection, params["where"]) < EXACT_BELOW_ROWS
+    parts = _Parts(collection.table, storage, dims, bool(where), exact)
     if mode == "vector":
         statement = sql.SQL(
             """WITH semantic AS MATERIALIZED ({semantic})
@@ -107,12 +114,22 @@ def nearest(
             q=parts.query,
         )
     with conn.transaction():
-        ef_search = params["bq"] if storage.index == "hnsw-bq" else min(MAX_EF_SEARCH, max(MIN_CANDIDATES, k))
+        ef_search = params["bq"] if storage.index == "hnsw-bq" else min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, k))
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
         if where:
             conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         found = conn.execute(statement, params).fetchall()
     return [Hit(i, c, float(s), t, m, float(score)) for i, c, s, t, m, score in found]
+
+
+def _estimated_matches(conn, collection: Collection, where: str) -> float:
+    """How many rows the planner expects a filter to match, from the column's statistics:
+    counting them would visit a heap page per match."""
+    plan = conn.execute(
+        sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {t} WHERE metadata @> %s::jsonb").format(t=collection.table),
+        (where,),
+    ).fetchone()[0]
+    return float(plan[0]["Plan"]["Plan Rows"])
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,7 @@ class _Parts:
     storage: Storage
     dimensions: int
     filtered: bool
+    exact: bool  # the few matching rows taken first, then ordered by exact distance
 
     @property
     def query(self) -> sql.Composed:
@@ -134,6 +152,11 @@ class _Parts:
 
     def semantic(self, limit: sql.Composable) -> sql.Composed:
         """(id, chunk, distance) of the ``limit`` nearest rows, nearest first."""
+        if self.exact:
+            return sql.SQL(
+                """WITH matching AS MATERIALIZED (SELECT id, chunk, embedding FROM {t} WHERE {cond})
+                   SELECT id, chunk, embedding <=> {q} AS distance FROM matching ORDER BY distance LIMIT {limit}"""
+            ).format(q=self.query, t=self.table, cond=self.condition, limit=limit)
         if self.storage.index == "hnsw-bq":
             bits = sql.SQL("bit({})").format(sql.Literal(self.dimensions))
             return sql.SQL(
