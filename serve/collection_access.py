@@ -48,6 +48,8 @@ class Collections:
             raise ApiError(404, message, param="collection", code="not_found") from None
         except ModelMismatchError as exc:
             raise ApiError(400, str(exc), param="collection") from None
+        except ConfigError as exc:  # a collection made before keyword search, asked for it
+            raise ApiError(400, str(exc), param="mode") from None
         return [h.to_dict() for h in hits]
 
     def nearest_to_vectors(self, parsed: NearestRequest):

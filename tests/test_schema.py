@@ -4,12 +4,17 @@ changes nothing again."""
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pytest
 
 from tests.corpus import write_jsonl
 from tests.helpers import query, run
+from vectorize.db import connect
+from vectorize.errors import ConfigError
+from vectorize.identity import ModelIdentity
 from vectorize.models import read_identity
+from vectorize.search import search
 from vectorize.store.collection import Collection, shared_migrations
 from vectorize.store.registry import prepare_collection
 from vectorize.store.schema import SCHEMA_TABLE, migrate_shared
@@ -53,6 +58,11 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     identity = read_identity(tiny_model)
     _old_database(dsn, name, identity)
     assert "source_fingerprint" not in _columns(dsn, name) and "metrics" not in _columns(dsn, "vectorize_runs")
+    with connect(dsn) as conn:  # searched before any run migrates it
+        near = np.full(identity.dimensions, 0.1, dtype=np.float32)
+        assert [hit.id for hit in search(conn, name, near, 3, identity)] == ["old"]
+        with pytest.raises(ConfigError, match="made before keyword search: run `vectorize run` on it once"):
+            search(conn, name, near, 3, identity, mode="hybrid", words="kept")
 
     source = write_jsonl(tmp_path / "rows.jsonl", [{"id": f"n{i}", "text": f"new row {i}"} for i in range(12)])
     summary = run(source, name, tiny_model, dsn)
@@ -91,3 +101,14 @@ def test_a_database_at_an_older_version_gains_only_the_later_steps(own_postgres,
         (4.0, {"embedded_per_second": 2.5, "p95": 1})
     ]
     assert dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))["shared"] == len(steps)
+
+
+def test_an_old_collection_too_wide_for_an_index_keeps_its_storage(own_postgres):
+    """Made when a model past 2,000 dimensions got a vector column and no index: that is what
+    its storage is taken to be, so its runs go on instead of being refused."""
+    dsn, name = own_postgres.get_uri(), "old_wide"
+    wide = ModelIdentity(name="wide", revision="api:wide", dimensions=3072, normalized=True, prefix="", max_tokens=8191)
+    _old_database(dsn, name, wide)
+    assert prepare_collection(dsn, Collection(name), wide, "wide") == Storage(vector_type="vector", index="none")
+    recorded = query(dsn, "SELECT storage FROM vectorize_collections WHERE collection = %s", name)[0][0]
+    assert (recorded["vector_type"], recorded["index"]) == ("vector", "none")

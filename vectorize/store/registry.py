@@ -16,7 +16,7 @@ from vectorize.errors import ConfigError, ModelMismatchError, UnknownCollectionE
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import REGISTRY_TABLE, Collection, shared_migrations
 from vectorize.store.schema import collection_scope, forget, migrate, migrate_shared
-from vectorize.store.storage import Storage, StorageRequest, storage_for
+from vectorize.store.storage import MAX_HNSW_DIMENSIONS, Storage, StorageRequest, storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -30,20 +30,37 @@ class Registered:
     model_source: str
     storage: Storage
     provider: dict | None = None
+    storage_recorded: bool = True  # False: registered before storage was, and not run on since
 
 
 def _registered(conn, name: str) -> Registered | None:
+    """The row as any version of the registry holds it: a database no run has migrated since
+    storage was recorded lacks those columns, and is read all the same."""
     row = conn.execute(
-        sql.SQL("SELECT identity, model_source, storage, provider FROM {r} WHERE collection = %s").format(
-            r=sql.Identifier(REGISTRY_TABLE)
-        ),
+        sql.SQL(
+            "SELECT identity, model_source, to_jsonb(r) -> 'storage', to_jsonb(r) -> 'provider' FROM {r} r "
+            "WHERE collection = %s"
+        ).format(r=sql.Identifier(REGISTRY_TABLE)),
         (name,),
     ).fetchone()
     if row is None:
         return None
     data = row[0] if isinstance(row[0], dict) else json.loads(row[0])
-    provider = row[3] if row[3] is None or isinstance(row[3], dict) else json.loads(row[3])
-    return Registered(ModelIdentity(**data), row[1], Storage.from_json(row[2]), provider)
+    storage, provider = row[2], row[3]
+    return Registered(ModelIdentity(**data), row[1], Storage.from_json(storage), provider, storage is not None)
+
+
+def _storage_in_table(conn, collection: Collection, dimensions: int) -> Storage:
+    """The storage of a collection made before storage was recorded, as its table has it: a
+    model too wide for an index of its vector type never had one."""
+    column = conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attname = 'embedding'",
+        (f'public."{collection.name}"',),
+    ).fetchone()
+    vector_type = "halfvec" if column and column[0].startswith("halfvec") else "vector"
+    fits = dimensions <= MAX_HNSW_DIMENSIONS[vector_type]
+    return Storage(vector_type=vector_type, index="hnsw" if fits else "none")
 
 
 def prepare_collection(
@@ -64,7 +81,11 @@ def prepare_collection(
         scope = collection_scope(collection.name)
         if found is None:
             _refuse_foreign_table(conn, collection)
-        recorded = found.storage if found else None
+        recorded = None
+        if found is not None:
+            recorded = (
+                found.storage if found.storage_recorded else _storage_in_table(conn, collection, identity.dimensions)
+            )
         chosen = storage_for(storage or StorageRequest(), recorded, identity.dimensions, collection.name)
         if found is None:
             _check_text_search(conn, chosen.text_search)

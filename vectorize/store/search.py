@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from psycopg import sql
 
+from vectorize.errors import ConfigError
 from vectorize.store.collection import Collection
 from vectorize.store.storage import Storage
 
@@ -66,6 +67,11 @@ def nearest(
 ) -> list[Hit]:
     """The ``k`` best rows for the query ``vector`` (and its ``words``, in keyword and hybrid
     modes); ``where``: metadata key: value pairs every hit must have."""
+    if mode != "vector" and not _has_keyword_index(conn, collection):
+        raise ConfigError(
+            f"collection {collection.name!r} was made before keyword search: run `vectorize run` on it once "
+            "to add its keyword index, or search with --mode vector"
+        )
     query = np.asarray(vector, dtype=np.float32)
     dims = int(query.shape[0])
     candidates = max(MIN_CANDIDATES, k)
@@ -116,10 +122,27 @@ def nearest(
     with conn.transaction():
         ef_search = params["bq"] if storage.index == "hnsw-bq" else min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, k))
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
-        if where:
+        if where and not exact and _has_iterative_scan(conn):
             conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         found = conn.execute(statement, params).fetchall()
     return [Hit(i, c, float(s), t, m, float(score)) for i, c, s, t, m, score in found]
+
+
+def _has_iterative_scan(conn) -> bool:
+    """pgvector 0.8 and later scan an index on past ``ef_search``; before, a filter applies to
+    the candidates the scan found."""
+    found = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    return found is not None and tuple(int(part) for part in found[0].split(".")[:2]) >= (0, 8)
+
+
+def _has_keyword_index(conn, collection: Collection) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'text_search'",
+            (f'public."{collection.name}"',),
+        ).fetchone()
+        is not None
+    )
 
 
 def _estimated_matches(conn, collection: Collection, where: str) -> float:
