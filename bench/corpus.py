@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -11,19 +12,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "data" / "git-commits.jsonl.gz"
+CORPUS = Path(os.environ.get("BENCH_CORPUS") or ROOT.parent / "shared" / "data" / "git-commits.jsonl.gz")
 
 
 def load_rows(limit: int) -> list[dict]:
-    """The first ``limit`` records of the shared corpus; the benchmark stops if it is absent."""
+    """The first ``limit`` records of the shared corpus; the benchmark stops if it is absent.
+    Past the corpus's end it starts again, each pass's ids and texts marked with the pass's
+    number, so that every row stays distinct (a run embeds identical texts once)."""
     if not CORPUS.exists():
-        sys.exit(f"bench: the shared corpus is not at {CORPUS}")
-    rows = []
+        sys.exit(f"bench: the shared corpus is not at {CORPUS} (or set BENCH_CORPUS)")
     with gzip.open(CORPUS, "rt") as fh:
-        for line in fh:
-            rows.append(json.loads(line))
-            if len(rows) == limit:
-                break
+        records = [json.loads(line) for line in fh]
+    rows = records[:limit]
+    copy = 1
+    while len(rows) < limit:
+        copy += 1
+        for record in records[: limit - len(rows)]:
+            rows.append({**record, "id": f"{record['id']}~{copy}", "text": f"{record['text']}\n\n(pass {copy})"})
     return rows
 
 
