@@ -75,8 +75,10 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     assert "texts_per_second" not in _columns(dsn, "vectorize_runs")
     assert query(dsn, "SELECT rows_per_second FROM vectorize_runs WHERE source = 'old.jsonl'") == [(7.5,)]
     versions = dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))
-    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 4}
+    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 5}
     assert "text_search" in _columns(dsn, name)
+    assert query(dsn, "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
+                 name) == [("m",)]  # fmt: skip
     assert query(dsn, "SELECT storage->>'vector_type' FROM vectorize_collections") == [("vector",)]
 
     migrated_at = query(dsn, f"SELECT scope, migrated_at FROM {SCHEMA_TABLE} ORDER BY scope")

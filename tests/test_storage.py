@@ -163,10 +163,16 @@ def test_a_filter_matched_by_two_percent_of_rows_still_returns_k(pg_dsn, table_n
     identity = planted_identity(64)
     with psycopg.connect(pg_dsn) as conn:
         register_vector(conn)
+        rare = [(row_id, vector) for row_id, _, meta, vector in rows if meta["team"] == "rare"]
         for _ in range(5):
-            hits = search(conn, table_name, _unit(rng, 64), 10, identity, {"team": "rare"})
+            asked = _unit(rng, 64)
+            hits = search(conn, table_name, asked, 10, identity, {"team": "rare"})
             assert len(hits) == 10 and {h.metadata["team"] for h in hits} == {"rare"}
             assert [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
+            nearest_rare = sorted(rare, key=lambda row: -float(row[1] @ asked))[:10]  # few match: answered exactly
+            assert [h.id for h in hits] == [row_id for row_id, _ in nearest_rare]
+            common = search(conn, table_name, asked, 10, identity, {"team": "common"})
+            assert len(common) == 10 and {h.metadata["team"] for h in common} == {"common"}
         assert search(conn, table_name, _unit(rng, 64), 10, identity, {"team": "nobody"}) == []
 
 

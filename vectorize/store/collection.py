@@ -105,6 +105,10 @@ class Collection:
                     i=self.index("metadata_idx"), **ident
                 ),
             ],
+            # vectors kept in the row rather than in the TOAST table, where the text and its words
+            # go first: a filtered search reads each matching row's vector from its heap page alone
+            # (rows stored before this keep theirs until they are written again)
+            [sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE MAIN").format(**ident)],
         ]
 
     def vector_index_statement(self, storage: Storage, dimensions: int) -> sql.Composed | None:

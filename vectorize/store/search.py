@@ -175,10 +175,11 @@ class _Parts:
 
     def semantic(self, limit: sql.Composable) -> sql.Composed:
         """(id, chunk, distance) of the ``limit`` nearest rows, nearest first."""
-        if self.exact:
+        if self.exact:  # OFFSET 0 keeps the planner from ordering by the vector index instead
             return sql.SQL(
-                """WITH matching AS MATERIALIZED (SELECT id, chunk, embedding FROM {t} WHERE {cond})
-                   SELECT id, chunk, embedding <=> {q} AS distance FROM matching ORDER BY distance LIMIT {limit}"""
+                """SELECT id, chunk, distance
+                   FROM (SELECT id, chunk, embedding <=> {q} AS distance FROM {t} WHERE {cond} OFFSET 0) matching
+                   ORDER BY distance LIMIT {limit}"""
             ).format(q=self.query, t=self.table, cond=self.condition, limit=limit)
         if self.storage.index == "hnsw-bq":
             bits = sql.SQL("bit({})").format(sql.Literal(self.dimensions))
