@@ -1,7 +1,9 @@
 """An HTTP server speaking OpenAI's ``/v1/embeddings`` protocol, for tests and benchmarks.
 
-It enforces requests and tokens per minute the way the API describes (429 with Retry-After
-past them, ``x-ratelimit-*`` headers on every answer), counts tokens with tiktoken, gives each
+It enforces requests and tokens per minute (429 with Retry-After past them, ``x-ratelimit-*``
+headers on every answer) with one of three limiters: a token bucket as OpenAI describes its
+limits, a log of the last 60 seconds, or fixed 10-second windows holding a sixth of the minute
+each, as Azure counts. It counts tokens with tiktoken, or as one per 4 bytes, and gives each
 text a fixed unit vector (seeded by its SHA-256, so a test can check which vector a row got),
 returns the data in shuffled order, and can be told to fail in every way the client must
 survive. Azure's route (``/openai/deployments/{name}/embeddings``, ``api-key`` header) is
@@ -18,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,19 +51,108 @@ class Fault:
     skip: int = 0  # let this many matching requests through first
 
 
-@dataclass
 class Bucket:
-    per_minute: float
-    capacity: float
-    level: float
-    updated: float
+    """A token bucket (OpenAI's description of its limits): refills continuously, holds
+    ``window_s`` seconds of the minute's budget, starts full. A request larger than it holds
+    goes when it is full and leaves a debt."""
 
-    def refill(self, now: float) -> None:
+    def __init__(self, per_minute: float, window_s: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.capacity = per_minute * window_s / 60.0
+        self.level = self.capacity
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.per_minute / 60.0)
         self.updated = now
 
-    def seconds_until(self, amount: float) -> float:
-        return max(0.0, (amount - self.level) * 60.0 / self.per_minute)
+    def wait(self, amount: float, now: float) -> float:
+        self._refill(now)
+        return max(0.0, (min(amount, self.capacity) - self.level) * 60.0 / self.per_minute)
+
+    def take(self, amount: float, now: float) -> None:
+        self.level -= amount
+
+    def remaining(self, now: float) -> float:
+        self._refill(now)
+        return self.level
+
+    def reset_s(self, now: float) -> float:
+        return max(0.0, (self.capacity - self.remaining(now)) * 60.0 / self.per_minute)
+
+
+class SlidingMinute:
+    """A log of the last 60 seconds: what it holds may not pass the minute's budget. A request
+    larger than the budget goes when the log is empty."""
+
+    def __init__(self, per_minute: float, window_s: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.log: deque[tuple[float, float]] = deque()
+
+    def _expire(self, now: float) -> float:
+        while self.log and self.log[0][0] + 60.0 <= now:
+            self.log.popleft()
+        return sum(amount for _, amount in self.log)
+
+    def wait(self, amount: float, now: float) -> float:
+        used = self._expire(now)
+        if not self.log or used + amount <= self.per_minute:
+            return 0.0
+        for at, taken in self.log:
+            used -= taken
+            if used + amount <= self.per_minute or used <= 0:
+                return at + 60.0 - now
+        return 60.0
+
+    def take(self, amount: float, now: float) -> None:
+        self.log.append((now, amount))
+
+    def remaining(self, now: float) -> float:
+        return self.per_minute - self._expire(now)
+
+    def reset_s(self, now: float) -> float:
+        self._expire(now)
+        return self.log[-1][0] + 60.0 - now if self.log else 0.0
+
+
+class TenSecondWindows:
+    """Fixed 10-second windows, each holding a sixth of the minute's budget (Azure's way). A
+    request larger than a window goes alone in an empty one."""
+
+    def __init__(self, per_minute: float, window_s: float, now: float) -> None:
+        self.per_minute = per_minute
+        self.share = per_minute / 6.0
+        self.window = -1
+        self.used = 0.0
+
+    def _roll(self, now: float) -> None:
+        window = int(now // 10.0)
+        if window != self.window:
+            self.window, self.used = window, 0.0
+
+    def wait(self, amount: float, now: float) -> float:
+        self._roll(now)
+        if self.used == 0 or self.used + amount <= self.share:
+            return 0.0
+        return (self.window + 1) * 10.0 - now
+
+    def take(self, amount: float, now: float) -> None:
+        self.used += amount
+
+    def remaining(self, now: float) -> float:
+        self._roll(now)
+        return self.share - self.used
+
+    def reset_s(self, now: float) -> float:
+        return (int(now // 10.0) + 1) * 10.0 - now
+
+
+LIMITERS = {"bucket": Bucket, "sliding": SlidingMinute, "windows": TenSecondWindows}
+
+
+def bytes_per_four(texts: list[str]) -> list[int]:
+    """A token count unlike tiktoken's, as some servers have: one token per 4 bytes of UTF-8."""
+    return [max(1, -(-len(t.encode()) // 4)) for t in texts]
 
 
 @dataclass
@@ -70,6 +161,8 @@ class ServerState:
     rpm: int | None = None
     tpm: int | None = None
     window_s: float = 60.0  # seconds of budget a bucket holds
+    limiter: str = "bucket"  # or "sliding", "windows" (LIMITERS)
+    count: str = "tiktoken"  # or "bytes4": how the server counts tokens
     latency_s: float = 0.0
     hang_s: float = 5.0
     faults: list[Fault] = field(default_factory=list)
@@ -86,8 +179,9 @@ class ServerState:
 
     def __post_init__(self) -> None:
         now = time.monotonic()
+        limiter = LIMITERS[self.limiter]
         self.buckets = {
-            name: Bucket(limit, limit * self.window_s / 60.0, limit * self.window_s / 60.0, now)
+            name: limiter(limit, self.window_s, now)
             for name, limit in (("requests", self.rpm), ("tokens", self.tpm))
             if limit
         }
@@ -119,23 +213,23 @@ class EmbeddingsServer:
         return None
 
     def _rate_headers(self) -> dict[str, str]:
+        now = time.monotonic()
         headers = {}
-        for name, bucket in self.state.buckets.items():
-            headers[f"x-ratelimit-limit-{name}"] = str(int(bucket.per_minute))
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, int(bucket.level)))
-            headers[f"x-ratelimit-reset-{name}"] = f"{bucket.seconds_until(bucket.capacity):.3f}s"
+        for name, limit in self.state.buckets.items():
+            headers[f"x-ratelimit-limit-{name}"] = str(int(limit.per_minute))
+            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, int(limit.remaining(now))))
+            headers[f"x-ratelimit-reset-{name}"] = f"{limit.reset_s(now):.3f}s"
         return headers
 
     def _admit(self, tokens: int) -> float:
         """0 when the request fits the budget (and is taken from it), else seconds to wait."""
         now = time.monotonic()
         wait = 0.0
-        for name, bucket in self.state.buckets.items():
-            bucket.refill(now)
-            wait = max(wait, bucket.seconds_until(1 if name == "requests" else tokens))
+        for name, limit in self.state.buckets.items():
+            wait = max(wait, limit.wait(1 if name == "requests" else tokens, now))
         if wait == 0:
-            for name, bucket in self.state.buckets.items():
-                bucket.level -= 1 if name == "requests" else tokens
+            for name, limit in self.state.buckets.items():
+                limit.take(1 if name == "requests" else tokens, now)
         return wait
 
     def _authorized(self, request: web.Request) -> bool:
@@ -169,7 +263,7 @@ class EmbeddingsServer:
             return _error(400, "'input' must be a string or a non-empty list of strings", "invalid_request_error")
         if len(texts) > 2048:
             return _error(400, "'input' holds more than 2048 items", "invalid_request_error")
-        counts = self.counter.count(texts)
+        counts = bytes_per_four(texts) if state.count == "bytes4" else self.counter.count(texts)
         for i, (text, count) in enumerate(zip(texts, counts, strict=True)):
             if not text:
                 return _error(400, f"'$.input[{i}]' is an empty string", "invalid_request_error")
@@ -178,9 +272,9 @@ class EmbeddingsServer:
         tokens = sum(counts)
         if tokens > 300_000:
             return _error(400, f"{tokens} tokens in one request; the maximum is 300000", "invalid_request_error")
-        tokens_bucket = state.buckets.get("tokens")
-        if tokens_bucket is not None and tokens > tokens_bucket.capacity:
-            return _error(400, f"request too large: {tokens} tokens", "invalid_request_error")
+        if state.tpm is not None and tokens > state.tpm:
+            return _error(400, f"request too large: {tokens} tokens, the limit is {state.tpm} a minute",
+                          "invalid_request_error")  # fmt: skip
         async with self.lock:
             fault = self._take_fault(texts)
             wait = 0.0 if fault else self._admit(tokens)
@@ -333,10 +427,14 @@ def main() -> None:
     parser.add_argument("--rpm", type=int)
     parser.add_argument("--tpm", type=int)
     parser.add_argument("--window-s", type=float, default=60.0)
+    parser.add_argument("--limiter", choices=sorted(LIMITERS), default="bucket")
+    parser.add_argument("--count", choices=("tiktoken", "bytes4"), default="tiktoken")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--api-key", default="sk-test-key")
     args = parser.parse_args()
-    state = ServerState(args.api_key, args.rpm, args.tpm, args.window_s, args.latency_ms / 1000)
+    state = ServerState(
+        args.api_key, args.rpm, args.tpm, args.window_s, args.limiter, args.count, args.latency_ms / 1000
+    )
     web.run_app(EmbeddingsServer(state).app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

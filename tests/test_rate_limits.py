@@ -1,70 +1,130 @@
-"""The run's budget: token buckets, 429 pauses, what headers teach, and the in-flight cap."""
+"""The run's budget: caps every common limiter accepts, 429s, what answers teach, the in-flight cap."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
+from tests.openai_server import LIMITERS
 from vectorize.errors import ConfigError, ProviderStopError
-from vectorize.rate_limits import BURST_SECONDS, BudgetExhausted, Headers, RateBudget, RateLimits, tier_limits
+from vectorize.rate_limits import (
+    ARRIVAL_SLACK,
+    FILL,
+    MINUTE,
+    SPAN,
+    BudgetExhausted,
+    Grant,
+    Headers,
+    RateBudget,
+    RateLimits,
+    tier_limits,
+)
 from vectorize.shared_limiter import Limiter
 from vectorize.summary import RequestStats
 
 
-def test_minute_buckets_hold_a_burst_and_refill_at_the_rate():
-    budget = RateBudget(RateLimits(rpm=60, tpm=6000), now=0.0)
-    burst_tokens = 6000 * BURST_SECONDS / 60  # 1000
-    assert budget.reserve(600, now=0.0) == 0
-    wait = budget.reserve(600, now=0.0)  # 400 left, 200 missing at 100 tokens/s
-    assert wait == pytest.approx(2.0)
-    assert budget.reserve(600, now=2.0) == 0
-    assert budget.buckets["tpm"].capacity == burst_tokens
+def test_every_ten_seconds_hold_a_sixth_of_the_minute():
+    budget = RateBudget(RateLimits(tpm=6000), now=0.0)
+    share = 6000 / 6 * FILL  # 980 tokens
+    assert isinstance(budget.reserve(500, now=0.0), Grant)
+    assert isinstance(budget.reserve(400, now=1.0), Grant)
+    assert budget.reserve(100, now=2.0) == pytest.approx(SPAN + ARRIVAL_SLACK - 2.0)  # 900 + 100 > 980
+    assert isinstance(budget.reserve(int(share) - 400, now=SPAN + ARRIVAL_SLACK), Grant)
+    assert budget.request_tokens() == int(share / 8)
 
 
-def test_a_request_larger_than_the_bucket_goes_when_it_is_full_and_leaves_a_debt():
-    budget = RateBudget(RateLimits(tpm=600), now=0.0)  # holds 100 tokens
-    assert budget.reserve(250, now=0.0) == 0
-    assert budget.reserve(10, now=0.0) == pytest.approx((10 + 150) / 10)
+def test_every_minute_holds_the_minute():
+    budget = RateBudget(RateLimits(rpm=12), now=0.0)  # 2 requests each 10 s, 12 a minute
+    times = []
+    now = 0.0
+    while len(times) < 25:
+        granted = budget.reserve(1, now)
+        if isinstance(granted, Grant):
+            times.append(now)
+        else:
+            now += granted
+    assert all(times[i + 2] - times[i] >= SPAN for i in range(len(times) - 2))
+    assert all(times[i + 12] - times[i] >= MINUTE for i in range(len(times) - 12))
+    assert times[-1] <= 125.0  # 24 requests at 12 a minute: 120 s at the very least
 
 
-def test_a_429_pauses_everyone_and_empties_the_minute_buckets():
+def test_a_request_larger_than_ten_seconds_hold_goes_alone():
+    budget = RateBudget(RateLimits(tpm=600), now=0.0)  # 98 tokens each 10 s
+    assert isinstance(budget.reserve(250, now=0.0), Grant)
+    assert budget.reserve(10, now=1.0) == pytest.approx(SPAN + ARRIVAL_SLACK - 1.0)
+    assert budget.reserve(250, now=SPAN) == pytest.approx(ARRIVAL_SLACK)
+
+
+def test_a_429_pauses_everyone_and_takes_the_limit_as_smaller_until_answers_come_back():
     budget = RateBudget(RateLimits(rpm=600, tpm=60_000), now=0.0)
     budget.pause(3.0, now=1.0)
     assert budget.reserve(1, now=2.0) == pytest.approx(2.0)
-    assert budget.reserve(1, now=4.0) == 0  # refilled 1 s of budget since the pause
+    assert isinstance(budget.reserve(1, now=4.0), Grant)
+    assert budget.minute["tpm"].span_share == pytest.approx(10_000 * FILL * 0.85)
+    for _ in range(100):
+        budget.answered()
+    assert budget.minute["tpm"].span_share == pytest.approx(10_000 * FILL)
 
 
-def test_headers_lower_the_limits_and_the_remaining_budget():
+def test_headers_lower_the_limits_and_what_remains():
     budget = RateBudget(RateLimits(tpm=1_000_000), now=0.0)
-    ticket = budget.ticket()
-    budget.reserve(1000, now=0.0)
+    first = budget.reserve(1000, now=0.0)
     budget.reserve(500, now=0.0)  # granted after the answered request: the server had not seen it
     headers = Headers.parse(
         {"x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "3000", "retry-after-ms": "250"}
     )
-    budget.learn(headers, (ticket[0] + 1, ticket[1] + 1000), now=0.0)
-    assert budget.buckets["tpm"].rate == 60_000
-    assert budget.buckets["tpm"].level == pytest.approx(2500)
+    budget.learn(headers, first, billed=1000, now=0.0)
+    assert budget.minute["tpm"].limit == 60_000
+    assert budget.minute["tpm"].caps[0].headroom(0.0) == pytest.approx(2500)  # 3000 less the 500 it had not seen
     assert headers.retry_after == pytest.approx(0.25)
-    budget.learn(Headers.parse({"x-ratelimit-limit-requests": "120"}), budget.ticket(), now=0.0)
-    assert budget.buckets["rpm"].rate == 120
+    budget.learn(Headers.parse({"x-ratelimit-limit-requests": "120"}), first, billed=0, now=0.0)
+    assert budget.minute["rpm"].limit == 120
+    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "-1"}), first, billed=0, now=0.0)  # Azure's "unknown"
+    assert budget.minute["tpm"].caps[0].headroom(0.0) == pytest.approx(2500)
 
 
-def test_a_server_that_holds_more_than_the_burst_is_believed_until_that_is_spent():
-    budget = RateBudget(RateLimits(tpm=60_000), now=0.0)  # its own burst: 10,000 tokens
-    ticket = budget.ticket()
-    budget.reserve(1000, now=0.0)
-    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "59000"}), budget.ticket(), now=0.0)
-    assert budget.reserve(50_000, now=0.1) == 0
-    assert budget.buckets["tpm"].level == pytest.approx(9000)
-    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "-1"}), ticket, now=0.1)  # Azure's "unknown"
-    assert budget.buckets["tpm"].level == pytest.approx(9000)
+def test_a_server_that_counts_more_tokens_is_learned_from_what_it_bills():
+    budget = RateBudget(RateLimits(tpm=60_000), now=0.0)
+    for _ in range(30):
+        grant = budget.reserve(100, now=0.0)
+        budget.learn(None, grant, billed=150, now=0.0)
+    assert budget.count_ratio == pytest.approx(1.5)
+    assert budget.request_tokens() == pytest.approx(10_000 * FILL / 8 / 1.5, rel=0.01)
+
+
+@pytest.mark.parametrize("limiter", sorted(LIMITERS))
+@pytest.mark.parametrize("tpm", [6_000, 200_000])
+def test_no_limiter_is_overrun_and_the_rate_stays_near_the_limit(limiter, tpm):
+    """The budget against each server limiter, in simulated time: requests of mixed sizes up to
+    three times what the budget asks for, each reaching the server up to 0.15 s after its grant."""
+    rng = random.Random(tpm)
+    budget = RateBudget(RateLimits(rpm=600, tpm=tpm), now=0.0)
+    server = LIMITERS[limiter](tpm, 60.0, 0.0)
+    offset = rng.uniform(0, 10)  # where the server's windows fall
+    now, sent, refused = 0.0, 0, 0
+    size = budget.request_tokens()
+    while sent < 8 * tpm:
+        tokens = size * 3 if rng.random() < 0.01 else rng.randint(size // 4, size)
+        granted = budget.reserve(tokens, now)
+        if not isinstance(granted, Grant):
+            now += granted
+            continue
+        arrival = now + offset + rng.uniform(0.0, 0.15)
+        if server.wait(tokens, arrival) > 0:
+            refused += 1
+        else:
+            server.take(tokens, arrival)
+            sent += tokens
+        now += rng.uniform(0.0, 0.05)
+    assert refused == 0
+    assert sent / tpm * 60 / now >= 0.9
 
 
 def test_a_used_up_daily_cap_stops_the_run():
     budget = RateBudget(RateLimits(tpd=1000), now=0.0)
-    assert budget.reserve(900, now=0.0) == 0
+    assert isinstance(budget.reserve(900, now=0.0), Grant)
     with pytest.raises(BudgetExhausted, match="per-day cap --tpd 1000"):
         budget.reserve(900, now=1.0)
 
@@ -82,10 +142,10 @@ def test_limiter_keeps_at_most_max_in_flight_and_stops_waiters():
 
         async def request() -> None:
             nonlocal peak
-            ticket = await limiter.acquire(10)
+            grant = await limiter.acquire(10)
             peak = max(peak, limiter.in_flight)
             await asyncio.sleep(0.01)
-            await limiter.release(ticket, None, RequestStats(requests=1, tokens_billed=10))
+            await limiter.release(grant, None, RequestStats(requests=1, tokens_billed=10))
 
         await asyncio.gather(*(request() for _ in range(20)))
         assert limiter.stats.requests == 20 and limiter.stats.tokens_billed == 200

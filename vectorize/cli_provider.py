@@ -37,8 +37,8 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
     option(group, "--max-attempts", RemoteSettings, "max_attempts", "tries before rows are errors", type=int)
     option(group, "--request-timeout", RemoteSettings, "timeout_s", "seconds per request", type=float)
     option(group, "--max-input-tokens", RemoteSettings, "max_input_tokens", "tokens per input", type=int)
-    option(group, "--request-tokens", RemoteSettings, "request_tokens", "tokens per request "
-           "(default: TPM/12, at most 300000)", type=int)  # fmt: skip
+    option(group, "--request-tokens", RemoteSettings, "request_tokens", "tokens per request at most "
+           "(always: a twelfth of the TPM limit, and 300000)", type=int)  # fmt: skip
     option(group, "--chars-per-token", RemoteSettings, "chars_per_token", "token estimate for non-OpenAI models",
            type=float)  # fmt: skip
     option(group, "--price-per-million", RemoteSettings, "price_per_million", "USD per million tokens", type=float)

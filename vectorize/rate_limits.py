@@ -1,5 +1,11 @@
-"""Request and token budgets: per-minute and per-day token buckets, the published tiers, and
-what a server's rate-limit headers teach.
+"""Request and token budgets: per-minute caps that every common limiter accepts, per-day
+buckets, the published tiers, and what a server's answers teach.
+
+Servers count a minute's budget in different ways: a token bucket that refills continuously,
+a log of the last 60 seconds, or fixed 10-second windows that each hold a sixth of it (Azure).
+A run that keeps every 10 seconds within a sixth of the minute, and every 60 seconds within
+the minute, is accepted by all three, at the full rate. A request larger than that sixth (one
+long input) goes alone, once nothing else was sent in the last 10 seconds.
 
 Pure logic with the clock passed in; ``vectorize.shared_limiter`` puts one of these behind a
 Ray actor so that every embedding actor of a run draws from the same budget.
@@ -8,6 +14,7 @@ Ray actor so that every embedding actor of a run draws from the same budget.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -17,9 +24,14 @@ logger = logging.getLogger(__name__)
 
 MINUTE = 60.0
 DAY = 86_400.0
-# Per-minute buckets hold this many seconds of budget: a run starts smoothly instead of
-# spending a whole minute's allowance in its first second.
-BURST_SECONDS = 10.0
+SPAN = 10.0  # the shortest window a common limiter counts over; it holds a sixth of the minute
+# A grant counts this much longer than its window: the request reaches the server a little later.
+ARRIVAL_SLACK = 0.2
+FILL = 0.98  # of each window's tokens that are used: room for a server that counts a few more
+THROTTLED_SCALE = 0.85  # a 429 despite all that: the limit taken as this much smaller ...
+MIN_SCALE = 0.3  # ... down to this share of it
+RECOVERY = 0.005  # and given back this much with each answer that was not a 429
+REQUESTS_PER_SPAN = 8
 
 
 @dataclass(frozen=True)
@@ -64,25 +76,98 @@ class TokenBucket:
         self.level = capacity
         self.updated = now
 
-    def refill(self, now: float) -> None:
-        """Add what accrued since the last look, up to the capacity (a level above it, taken
-        from what the server said remains, is kept until it is spent)."""
-        if now > self.updated:
-            filled = min(self.capacity, self.level + (now - self.updated) * self.rate / self.period)
-            self.level = max(self.level, filled)
-            self.updated = now
-
     def wait_for(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` is available (0 when it is now)."""
-        self.refill(now)
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate / self.period)
+            self.updated = now
         missing = amount - self.level
         return 0.0 if missing <= 0 else missing * self.period / self.rate
 
     def take(self, amount: float) -> None:
         self.level -= amount
 
-    def clamp(self, level: float) -> None:
-        self.level = min(self.level, level)
+
+class SlidingCap:
+    """At most ``share`` units granted within any ``seconds``; a grant larger than the share
+    goes alone, when the window holds nothing."""
+
+    def __init__(self, seconds: float, share: float) -> None:
+        self.seconds = seconds + ARRIVAL_SLACK
+        self.share = share
+        self.grants: deque[tuple[float, float]] = deque()
+        self.used = 0.0
+
+    def _expire(self, now: float) -> None:
+        while self.grants and self.grants[0][0] + self.seconds <= now:
+            self.used -= self.grants.popleft()[1]
+        if not self.grants:
+            self.used = 0.0
+
+    def headroom(self, now: float) -> float:
+        self._expire(now)
+        return self.share - self.used
+
+    def wait_for(self, amount: float, now: float) -> float:
+        self._expire(now)
+        if not self.grants or self.used + amount <= self.share:
+            return 0.0
+        left = self.used
+        for at, granted in self.grants:  # the oldest leave first
+            left -= granted
+            if left + amount <= self.share or left <= 1e-9:
+                return at + self.seconds - now
+        return self.grants[-1][0] + self.seconds - now
+
+    def take(self, amount: float, now: float) -> None:
+        self.grants.append((now, amount))
+        self.used += amount
+
+
+class MinuteLimit:
+    """``limit`` units a minute, as caps on every 10 and every 60 seconds (module docstring);
+    ``fill``: the share of them used."""
+
+    def __init__(self, limit: float, fill: float = 1.0) -> None:
+        self.limit = limit
+        self.fill = fill
+        self.scale = 1.0
+        self.caps = (SlidingCap(SPAN, 0.0), SlidingCap(MINUTE, 0.0))
+        self._share()
+
+    def _share(self) -> None:
+        for cap in self.caps:
+            cap.share = self.limit * self.scale * self.fill * (cap.seconds - ARRIVAL_SLACK) / MINUTE
+
+    def lower(self, limit: float) -> None:
+        self.limit = limit
+        self._share()
+
+    def throttled(self) -> None:
+        self.scale = max(MIN_SCALE, self.scale * THROTTLED_SCALE)
+        self._share()
+
+    def answered(self) -> None:
+        if self.scale < 1.0:
+            self.scale = min(1.0, self.scale + RECOVERY)
+            self._share()
+
+    def wait_for(self, amount: float, now: float) -> float:
+        return max(cap.wait_for(amount, now) for cap in self.caps)
+
+    def take(self, amount: float, now: float) -> None:
+        for cap in self.caps:
+            cap.take(amount, now)
+
+    def hold(self, amount: float, now: float) -> None:
+        """Count ``amount`` as granted for the next 10 seconds: the server has less than this
+        run's own grants left it (others use the same account), or said to wait."""
+        if amount > 0:
+            self.caps[0].take(amount, now)
+
+    @property
+    def span_share(self) -> float:
+        return self.caps[0].share
 
 
 class BudgetExhausted(Exception):
@@ -130,42 +215,67 @@ def _seconds(value: str, scale: float) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Grant:
+    """One granted request: the run's totals granted with it (what a server that answers it
+    has seen), and its tokens as this run counts them."""
+
+    requests: int
+    tokens: float
+    counted: int
+
+
 class RateBudget:
     """Requests and tokens for a whole run. ``reserve`` grants a request now or says how long
-    to wait; ``learn`` tightens the budget from what the server reported."""
+    to wait; ``learn`` tightens the budget from what the server answered."""
 
     def __init__(self, limits: RateLimits, now: float) -> None:
         self.limits = limits
         self.paused_until = 0.0
         # running totals, to tell what a server's "remaining" had not seen yet when it answered
         self.granted_requests = 0
-        self.granted_tokens = 0
-        self.buckets: dict[str, TokenBucket] = {}
-        for name, value, period in (
-            ("rpm", limits.rpm, MINUTE),
-            ("tpm", limits.tpm, MINUTE),
-            ("rpd", limits.rpd, DAY),
-            ("tpd", limits.tpd, DAY),
-        ):
+        self.granted_tokens = 0.0
+        self.billed = 0  # tokens the server counted in its answers, and this run's count of the same
+        self.counted = 0
+        self.minute: dict[str, MinuteLimit] = {}
+        self.day: dict[str, TokenBucket] = {}
+        for name, value in (("rpm", limits.rpm), ("tpm", limits.tpm), ("rpd", limits.rpd), ("tpd", limits.tpd)):
             if value is None:
                 continue
             if value < 1:
                 raise ConfigError(f"--{name} must be at least 1")
-            capacity = value if period == DAY else max(1.0, value * BURST_SECONDS / MINUTE)
-            self.buckets[name] = TokenBucket(value, period, capacity, now)
+            if name in ("rpm", "tpm"):
+                self.minute[name] = MinuteLimit(value, _fill(name))
+            else:
+                self.day[name] = TokenBucket(value, DAY, value, now)
 
-    def reserve(self, tokens: int, now: float, max_wait: float = 300.0) -> float:
-        """Take one request and ``tokens`` and return 0, or return the seconds to wait first.
+    @property
+    def count_ratio(self) -> float:
+        """The server's token count over this run's, from what its answers billed."""
+        return min(4.0, max(0.25, self.billed / self.counted)) if self.counted else 1.0
 
-        A request larger than a bucket holds goes once the bucket is full and leaves it in
-        debt, which later requests wait out."""
+    @property
+    def learning(self) -> bool:
+        """No answer has said how the server counts yet."""
+        return self.counted == 0
+
+    def request_tokens(self) -> int | None:
+        """The most tokens (as this run counts them) one request should carry: an eighth of what
+        10 seconds may hold. Small requests fill each window closely where large ones leave a
+        gap too small for the next. None: no token limit known."""
+        tpm = self.minute.get("tpm")
+        return None if tpm is None else max(1, int(tpm.span_share / REQUESTS_PER_SPAN / self.count_ratio))
+
+    def reserve(self, tokens: int, now: float, max_wait: float = 300.0) -> Grant | float:
+        """Take one request of ``tokens`` and return its grant, or return the seconds to wait."""
         if now < self.paused_until:
             return self.paused_until - now
-        need = {"rpm": 1, "rpd": 1, "tpm": tokens, "tpd": tokens}
-        wait = 0.0
-        for name, bucket in self.buckets.items():
+        cost = tokens * self.count_ratio
+        need = {"rpm": 1, "rpd": 1, "tpm": cost, "tpd": cost}
+        wait = max((limit.wait_for(need[name], now) for name, limit in self.minute.items()), default=0.0)
+        for name, bucket in self.day.items():
             wait_here = bucket.wait_for(min(need[name], bucket.capacity), now)
-            if name in ("rpd", "tpd") and wait_here > max_wait:
+            if wait_here > max_wait:
                 limit = getattr(self.limits, name)
                 raise BudgetExhausted(
                     f"the per-day cap --{name} {limit} is used up for the next {wait_here / 3600:.1f} h; "
@@ -174,46 +284,55 @@ class RateBudget:
             wait = max(wait, wait_here)
         if wait > 0:
             return wait
-        for name, bucket in self.buckets.items():
+        for name, limit in self.minute.items():
+            limit.take(need[name], now)
+        for name, bucket in self.day.items():
             bucket.take(need[name])
         self.granted_requests += 1
-        self.granted_tokens += tokens
-        return 0.0
-
-    def ticket(self) -> tuple[int, int]:
-        """Requests and tokens granted so far; given back to ``learn`` with a response's headers."""
-        return self.granted_requests, self.granted_tokens
+        self.granted_tokens += cost
+        return Grant(self.granted_requests, self.granted_tokens, tokens)
 
     def pause(self, seconds: float, now: float) -> None:
-        """The server said wait: nobody sends until then, and the minute buckets start empty."""
+        """The server answered 429: nobody sends until it said, and the minute limits are taken
+        as smaller (it counts differently, or over windows shorter than 10 seconds)."""
         self.paused_until = max(self.paused_until, now + seconds)
-        for name in ("rpm", "tpm"):
-            if name in self.buckets:
-                self.buckets[name].clamp(0.0)
+        for limit in self.minute.values():
+            limit.throttled()
 
-    def learn(self, headers: Headers, ticket: tuple[int, int], now: float) -> None:
-        """Adopt a lower limit than configured, and believe the server about what remains: its
-        "remaining" less what was granted after that request (which it had not seen). That
-        lowers the budget when others share the account, and raises it when the server holds
-        more than this run's own burst."""
+    def answered(self) -> None:
+        """A request went through: a limit taken as smaller after a 429 grows back a little."""
+        for limit in self.minute.values():
+            limit.answered()
+
+    def learn(self, headers: Headers | None, grant: Grant, billed: int, now: float) -> None:
+        """Adopt a lower limit than configured; believe the server when it has less left than
+        this run's own grants leave it (its "remaining" less what was granted after this request,
+        which it had not seen); learn how the server counts tokens from what it billed."""
+        if billed > 0 and grant.counted > 0:
+            self.billed += billed
+            self.counted += grant.counted
+        if headers is None:
+            return
         for name, limit in (("rpm", headers.limit_requests), ("tpm", headers.limit_tokens)):
             if limit is None or limit <= 0:
                 continue
-            bucket = self.buckets.get(name)
-            if bucket is None or limit < bucket.rate:
+            known = self.minute.get(name)
+            if known is None or limit < known.limit:
                 logger.info("the server's %s limit is %d; using it", name, limit)
-                capacity = max(1.0, limit * BURST_SECONDS / MINUTE)
-                if bucket is None:
-                    self.buckets[name] = TokenBucket(limit, MINUTE, capacity, now)
+                if known is None:
+                    self.minute[name] = MinuteLimit(limit, _fill(name))
                 else:
-                    bucket.rate, bucket.capacity = limit, capacity
-                    bucket.clamp(capacity)
-        unseen_requests = self.granted_requests - ticket[0]
-        unseen_tokens = self.granted_tokens - ticket[1]
+                    known.lower(limit)
         for name, remaining, unseen in (
-            ("rpm", headers.remaining_requests, unseen_requests),
-            ("tpm", headers.remaining_tokens, unseen_tokens),
+            ("rpm", headers.remaining_requests, self.granted_requests - grant.requests),
+            ("tpm", headers.remaining_tokens, self.granted_tokens - grant.tokens),
         ):
-            if remaining is not None and remaining >= 0 and name in self.buckets:  # Azure may say -1
-                self.buckets[name].refill(now)
-                self.buckets[name].level = remaining - unseen
+            limit = self.minute.get(name)
+            if remaining is None or remaining < 0 or limit is None:  # Azure may say -1
+                continue
+            limit.hold(limit.caps[0].headroom(now) - (remaining - unseen), now)
+
+
+def _fill(name: str) -> float:
+    """Requests are counted alike everywhere; tokens may not be."""
+    return FILL if name == "tpm" else 1.0

@@ -47,7 +47,7 @@ class RemoteSettings:
     long_text: str = "truncate"
     chars_per_token: float = 3.0  # token estimate for models tiktoken does not know
     max_input_tokens: int = 8192
-    request_tokens: int | None = None  # tokens per request; default: a twelfth of a minute's budget
+    request_tokens: int | None = None  # tokens per request at most; the budget bounds it too
     price_per_million: float | None = None
     fallback: RemoteSettings | None = None
 

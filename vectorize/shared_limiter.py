@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from vectorize.errors import ProviderStopError
-from vectorize.rate_limits import BudgetExhausted, Headers, RateBudget, RateLimits
+from vectorize.rate_limits import BudgetExhausted, Grant, Headers, RateBudget, RateLimits
 from vectorize.summary import ApiUsage, RequestStats
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,11 @@ _RECHECK_S = 0.5  # a waiting request looks again this often: a 429 or a header 
 
 
 class Budget(Protocol):
-    async def acquire(self, tokens: int) -> tuple[int, int]: ...
+    async def request_tokens(self) -> int | None: ...
 
-    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None: ...
+    async def acquire(self, tokens: int) -> Grant: ...
+
+    async def release(self, grant: Grant, headers: Headers | None, stats: RequestStats) -> None: ...
 
     async def stop(self, message: str) -> None: ...
 
@@ -48,14 +50,18 @@ class Limiter:
         if self.stopped is not None:
             raise ProviderStopError(self.stopped)
 
-    async def acquire(self, tokens: int) -> tuple[int, int]:
+    async def request_tokens(self) -> int | None:
+        return self.budget.request_tokens()
+
+    async def acquire(self, tokens: int) -> Grant:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # asyncio's primitives belong to one loop
             self._loop, self._turn, self._slot_freed = loop, asyncio.Lock(), asyncio.Event()
         async with self._turn:
             while True:
                 self._raise_if_stopped()
-                if self.in_flight >= self.max_in_flight:
+                # one request until an answer says how the server counts tokens
+                if self.in_flight >= (1 if self.budget.learning else self.max_in_flight):
                     self._slot_freed.clear()
                     try:
                         await asyncio.wait_for(self._slot_freed.wait(), _RECHECK_S)
@@ -63,25 +69,26 @@ class Limiter:
                         pass
                     continue
                 try:
-                    wait = self.budget.reserve(tokens, self.clock())
+                    granted = self.budget.reserve(tokens, self.clock())
                 except BudgetExhausted as exc:
                     await self.stop(str(exc))
                     raise ProviderStopError(str(exc)) from None
-                if wait <= 0:
+                if isinstance(granted, Grant):
                     break
-                await asyncio.sleep(min(wait, _RECHECK_S))
+                await asyncio.sleep(min(granted, _RECHECK_S))
             self.in_flight += 1
-            return self.budget.ticket()
+            return granted
 
-    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
+    async def release(self, grant: Grant, headers: Headers | None, stats: RequestStats) -> None:
         self.in_flight -= 1
         self.stats.add(stats)
-        if headers is not None:
-            now = self.clock()
-            self.budget.learn(headers, ticket, now)
-            if stats.throttled:
-                wait = headers.retry_after if headers.retry_after is not None else 1.0
-                self.budget.pause(wait, now)
+        now = self.clock()
+        self.budget.learn(headers, grant, stats.tokens_billed, now)
+        if stats.throttled:
+            wait = headers.retry_after if headers is not None and headers.retry_after is not None else 1.0
+            self.budget.pause(wait, now)
+        elif stats.tokens_billed:
+            self.budget.answered()
         self._slot_freed.set()
 
     async def stop(self, message: str) -> None:
@@ -106,11 +113,14 @@ class SharedLimiter:
     def __init__(self, limits: RateLimits, max_in_flight: int) -> None:
         self.limiter = Limiter(limits, max_in_flight)
 
-    async def acquire(self, tokens: int) -> tuple[int, int]:
+    async def request_tokens(self) -> int | None:
+        return await self.limiter.request_tokens()
+
+    async def acquire(self, tokens: int) -> Grant:
         return await self.limiter.acquire(tokens)
 
-    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
-        await self.limiter.release(ticket, headers, stats)
+    async def release(self, grant: Grant, headers: Headers | None, stats: RequestStats) -> None:
+        await self.limiter.release(grant, headers, stats)
 
     async def stop(self, message: str) -> None:
         await self.limiter.stop(message)
@@ -126,7 +136,10 @@ class RayLimiterClient:
     def __init__(self, handle) -> None:
         self.handle = handle
 
-    async def acquire(self, tokens: int) -> tuple[int, int]:
+    async def request_tokens(self) -> int | None:
+        return await self.handle.request_tokens.remote()
+
+    async def acquire(self, tokens: int) -> Grant:
         import ray
 
         try:
@@ -136,8 +149,8 @@ class RayLimiterClient:
                 raise ProviderStopError(exc.cause.message) from None
             raise
 
-    async def release(self, ticket: tuple[int, int], headers: Headers | None, stats: RequestStats) -> None:
-        await self.handle.release.remote(ticket, headers, stats)
+    async def release(self, grant: Grant, headers: Headers | None, stats: RequestStats) -> None:
+        await self.handle.release.remote(grant, headers, stats)
 
     async def stop(self, message: str) -> None:
         await self.handle.stop.remote(message)

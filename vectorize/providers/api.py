@@ -60,14 +60,10 @@ def token_counter(settings: RemoteSettings) -> TokenCounter:
 
 
 def request_tokens(settings: RemoteSettings) -> int:
-    """Tokens per request: small enough that a minute's budget spreads over a dozen requests
-    in flight, never more than the API takes, never less than one whole input."""
-    if settings.request_tokens is not None:
-        wanted = settings.request_tokens
-    else:
-        tpm = settings.rate_limits.tpm
-        wanted = tpm // 12 if tpm else 300_000
-    return max(settings.max_input_tokens, min(300_000, wanted))
+    """Tokens per request, at most: what was asked, else what the API takes; the run's budget
+    bounds it further (``RateBudget.request_tokens``). A longer input goes alone."""
+    wanted = settings.request_tokens if settings.request_tokens is not None else 300_000
+    return max(1, min(300_000, wanted))
 
 
 def build_requests(

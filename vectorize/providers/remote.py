@@ -24,7 +24,7 @@ from vectorize.errors import ProviderStopError
 from vectorize.identity import ModelIdentity
 from vectorize.providers.base import STOPPED, EmbeddedBatch, RowProblem
 from vectorize.providers.openai_errors import Failure, api_failure
-from vectorize.rate_limits import Headers
+from vectorize.rate_limits import Grant, Headers
 from vectorize.secret import Secret
 from vectorize.shared_limiter import Budget
 from vectorize.summary import RequestStats
@@ -172,7 +172,9 @@ class RemoteRequests:
                 sent_counts[i] = self.policy.max_input_tokens
         todo = [i for i, text in enumerate(sent) if problems[i] is None and text]
         vectors = np.zeros((len(texts), self.identity.dimensions), dtype=np.float32)
-        groups = pack_requests(sent_counts, todo, self.policy, self.request_tokens)
+        budget_tokens = await self.budget.request_tokens()
+        request_tokens = self.request_tokens if budget_tokens is None else min(self.request_tokens, budget_tokens)
+        groups = pack_requests(sent_counts, todo, self.policy, request_tokens)
         results = await asyncio.gather(
             *(self._request(group, sent, sent_counts) for group in groups), return_exceptions=True
         )
@@ -198,8 +200,8 @@ class RemoteRequests:
         tokens = sum(counts[i] for i in group)
         last_error = ""
         for attempt in range(self.policy.max_attempts):
-            ticket = await self.budget.acquire(tokens)
-            outcome = await self._send_once(group, texts, ticket, retry=attempt > 0)
+            grant = await self.budget.acquire(tokens)
+            outcome = await self._send_once(group, texts, grant, retry=attempt > 0)
             if not isinstance(outcome, Failure):
                 return outcome
             if outcome.kind == "reject":
@@ -229,7 +231,7 @@ class RemoteRequests:
         return max(backoff, retry_after) if retry_after is not None else backoff
 
     async def _send_once(
-        self, group: list[int], texts: list[str], ticket: tuple[int, int], *, retry: bool
+        self, group: list[int], texts: list[str], grant: Grant, *, retry: bool
     ) -> tuple[np.ndarray, list[RowProblem | None]] | Failure:
         """Vectors and problems, or why there are none."""
         import openai
@@ -259,7 +261,7 @@ class RemoteRequests:
                 stats.throttled = 1
             return failure
         finally:
-            await self.budget.release(ticket, headers, stats)
+            await self.budget.release(grant, headers, stats)
 
     async def _stop(self, message: str) -> None:
         await self.budget.stop(message)
