@@ -1,6 +1,15 @@
-"""The remote-provider job vs the fixed-wave approach, against a server that enforces limits.
+"""The remote-provider job against servers that enforce limits: under each limiter, and vs
+the fixed-wave approach.
 
-Each side gets a fresh test server (``tests/openai_server.py``, in its own process: 600 RPM,
+Limiter rows: the job against the test server counting a minute as a token bucket (a minute's
+worth, starting full), a log of the last 60 seconds, or fixed 10-second windows holding a sixth
+of it, at 6,000 and 200,000 TPM, each with ``--minutes`` of tokens of the shared corpus. Each row
+is held against the ideal, the tokens over the TPM limit, counted from the first embedding
+answer to the last (Ray's and the actors' start are not the budget's doing). A bucket that
+starts full would take its first minute at once; the budget does not take that burst, since the
+same burst breaks the other two.
+
+Waves: each side gets a fresh test server (``tests/openai_server.py``, in its own process: 600 RPM,
 200,000 TPM, 150 ms latency, buckets that hold a minute of budget and start full, as OpenAI
 describes its limits) and the same texts of the shared corpus:
 
@@ -16,7 +25,7 @@ sent, rows lost (neither stored nor recorded as an error), and the seconds befor
 embedding answer and after the last (for the job: the model check, Ray start and actor start;
 then writing the last rows, the index build and the summary).
 
-    python bench/openai_throughput.py [--texts 5000]
+    python bench/openai_throughput.py [--part waves|limiters|all] [--minutes 2] [--texts 5000]
 """
 
 from __future__ import annotations
@@ -36,17 +45,20 @@ from pathlib import Path
 from corpus import CORPUS, ROOT, load_rows
 
 RPM, TPM, LATENCY_MS, API_KEY = 600, 200_000, 150, "sk-bench"
+LIMITERS = ("bucket", "sliding", "windows")  # tests/openai_server.py's
+LIMITER_TPMS, LIMITER_RPM = (6_000, 200_000), 10_000
 WAVE_REQUESTS, WAVE_TEXTS = 3, 50
 
 
 class ServerProcess:
-    def __init__(self) -> None:
+    def __init__(self, rpm: int = RPM, tpm: int = TPM, limiter: str = "bucket") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        args = [sys.executable, "-m", "tests.openai_server", "--port", str(self.port), "--rpm", str(RPM)]
-        args += ["--tpm", str(TPM), "--latency-ms", str(LATENCY_MS), "--api-key", API_KEY]
-        self.proc = subprocess.Popen(args, cwd=ROOT)
+        args = [sys.executable, "-m", "tests.openai_server", "--port", str(self.port), "--rpm", str(rpm)]
+        args += ["--tpm", str(tpm), "--limiter", limiter, "--latency-ms", str(LATENCY_MS), "--api-key", API_KEY]
+        self.tpm = tpm
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
         for _ in range(100):
             try:
                 self.counters()
@@ -68,14 +80,16 @@ class ServerProcess:
         self.proc.wait(10)
 
 
-def run_job_side(source: Path, rows: list[dict], dsn: str) -> dict:
+def run_job_side(
+    source: Path, rows: list[dict], dsn: str, table: str = "bench_openai", server: ServerProcess | None = None
+) -> dict:
     from tests.helpers import query
     from vectorize.cli import main as cli_main
 
-    server = ServerProcess()
+    server = server or ServerProcess()
     try:
-        args = ["run", str(source), "--table", "bench_openai", "--dsn", dsn, "--provider", "openai"]
-        args += ["--base-url", server.base_url, "--api-key", API_KEY, "--rpm", str(RPM), "--tpm", str(TPM)]
+        args = ["run", str(source), "--table", table, "--dsn", dsn, "--provider", "openai"]
+        args += ["--base-url", server.base_url, "--api-key", API_KEY, "--rpm", str(RPM), "--tpm", str(server.tpm)]
         args += ["--actors", "4", "--json"]
         started = time.monotonic()
         code = cli_main(args)
@@ -83,8 +97,8 @@ def run_job_side(source: Path, rows: list[dict], dsn: str) -> dict:
         counters = server.counters()
     finally:
         server.stop()
-    stored = {r[0] for r in query(dsn, "SELECT id FROM bench_openai")}
-    failed = {r[0] for r in query(dsn, "SELECT id FROM bench_openai_errors")}
+    stored = {r[0] for r in query(dsn, f"SELECT id FROM {table}")}
+    failed = {r[0] for r in query(dsn, f"SELECT id FROM {table}_errors")}
     lost = sum(1 for r in rows if r["id"] not in stored and r["id"] not in failed)
     first_answer = counters["answered"][1][0]  # the first answer is the one to the model check
     return {
@@ -142,24 +156,74 @@ def run_wave_side(texts: list[str]) -> dict:
     }
 
 
+def rows_for_tokens(rows: list[dict], tokens: int) -> list[dict]:
+    """The first rows whose texts hold about ``tokens`` tokens (tiktoken, as the job counts)."""
+    from vectorize.text import clean_text
+    from vectorize.tokens import TiktokenCounter
+
+    counter = TiktokenCounter()
+    chosen, total = [], 0
+    for row in rows:
+        text = clean_text(row["text"])
+        if not text:
+            continue
+        chosen.append(row)
+        total += counter.count([text])[0]
+        if total >= tokens:
+            break
+    return chosen
+
+
+def limiter_rows(rows: list[dict], work: Path, dsn: str, minutes: float) -> None:
+    """The job against each limiter of the test server, at a small and a large budget."""
+    print(f"\njob (4 actors) against each limiter; {minutes:g} minutes of tokens at each TPM, {LIMITER_RPM} RPM")
+    print("| limiter | TPM | rows | tokens | seconds | ideal s (tokens/TPM) | of ideal | requests | 429s | rows lost |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for tpm in LIMITER_TPMS:
+        chosen = rows_for_tokens(rows, int(tpm * minutes))
+        source = work / f"limiters-{tpm}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+        for limiter in LIMITERS:
+            server = ServerProcess(rpm=LIMITER_RPM, tpm=tpm, limiter=limiter)
+            result = run_job_side(source, chosen, dsn, f"bench_{limiter}_{tpm}", server)
+            counters = result["counters"]
+            answered = counters["answered"][1:]  # after the model check
+            # from the first embedding answer to the last: the tokens answered after the first
+            seconds = answered[-1][0] - answered[0][0]
+            tokens = sum(t for _, t in answered[1:])
+            ideal = tokens / tpm * 60
+            throttled = counters["statuses"].get("429", 0)
+            print(
+                f"| {limiter} | {tpm:,} | {len(chosen)} | {tokens:,} | {seconds:.1f} | {ideal:.1f} | "
+                f"{ideal / seconds:.2f} | {counters['requests'] - 1} | {throttled} | {result['lost']} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=5000)
+    parser.add_argument("--part", choices=("waves", "limiters", "all"), default="all")
+    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of tokens per limiter row")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from vectorize.embedded_pg import start_embedded_postgres
     from vectorize.text import clean_text
 
-    rows = load_rows(args.texts)
+    rows = load_rows(max(args.texts, 20_000) if args.part != "waves" else args.texts)
     work = Path(tempfile.mkdtemp(prefix="vectorize-bench-openai-"))
+    dsn = start_embedded_postgres(work / "pg")
+    if args.part in ("limiters", "all"):
+        limiter_rows(rows, work, dsn, args.minutes)
+    if args.part == "limiters":
+        return
+    rows = rows[: args.texts]
     source = work / "commits.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    dsn = start_embedded_postgres(work / "pg")
     texts = [t for t in (clean_text(r["text"]) for r in rows) if t]
 
     results = {"job (4 actors, shared budget)": run_job_side(source, rows, dsn), "fixed waves (3 x 50)": None}
     results["fixed waves (3 x 50)"] = run_wave_side(texts)
-
     print(f"\n{len(rows)} texts of {CORPUS.name}; server: {RPM} RPM, {TPM:,} TPM, {LATENCY_MS} ms latency")
     print(
         "| approach | seconds | tokens/min | of TPM limit | of what the server allowed | 429s | rows stored "

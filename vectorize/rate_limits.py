@@ -133,6 +133,8 @@ class MinuteLimit:
         self.fill = fill
         self.scale = 1.0
         self.caps = (SlidingCap(SPAN, 0.0), SlidingCap(MINUTE, 0.0))
+        self.server_left: float | None = None  # what the server last said it had left, less grants since
+        self.server_at = 0.0
         self._share()
 
     def _share(self) -> None:
@@ -153,17 +155,25 @@ class MinuteLimit:
             self._share()
 
     def wait_for(self, amount: float, now: float) -> float:
-        return max(cap.wait_for(amount, now) for cap in self.caps)
+        wait = max(cap.wait_for(amount, now) for cap in self.caps)
+        if self.server_left is not None:
+            rate = self.limit / MINUTE
+            short = amount - (self.server_left + (now - self.server_at) * rate)
+            wait = max(wait, short / rate)
+        return wait
 
     def take(self, amount: float, now: float) -> None:
         for cap in self.caps:
             cap.take(amount, now)
+        if self.server_left is not None:
+            self.server_left -= amount
 
-    def hold(self, amount: float, now: float) -> None:
-        """Count ``amount`` as granted for the next 10 seconds: the server has less than this
-        run's own grants left it (others use the same account), or said to wait."""
-        if amount > 0:
-            self.caps[0].take(amount, now)
+    def server_says(self, left: float, now: float) -> None:
+        """The server has ``left``: believed until its next answer, growing at the limit's rate
+        meanwhile as a token bucket refills. A server with less than that (a log, windows) is
+        held to by the caps; one with less than the caps allow (a small bucket, other clients
+        of the same account) by this."""
+        self.server_left, self.server_at = left, now
 
     @property
     def span_share(self) -> float:
@@ -305,9 +315,9 @@ class RateBudget:
             limit.answered()
 
     def learn(self, headers: Headers | None, grant: Grant, billed: int, now: float) -> None:
-        """Adopt a lower limit than configured; believe the server when it has less left than
-        this run's own grants leave it (its "remaining" less what was granted after this request,
-        which it had not seen); learn how the server counts tokens from what it billed."""
+        """Adopt a lower limit than configured; believe what the server says it has left (its
+        "remaining" less what was granted after this request, which it had not seen); learn how
+        the server counts tokens from what it billed."""
         if billed > 0 and grant.counted > 0:
             self.billed += billed
             self.counted += grant.counted
@@ -330,7 +340,7 @@ class RateBudget:
             limit = self.minute.get(name)
             if remaining is None or remaining < 0 or limit is None:  # Azure may say -1
                 continue
-            limit.hold(limit.caps[0].headroom(now) - (remaining - unseen), now)
+            limit.server_says(remaining - unseen, now)
 
 
 def _fill(name: str) -> float:
