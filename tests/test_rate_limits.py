@@ -125,6 +125,22 @@ def test_no_limiter_is_overrun_and_the_rate_stays_near_the_limit(limiter, tpm):
         now += rng.uniform(0.0, 0.05)
     assert refused == 0
     assert sent / tpm * 60 / now >= 0.9
+    assert budget.minute["tpm"].ten_second_windows == (limiter == "windows")
+
+
+def test_a_server_that_holds_a_whole_minute_is_spent_at_once_and_then_at_its_pace():
+    budget = RateBudget(RateLimits(tpm=60_000), now=0.0)
+    first = budget.reserve(1000, now=0.0)
+    budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": "59000"}), first, billed=1000, now=0.1)
+    assert not budget.minute["tpm"].ten_second_windows
+    assert isinstance(budget.reserve(50_000, now=0.1), Grant)  # more than 10 seconds' share
+    assert isinstance(budget.reserve(7000, now=0.1), Grant)
+    # the server would hold 2000 more; the minute's cap (58,800) not before the first grant is a minute old
+    assert budget.reserve(2000, now=0.1) == pytest.approx(MINUTE + ARRIVAL_SLACK)  # when the 50,000 is
+    windows = RateBudget(RateLimits(tpm=60_000), now=0.0)
+    grant = windows.reserve(1000, now=0.0)
+    windows.learn(Headers.parse({"x-ratelimit-remaining-tokens": "9000"}), grant, billed=1000, now=0.1)
+    assert windows.minute["tpm"].ten_second_windows
 
 
 def test_a_used_up_daily_cap_stops_the_run():

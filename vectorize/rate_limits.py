@@ -5,7 +5,9 @@ Servers count a minute's budget in different ways: a token bucket that refills c
 a log of the last 60 seconds, or fixed 10-second windows that each hold a sixth of it (Azure).
 A run that keeps every 10 seconds within a sixth of the minute, and every 60 seconds within
 the minute, is accepted by all three, at the full rate. A request larger than that sixth (one
-long input) goes alone, once nothing else was sent in the last 10 seconds.
+long input) goes alone, once nothing else was sent in the last 10 seconds. Once a server says
+it has more left than 10-second windows would hold, only the minute's cap stays, and what the
+server says it has left is spent at once.
 
 Pure logic with the clock passed in; ``vectorize.shared_limiter`` puts one of these behind a
 Ray actor so that every embedding actor of a run draws from the same budget.
@@ -32,6 +34,7 @@ THROTTLED_SCALE = 0.85  # a 429 despite all that: the limit taken as this much s
 MIN_SCALE = 0.3  # ... down to this share of it
 RECOVERY = 0.005  # and given back this much with each answer that was not a 429
 REQUESTS_PER_SPAN = 8
+WINDOWS_RULED_OUT = 1.5  # a server that says it has this many times 10 seconds' share left
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class MinuteLimit:
         self.caps = (SlidingCap(SPAN, 0.0), SlidingCap(MINUTE, 0.0))
         self.server_left: float | None = None  # what the server last said it had left, less grants since
         self.server_at = 0.0
+        self.ten_second_windows = True  # until the server says it holds more than 10 seconds' share
         self._share()
 
     def _share(self) -> None:
@@ -154,8 +158,12 @@ class MinuteLimit:
             self.scale = min(1.0, self.scale + RECOVERY)
             self._share()
 
+    @property
+    def _caps(self) -> tuple[SlidingCap, ...]:
+        return self.caps if self.ten_second_windows else self.caps[1:]
+
     def wait_for(self, amount: float, now: float) -> float:
-        wait = max(cap.wait_for(amount, now) for cap in self.caps)
+        wait = max(cap.wait_for(amount, now) for cap in self._caps)
         if self.server_left is not None:
             rate = self.limit / MINUTE
             short = amount - (self.server_left + (now - self.server_at) * rate)
@@ -168,12 +176,16 @@ class MinuteLimit:
         if self.server_left is not None:
             self.server_left -= amount
 
-    def server_says(self, left: float, now: float) -> None:
-        """The server has ``left``: believed until its next answer, growing at the limit's rate
-        meanwhile as a token bucket refills. A server with less than that (a log, windows) is
-        held to by the caps; one with less than the caps allow (a small bucket, other clients
-        of the same account) by this."""
-        self.server_left, self.server_at = left, now
+    def server_says(self, remaining: float, unseen: float, now: float) -> None:
+        """The server has ``remaining`` less the ``unseen`` grants it had not had yet: believed
+        until its next answer, growing at the limit's rate meanwhile as a token bucket refills.
+        A server with less than that (a log, windows) is held to by the caps; one with less
+        than the caps allow (a small bucket, other clients of the same account) by this. One
+        that holds clearly more than 10 seconds' share does not count in 10-second windows: then
+        the minute's cap is the only one, and what the server holds is taken at once."""
+        self.server_left, self.server_at = remaining - unseen, now
+        if remaining > WINDOWS_RULED_OUT * self.limit * SPAN / MINUTE:
+            self.ten_second_windows = False
 
     @property
     def span_share(self) -> float:
@@ -340,7 +352,7 @@ class RateBudget:
             limit = self.minute.get(name)
             if remaining is None or remaining < 0 or limit is None:  # Azure may say -1
                 continue
-            limit.server_says(remaining - unseen, now)
+            limit.server_says(remaining, unseen, now)
 
 
 def _fill(name: str) -> float:
