@@ -5,9 +5,10 @@ Servers count a minute's budget in different ways: a token bucket that refills c
 a log of the last 60 seconds, or fixed 10-second windows that each hold a sixth of it (Azure).
 A run that keeps every 10 seconds within a sixth of the minute, and every 60 seconds within
 the minute, is accepted by all three, at the full rate. A request larger than that sixth (one
-long input) goes alone, once nothing else was sent in the last 10 seconds. Once a server says
-it has more left than 10-second windows would hold, only the minute's cap stays, and what the
-server says it has left is spent at once.
+long input) goes alone, once nothing else was sent in the last 10 seconds. A server that says
+it has more left than a 10-second window would hold is taken for a bucket: what it says it has
+is spent at once and its refill as it comes, until a 429 shows it keeps a log of the minute,
+which brings the minute's cap back.
 
 Pure logic with the clock passed in; ``vectorize.shared_limiter`` puts one of these behind a
 Ray actor so that every embedding actor of a run draws from the same budget.
@@ -139,6 +140,7 @@ class MinuteLimit:
         self.server_left: float | None = None  # what the server last said it had left, less grants since
         self.server_at = 0.0
         self.ten_second_windows = True  # until the server says it holds more than 10 seconds' share
+        self.minute_log = True  # until then too; again after a 429 (the server keeps a log of the minute)
         self._share()
 
     def _share(self) -> None:
@@ -150,6 +152,9 @@ class MinuteLimit:
         self._share()
 
     def throttled(self) -> None:
+        if not self.minute_log:  # a bucket would have had what it said it had, refilled
+            self.minute_log = True
+            return
         self.scale = max(MIN_SCALE, self.scale * THROTTLED_SCALE)
         self._share()
 
@@ -160,10 +165,11 @@ class MinuteLimit:
 
     @property
     def _caps(self) -> tuple[SlidingCap, ...]:
-        return self.caps if self.ten_second_windows else self.caps[1:]
+        span, minute = self.caps
+        return (span,) * self.ten_second_windows + (minute,) * self.minute_log
 
     def wait_for(self, amount: float, now: float) -> float:
-        wait = max(cap.wait_for(amount, now) for cap in self._caps)
+        wait = max((cap.wait_for(amount, now) for cap in self._caps), default=0.0)
         if self.server_left is not None:
             rate = self.limit / MINUTE
             short = amount - (self.server_left + (now - self.server_at) * rate)
@@ -181,11 +187,11 @@ class MinuteLimit:
         until its next answer, growing at the limit's rate meanwhile as a token bucket refills.
         A server with less than that (a log, windows) is held to by the caps; one with less
         than the caps allow (a small bucket, other clients of the same account) by this. One
-        that holds clearly more than 10 seconds' share does not count in 10-second windows: then
-        the minute's cap is the only one, and what the server holds is taken at once."""
+        that holds clearly more than 10 seconds' share does not count in 10-second windows: it
+        is taken for a bucket, spent as it says, until a 429 says it keeps a log of the minute."""
         self.server_left, self.server_at = remaining - unseen, now
-        if remaining > WINDOWS_RULED_OUT * self.limit * SPAN / MINUTE:
-            self.ten_second_windows = False
+        if self.ten_second_windows and remaining > WINDOWS_RULED_OUT * self.limit * SPAN / MINUTE:
+            self.ten_second_windows = self.minute_log = False
 
     @property
     def span_share(self) -> float:
