@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -27,23 +28,25 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _serve(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vectorize.cli", "serve", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+def _serve(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Its output goes to ``log``: a pipe nobody reads while it runs could fill and block it."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vectorize.cli", "serve", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 240) -> None:
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"vectorize serve exited with {process.returncode}:\n{process.stdout.read()}")
+            pytest.fail(f"vectorize serve exited with {process.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
@@ -51,11 +54,11 @@ def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 240) -> 
             pass
         time.sleep(1)
     process.kill()
-    pytest.fail(f"vectorize serve did not answer within {seconds} s:\n{process.stdout.read()}")
+    pytest.fail(f"vectorize serve did not answer within {seconds} s:\n{log.read_text()}")
 
 
 @pytest.mark.slow
-def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn):
+def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn, tmp_path):
     from openai import OpenAI
 
     from vectorize.models import read_identity
@@ -68,12 +71,13 @@ def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn):
 
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"VECTORIZE_API_KEYS": KEY}
+    log = tmp_path / "serve.log"
     process = _serve(
-        "--port", str(port), "--model", tiny_model, "--dsn", pg_dsn, "--cpus-per-replica", "1", env=env
+        "--port", str(port), "--model", tiny_model, "--dsn", pg_dsn, "--cpus-per-replica", "1", env=env, log=log
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process)
+        _wait_healthy(url, process, log)
         assert httpx.get(f"{url}/healthz").json()["database"] is True
         sdk = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         answer = sdk.embeddings.create(input=texts, model=sdk.models.list().data[0].id)
@@ -86,8 +90,8 @@ def test_vectorize_serve_answers_the_sdk_and_stops_cleanly(tiny_model, pg_dsn):
             process.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("vectorize serve did not stop within 90 s of Ctrl-C")
-    output = process.stdout.read()
+            pytest.fail(f"vectorize serve did not stop within 90 s of Ctrl-C:\n{log.read_text()}")
+    output = log.read_text()
     assert process.returncode == 0, output
     printed = [line for line in output.splitlines() if line.strip()]
     assert printed and all(line.startswith("vectorize: ") for line in printed), output  # no Ray or Serve lines
