@@ -93,6 +93,10 @@ def test_a_server_that_counts_more_tokens_is_learned_from_what_it_bills():
         grant = budget.reserve(100, now=0.0)
         budget.learn(None, grant, billed=150, now=0.0)
     assert budget.count_ratio == pytest.approx(1.5)
+    silent = RateBudget(RateLimits(tpm=60_000), now=0.0)  # a server that reports no usage
+    silent.learn(None, silent.reserve(100, now=0.0), billed=0, now=0.0)
+    silent.answered()
+    assert not silent.learning and silent.count_ratio == 1.0
     assert budget.request_tokens() == pytest.approx(10_000 * FILL / 8 / 1.5, rel=0.01)
 
 
@@ -172,7 +176,7 @@ def test_limiter_keeps_at_most_max_in_flight_and_stops_waiters():
             grant = await limiter.acquire(10)
             peak = max(peak, limiter.in_flight)
             await asyncio.sleep(0.01)
-            await limiter.release(grant, None, RequestStats(requests=1, tokens_billed=10))
+            await limiter.release(grant, Headers(), RequestStats(requests=1, tokens_billed=10))
 
         await asyncio.gather(*(request() for _ in range(20)))
         assert limiter.stats.requests == 20 and limiter.stats.tokens_billed == 200

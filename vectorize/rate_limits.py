@@ -265,6 +265,7 @@ class RateBudget:
         self.granted_tokens = 0.0
         self.billed = 0  # tokens the server counted in its answers, and this run's count of the same
         self.counted = 0
+        self.answers = 0
         self.minute: dict[str, MinuteLimit] = {}
         self.day: dict[str, TokenBucket] = {}
         for name, value in (("rpm", limits.rpm), ("tpm", limits.tpm), ("rpd", limits.rpd), ("tpd", limits.tpd)):
@@ -284,8 +285,9 @@ class RateBudget:
 
     @property
     def learning(self) -> bool:
-        """No answer has said how the server counts yet."""
-        return self.counted == 0
+        """No answer has come back yet to say how the server counts (a server that bills
+        nothing says so by answering)."""
+        return self.answers == 0
 
     def request_tokens(self) -> int | None:
         """The most tokens (as this run counts them) one request should carry: an eighth of what
@@ -328,7 +330,8 @@ class RateBudget:
             limit.throttled()
 
     def answered(self) -> None:
-        """A request went through: a limit taken as smaller after a 429 grows back a little."""
+        """The server answered, not with a 429: a limit taken as smaller after one grows back a little."""
+        self.answers += 1
         for limit in self.minute.values():
             limit.answered()
 

@@ -87,7 +87,7 @@ class Limiter:
         if stats.throttled:
             wait = headers.retry_after if headers is not None and headers.retry_after is not None else 1.0
             self.budget.pause(wait, now)
-        elif stats.tokens_billed:
+        elif headers is not None:
             self.budget.answered()
         self._slot_freed.set()
 
