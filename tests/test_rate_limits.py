@@ -135,6 +135,7 @@ def test_no_limiter_refuses_more_than_2_percent_and_the_rate_stays_near_the_limi
     assert sent / tpm * 60 / now >= 0.9
     assert budget.minute["tpm"].ten_second_windows == (limiter == "windows")
     assert budget.minute["tpm"].minute_log == (limiter != "bucket")
+    assert all(len(cap.grants) < requests / 4 for cap in budget.minute["tpm"].caps)  # unused caps forget too
 
 
 def test_a_server_that_holds_a_whole_minute_is_taken_for_a_bucket_until_a_429():

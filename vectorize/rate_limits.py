@@ -108,10 +108,6 @@ class SlidingCap:
         if not self.grants:
             self.used = 0.0
 
-    def headroom(self, now: float) -> float:
-        self._expire(now)
-        return self.share - self.used
-
     def wait_for(self, amount: float, now: float) -> float:
         self._expire(now)
         if not self.grants or self.used + amount <= self.share:
@@ -124,6 +120,7 @@ class SlidingCap:
         return self.grants[-1][0] + self.seconds - now
 
     def take(self, amount: float, now: float) -> None:
+        self._expire(now)  # a cap not consulted (the server is not of its kind) still forgets
         self.grants.append((now, amount))
         self.used += amount
 
