@@ -24,7 +24,10 @@ sent, rows lost (neither stored nor recorded as an error), and the seconds befor
 embedding answer and after the last (for the job: the model check, Ray start and actor start;
 then writing the last rows, the index build and the summary).
 
-    python bench/openai_throughput.py [--part waves|limiters|all] [--minutes 2] [--texts 5000]
+Batch API row: the whole run through ``--batch-api``, killed as soon as its first batch exists
+and run again: rows, tokens, batches made, texts billed, and how many were billed twice (0).
+
+    python bench/openai_throughput.py [--part waves|limiters|batch|all] [--minutes 2] [--texts 5000]
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ RPM, TPM, LATENCY_MS, API_KEY = 600, 200_000, 150, "sk-bench"
 LIMITERS = ("bucket", "sliding", "windows")  # tests/openai_server.py's
 
 LIMITER_TPMS, LIMITER_RPM = (6_000, 200_000), 10_000
+BATCH_STEP_S = 2.0  # each of a batch's validating, in_progress and finalizing, on the test server
 WAVE_REQUESTS, WAVE_TEXTS = 3, 50
 
 
@@ -190,7 +194,7 @@ def rows_for_tokens(rows: list[dict], tokens: int) -> list[dict]:
     return chosen
 
 
-def limiter_rows(rows: list[dict], work: Path, dsn: str, minutes: float) -> None:
+def limiter_rows(rows: list[dict], work: Path, dsn: str, minutes: float, limiters: tuple[str, ...] = LIMITERS) -> None:
     """The job against each limiter of the test server, at a small and a large budget."""
     print(f"\njob (4 actors) against each limiter; {minutes:g} minutes of tokens at each TPM, {LIMITER_RPM} RPM")
     print("| limiter | TPM | rows | tokens | seconds | ideal s | of ideal | requests | 429s | rows lost |")
@@ -199,7 +203,7 @@ def limiter_rows(rows: list[dict], work: Path, dsn: str, minutes: float) -> None
         chosen = rows_for_tokens(rows, int(tpm * minutes))
         source = work / f"limiters-{tpm}.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in chosen))
-        for limiter in LIMITERS:
+        for limiter in limiters:
             server = ServerProcess(rpm=LIMITER_RPM, tpm=tpm, limiter=limiter)
             result = run_job_side(source, chosen, dsn, f"bench_{limiter}_{tpm}", server)
             counters = result["counters"]
@@ -216,10 +220,68 @@ def limiter_rows(rows: list[dict], work: Path, dsn: str, minutes: float) -> None
             )
 
 
+def batch_row(rows: list[dict], work: Path, dsn: str, texts: int) -> None:
+    """``--batch-api`` against the test server's Batch API (a batch takes 3 x ``BATCH_STEP_S`` of
+    its clock; the organisation queues a third of the run's tokens): the run is killed as soon
+    as the server accepted its first batch, then run again, which collects instead of paying again."""
+    chosen = rows[:texts]
+    source = work / "batch.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    tokens = sum(c for c in _counts(chosen))
+    server = ServerProcess(rpm=LIMITER_RPM, tpm=10_000_000)
+    post = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/_control", method="POST",
+        data=json.dumps({"batch": {"step_s": BATCH_STEP_S, "enqueued_token_limit": tokens // 3}}).encode(),
+    )  # fmt: skip
+    urllib.request.urlopen(post, timeout=5).close()
+    args = [sys.executable, "-m", "vectorize.cli", "run", str(source), "--table", "bench_batch", "--dsn", dsn,
+            "--provider", "openai", "--base-url", server.base_url, "--api-key", API_KEY, "--batch-api",
+            "--poll-interval", "1", "--json"]  # fmt: skip
+    started = time.monotonic()
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while first.poll() is None and _accepted(server.counters()) < 1:
+        time.sleep(0.1)
+    first.kill()
+    first.wait()
+    killed_after = time.monotonic() - started
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    ended = time.monotonic()
+    counters = server.counters()
+    server.stop()
+    from tests.helpers import query
+
+    stored = {r[0] for r in query(dsn, "SELECT id FROM bench_batch")}
+    failed = {r[0] for r in query(dsn, "SELECT id FROM bench_batch_errors")}
+    lost = sum(1 for r in chosen if r["id"] not in stored and r["id"] not in failed)
+    print(f"\n--batch-api, killed {killed_after:.1f} s in (its first accepted batch just made), then run again; "
+          f"each batch {3 * BATCH_STEP_S:g} s of the server's clock; the organisation queues {tokens // 3:,} tokens")
+    print("| rows | tokens | batches made | of them refused (queue full) | texts billed | billed twice | seconds "
+          "| rows stored | rows lost |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {len(chosen)} | {tokens:,} | {counters['batches_created']} | {counters['batches_failed']} | "
+          f"{counters['batch_texts_billed']:,} | {counters['batch_texts_billed_twice']} | {ended - started:.1f} | "
+          f"{len(stored)} | {lost} |")  # fmt: skip
+    if rerun.returncode != 0:
+        print(f"the rerun failed: {rerun.stderr.strip()[-500:]}")
+
+
+def _accepted(counters: dict) -> int:
+    return counters["batches_created"] - counters["batches_failed"]
+
+
+def _counts(rows: list[dict]) -> list[int]:
+    from vectorize.text import clean_text
+    from vectorize.tokens import TiktokenCounter
+
+    return TiktokenCounter().count([t for t in (clean_text(r["text"]) for r in rows) if t])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=5000)
-    parser.add_argument("--part", choices=("waves", "limiters", "all"), default="all")
+    parser.add_argument("--part", choices=("waves", "limiters", "batch", "all"), default="all")
+    parser.add_argument("--batch-texts", type=int, default=5000, help="texts of the Batch API row")
+    parser.add_argument("--limiter", action="append", choices=LIMITERS, help="only these limiters' rows")
     parser.add_argument("--minutes", type=float, default=2.5, help="minutes of tokens per limiter row")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -230,8 +292,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vectorize-bench-openai-"))
     dsn = start_embedded_postgres(work / "pg")
     if args.part in ("limiters", "all"):
-        limiter_rows(rows, work, dsn, args.minutes)
-    if args.part == "limiters":
+        limiter_rows(rows, work, dsn, args.minutes, tuple(args.limiter or LIMITERS))
+    if args.part in ("batch", "all"):
+        batch_row(rows, work, dsn, args.batch_texts)
+    if args.part in ("limiters", "batch"):
         return
     rows = rows[: args.texts]
     source = work / "commits.jsonl"

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from vectorize.embedded_pg import given_dsn
 from vectorize.errors import ConfigError, VectorizeError
+from vectorize.secret import Secret
 from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
 
@@ -27,10 +28,55 @@ UPLOAD_EXCLUDES = [".venv", ".git", "*.egg-info", "__pycache__"]
 CANCEL_GRACE_S = 60
 
 
-def _run_on_cluster(settings: RunSettings) -> RunSummary:
-    from jobs.runner import run_here
+@dataclass(frozen=True)
+class _Secrets:
+    """What the run needs that must not show in the cluster's dashboard: the DSN (it may hold a
+    password) and the API keys, as this machine has them. They travel in Ray's object store,
+    the task's arguments holding only a reference to them, and the runtime env none of them."""
 
-    return run_here(settings)
+    dsn: str | None
+    api_key: Secret | None
+    fallback_key: Secret | None
+
+
+def _split_secrets(settings: RunSettings) -> tuple[RunSettings, _Secrets]:
+    remote = settings.embedding.remote
+    if remote is not None:
+        remote = remote.resolved()  # the key and endpoint as this machine's options and environment give them
+    secrets = _Secrets(
+        given_dsn(settings.target.dsn),
+        remote.api_key if remote else None,
+        remote.fallback.api_key if remote and remote.fallback else None,
+    )
+    if remote is not None:
+        fallback = replace(remote.fallback, api_key=None) if remote.fallback else None
+        remote = replace(remote, api_key=None, fallback=fallback)
+    return replace(
+        settings,
+        target=replace(settings.target, dsn=None),
+        embedding=replace(settings.embedding, remote=remote),
+        runtime=replace(settings.runtime, ray_address=None),
+    ), secrets
+
+
+def _join_secrets(settings: RunSettings, secrets: _Secrets) -> RunSettings:
+    remote = settings.embedding.remote
+    if remote is not None:
+        fallback = replace(remote.fallback, api_key=secrets.fallback_key) if remote.fallback else None
+        remote = replace(remote, api_key=secrets.api_key, fallback=fallback)
+    return replace(
+        settings, target=replace(settings.target, dsn=secrets.dsn), embedding=replace(settings.embedding, remote=remote)
+    )
+
+
+def _run_on_cluster(settings: RunSettings, secrets: list) -> RunSummary:
+    """``secrets``: the reference to the run's ``_Secrets``, in a list so that Ray hands the task
+    the reference, not the value it names."""
+    import ray
+
+    from jobs.launch import drive_here
+
+    return drive_here(_join_secrets(settings, ray.get(secrets[0])))
 
 
 def run_through_client(settings: RunSettings, address: str) -> RunSummary:
@@ -43,14 +89,14 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
 
     from vectorize.errors import vectorize_cause
 
-    env_vars = {"VECTORIZE_DSN": os.environ["VECTORIZE_DSN"]} if os.environ.get("VECTORIZE_DSN") else {}
+    settings, secrets = _split_secrets(settings)
     logging.getLogger("ray").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():  # Ray's own warning says what the error below says
             warnings.simplefilter("ignore")
             ray.init(
                 address,
-                runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES, "env_vars": env_vars},
+                runtime_env={"working_dir": os.getcwd(), "excludes": UPLOAD_EXCLUDES},
                 logging_level=logging.ERROR,
                 log_to_driver=settings.runtime.worker_logs,  # as a local run: workers' output only with --debug
             )
@@ -60,7 +106,7 @@ def run_through_client(settings: RunSettings, address: str) -> RunSummary:
             "(10001 unless set) open to this machine?"
         ) from None
     task = ray.remote(_run_on_cluster).options(num_cpus=0, resources={HEAD_NODE_RESOURCE: 0.001}, max_retries=0)
-    ref = task.remote(replace(settings, runtime=replace(settings.runtime, ray_address=None)))
+    ref = task.remote(settings, [ray.put(secrets)])
     try:
         try:
             return ray.get(ref)

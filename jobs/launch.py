@@ -4,6 +4,7 @@ head (``jobs/client_run.py``); a database that goes away under it is one :class:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -12,17 +13,29 @@ from vectorize.embedded_pg import given_dsn
 from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
 
+if TYPE_CHECKING:
+    from jobs.dry_run import DryRunReport
 
-def run_job(settings: RunSettings) -> RunSummary:
+
+def drive_here(settings: RunSettings) -> RunSummary | DryRunReport:
+    """The run (or with ``dry_run`` its preview), its driver in this process."""
+    if settings.runtime.dry_run:
+        from jobs.dry_run import dry_run_here
+
+        return dry_run_here(settings)
+    from jobs.runner import run_here
+
+    return run_here(settings)
+
+
+def run_job(settings: RunSettings) -> RunSummary | DryRunReport:
     try:
         address = settings.runtime.ray_address or os.environ.get("RAY_ADDRESS") or ""
         if address.startswith("ray://"):
             from jobs.client_run import run_through_client
 
             return run_through_client(settings, address)
-        from jobs.runner import run_here
-
-        return run_here(settings)
+        return drive_here(settings)
     except psycopg.OperationalError as exc:
         lost = lost_database(exc, given_dsn(settings.target.dsn) or "the embedded server")
         if lost is None:  # a failed statement (a deadlock, a full disk), not a lost connection

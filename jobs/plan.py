@@ -64,6 +64,9 @@ def _column_plan(settings: RunSettings) -> RunPlan:
                           "--index, --hnsw-m, --hnsw-ef-construction and --text-search")  # fmt: skip
     if settings.chunks.long_text == "chunk":
         raise ConfigError("a column holds one vector per row: use --long-text truncate or error")
+    remote = settings.embedding.remote
+    if remote is not None and remote.batch is not None:
+        raise ConfigError("--batch-api writes into a collection: drop --dest column, or --batch-api")
     column = VectorColumn(source.source_table, wanted.column, source.id_field)
     inputs, provider = _checked_inputs(settings, long_text=settings.chunks.long_text or "truncate")
     fields = inputs.source.fields
@@ -84,6 +87,7 @@ def _checked_inputs(settings: RunSettings, long_text: str | None = None) -> tupl
         remote=embedding.remote,
         probe_within_s=settings.runtime.stall_timeout_s,
         encode_batch_size=embedding.encode_batch_size,
+        probe=not settings.runtime.dry_run,
     )
     provider = provider_spec(request)
     mode = long_text or chunks.long_text or source.default_long_text

@@ -36,6 +36,7 @@ class PrepareContext:
     claims: ray.actor.ActorHandle
     signature: str  # what besides the source row shapes the text: see jobs.sql_delta.source_signature
     long_text: LongTextPolicy
+    lookups: bool = True  # False: the collection does not exist yet (a dry run), nothing is stored
 
 
 def _connection(dsn: str):
@@ -103,6 +104,8 @@ def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
 
 
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
+    if not ctx.lookups:
+        return {}, set()
     return known_rows(_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
 
 

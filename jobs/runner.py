@@ -113,6 +113,8 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
         if stop is not None:  # refused while the last batches went: what was answered is written
             raise stop
         with connect(dsn) as conn:
+            if provider.deferred:
+                sink.totals.add(job.embed_deferred(conn, summary, provider, progress=runtime.progress))
             finished = job.finish(conn, summary)
     except BaseException as exc:
         exc = watch.check(exc)

@@ -18,7 +18,7 @@ from vectorize.chunking import LongTextPolicy
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import Collection
 from vectorize.store.storage import Storage, StorageRequest
-from vectorize.summary import RunSummary
+from vectorize.summary import RunSummary, WriteCounts
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,13 @@ class TargetRun(Protocol):
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
         """``claims``: the run's bookkeeping actor (text and id claims, progress)."""
+        ...
+
+    def embed_deferred(
+        self, conn: psycopg.Connection, summary: RunSummary, provider: Any, *, progress: bool
+    ) -> WriteCounts:
+        """After a pipeline that left the texts to embed pending (a deferred provider: the Batch
+        API), their vectors; what that wrote."""
         ...
 
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
@@ -116,26 +123,40 @@ class CollectionRun:
     def needs_pipeline(self) -> bool:
         return self.reads is None or self.reads.skipped < self.reads.rows
 
+    def _write(self, summary: RunSummary) -> Any:
+        from vectorize.store.writer import CollectionWrite
+
+        return CollectionWrite(
+            self.target.collection,
+            self.inputs.identity.dimensions,
+            self.inputs.identity.key,
+            summary.run_id,
+            sync=self.target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
+            vector_type=self.storage.vector_type,
+        )
+
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
         from jobs.prepare import PrepareContext, prepare_batch
         from jobs.sink import PgvectorDatasink
-        from vectorize.store.writer import CollectionWrite
 
         target, inputs, identity = self.target, self.inputs, self.inputs.identity
-        spec = CollectionWrite(
-            target.collection,
-            identity.dimensions,
-            identity.key,
-            summary.run_id,
-            sync=target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
-            vector_type=self.storage.vector_type,
-        )
-        sink = PgvectorDatasink(target.dsn, spec, meter=claims)
+        sink = PgvectorDatasink(target.dsn, self._write(summary), meter=claims)
         records = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
         context = PrepareContext(
             target.dsn, target.collection, identity.key, records, claims, self.signature, inputs.long_text
         )
         return prepare_batch, context, sink
+
+    def embed_deferred(
+        self, conn: psycopg.Connection, summary: RunSummary, provider: Any, *, progress: bool
+    ) -> WriteCounts:
+        import asyncio
+
+        from jobs.batch_phase import BatchBackfill
+
+        backfill = BatchBackfill(conn, self._write(summary), provider, progress=progress)
+        summary.batch_api = asyncio.run(backfill.run())
+        return backfill.counts
 
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
         from vectorize.store.finishing import build_vector_index, resolve_pending
@@ -154,7 +175,8 @@ class CollectionRun:
                 summary.deleted = delete_ids(store, collection, reads.gone)
             else:
                 summary.deleted = delete_unseen(store, collection, summary.run_id)
-        if reads is not None and reads.state is not None and self.target.complete:
+        waiting = summary.batch_api is not None and summary.batch_api.waiting_rows > 0
+        if reads is not None and reads.state is not None and self.target.complete and not waiting:
             record_source_state(store, collection, reads.state, synced=self.target.sync)
 
 
@@ -197,6 +219,11 @@ class ColumnRun:
             BackfillContext(RecordSpec(inputs.id_field, inputs.template), inputs.long_text),
             sink,
         )
+
+    def embed_deferred(
+        self, conn: psycopg.Connection, summary: RunSummary, provider: Any, *, progress: bool
+    ) -> WriteCounts:
+        raise AssertionError("the plan refuses a deferred provider for a column")
 
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
         return 0, Counter()

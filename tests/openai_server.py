@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from aiohttp import web
 
+from tests.openai_batch_server import BatchApi, BatchState
 from vectorize.tokens import TiktokenCounter
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ class ServerState:
     answered: list[tuple[float, int]] = field(default_factory=list)  # (time.monotonic(), tokens) of each 200
     first_request: float | None = None
     last_answer: float | None = None
+    batch: BatchState = field(default_factory=BatchState)  # its Batch API (tests/openai_batch_server.py)
 
     def seconds_between_first_and_last(self) -> float:
         return (self.last_answer or 0.0) - (self.first_request or 0.0)
@@ -197,6 +199,10 @@ class EmbeddingsServer:
         self.state = state
         self.counter = TiktokenCounter()
         self.lock = asyncio.Lock()
+        self.batches = BatchApi(state, self._authorized, self._count, vector_for)
+
+    def _count(self, texts: list[str]) -> list[int]:
+        return bytes_per_four(texts) if self.state.count == "bytes4" else self.counter.count(texts)
 
     def _take_fault(self, texts: list[str]) -> Fault | None:
         for fault in self.state.faults:
@@ -263,7 +269,7 @@ class EmbeddingsServer:
             return _error(400, "'input' must be a string or a non-empty list of strings", "invalid_request_error")
         if len(texts) > 2048:
             return _error(400, "'input' holds more than 2048 items", "invalid_request_error")
-        counts = bytes_per_four(texts) if state.count == "bytes4" else self.counter.count(texts)
+        counts = self._count(texts)
         for i, (text, count) in enumerate(zip(texts, counts, strict=True)):
             if not text:
                 return _error(400, f"'$.input[{i}]' is an empty string", "invalid_request_error")
@@ -349,13 +355,16 @@ class EmbeddingsServer:
         return None  # wrong_dims, nan, fewer: shaped into the answer
 
     async def control(self, request: web.Request) -> web.Response:
-        """POST {"faults": [...]} adds faults; GET returns the counters."""
+        """POST {"faults": [...], "latency_s": s, "batch": {BatchState field: value}} changes the
+        server; GET returns the counters."""
         if request.method == "POST":
             body = await request.json()
             async with self.lock:
                 self.state.faults.extend(Fault(**f) for f in body.get("faults", []))
                 if "latency_s" in body:
                     self.state.latency_s = float(body["latency_s"])
+                for name, value in body.get("batch", {}).items():
+                    setattr(self.state.batch, name, value)
         s = self.state
         return web.json_response(
             {
@@ -365,6 +374,11 @@ class EmbeddingsServer:
                 "texts_served": sum(s.texts_served.values()),
                 "seconds": s.seconds_between_first_and_last(),
                 "answered": s.answered,  # time.monotonic() is comparable across processes of one machine
+                "batches_created": s.batch.batches_created,
+                "batches_failed": sum(b.status == "failed" for b in self.batches.batches.values()),
+                "batch_texts_billed": len(s.batch.billed),
+                "batch_texts_billed_twice": sum(times > 1 for times in s.batch.billed.values()),
+                "batch_tokens_billed": s.batch.tokens_billed,
             }
         )
 
@@ -373,6 +387,7 @@ class EmbeddingsServer:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
         app.router.add_route("*", "/_control", self.control)
+        self.batches.add_routes(app)
         return app
 
 

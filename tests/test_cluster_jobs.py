@@ -156,3 +156,42 @@ def test_vectorize_run_through_ray_client_runs_the_job_on_the_cluster(
     assert_each_row_once(pg_dsn, table_name, count)
     history = query(pg_dsn, "SELECT status, rows_read FROM vectorize_runs WHERE run_id = %s", summary["run_id"])
     assert history == [("succeeded", count)]
+
+
+def test_a_remote_run_through_ray_client_ships_its_key_and_dsn_out_of_the_dashboards_sight(
+    cluster, tmp_path, pg_dsn, table_name, openai_server
+):
+    """The key and the DSN's password are this machine's only (the cluster's nodes have neither):
+    the run works, and neither shows in what the cluster's dashboard tells of its jobs and tasks."""
+    import psycopg
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state import list_tasks
+
+    from tests.openai_server import vector_for
+
+    password, key = "pw-kept-from-dashboards", "sk-only-on-the-client-4f1c"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'vz_secret'").fetchone():
+            conn.execute(f"CREATE ROLE vz_secret LOGIN SUPERUSER PASSWORD '{password}'")
+    dsn = pg_dsn.replace("postgresql://postgres:@", f"postgresql://vz_secret:{password}@")
+    assert password in dsn
+    openai_server.state.api_key = key
+    count = 40
+    source = write_rows(tmp_path / "rows.jsonl", count)
+    args = ["run", str(source), "--table", table_name, "--provider", "openai", "--base-url", openai_server.base_url,
+            "--actors", "1", "--address", cluster.client_address, "--json"]  # fmt: skip
+    env = {**os.environ, "OPENAI_API_KEY": key, "VECTORIZE_DSN": dsn}
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["embedded"], summary["failed"]) == (count, 0)
+    for text, vector in query(pg_dsn, "SELECT text, embedding FROM {t}", table=table_name):
+        assert abs(float(vector.to_numpy() @ vector_for(text, 1536)) - 1.0) < 1e-5
+
+    jobs = [job.dict() for job in JobSubmissionClient(cluster.dashboard_url).list_jobs()]
+    tasks = [task.__dict__ for task in list_tasks(address=cluster.dashboard_url, detail=True, limit=10_000)]
+    shown = json.dumps([jobs, tasks], default=str)
+    assert "_run_on_cluster" in shown  # the run's own task is among what was looked at
+    assert password not in shown and key not in shown

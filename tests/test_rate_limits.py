@@ -127,14 +127,17 @@ def test_no_limiter_refuses_more_than_2_percent_and_the_rate_stays_near_the_limi
             continue
         server.take(tokens, arrival)
         sent += tokens
-        left = str(int(server.remaining(arrival)))
+        said = {"x-ratelimit-remaining-tokens": str(int(server.remaining(arrival))),
+                "x-ratelimit-reset-tokens": f"{server.reset_s(arrival):.3f}s"}  # fmt: skip
         answered = arrival - offset  # the answer leaves when the request arrives (no latency)
-        budget.learn(Headers.parse({"x-ratelimit-remaining-tokens": left}), granted, billed=tokens, now=answered)
+        budget.learn(Headers.parse(said), granted, billed=tokens, now=answered)
         now += rng.uniform(0.0, 0.05)
     assert refused <= 0.02 * requests
     assert sent / tpm * 60 / now >= 0.9
-    assert budget.minute["tpm"].ten_second_windows == (limiter == "windows")
-    assert budget.minute["tpm"].minute_log == (limiter != "bucket")
+    tokens = budget.minute["tpm"]
+    assert tokens.ten_second_windows == (limiter == "windows")
+    assert (tokens.windows is not None) == (limiter == "windows")  # their edges learned from the resets
+    assert tokens.minute_log == (limiter == "sliding")
     assert all(len(cap.grants) < requests / 4 for cap in budget.minute["tpm"].caps)  # unused caps forget too
 
 
@@ -152,6 +155,58 @@ def test_a_server_that_holds_a_whole_minute_is_taken_for_a_bucket_until_a_429():
     grant = windows.reserve(1000, now=0.0)
     windows.learn(Headers.parse({"x-ratelimit-remaining-tokens": "9000"}), grant, billed=1000, now=0.1)
     assert windows.minute["tpm"].ten_second_windows
+
+
+def test_fixed_windows_are_learned_from_their_resets_and_each_is_filled():
+    budget = RateBudget(RateLimits(tpm=6000), now=0.0)
+    share = 6000 / 6 * FILL
+    learned_windows(budget)
+    tokens = budget.minute["tpm"]
+    assert tokens.windows is not None and tokens.windows.edge % SPAN == pytest.approx(7.0, abs=0.02)
+    assert not tokens.minute_log  # windows, not a log of the minute
+    assert isinstance(budget.reserve(int(share) - 300, now=8.0), Grant)  # the window from 7 to 17 filled
+    assert budget.reserve(150, now=8.0) == pytest.approx(9.0, abs=0.05)  # then wait for its edge
+    assert isinstance(budget.reserve(int(share) - 300, now=17.01), Grant)  # the next window whole at once
+
+
+def learned_windows(budget: RateBudget) -> None:
+    """Four answers of a server whose 1,000-token windows end at 7, 17, 27 ... seconds."""
+    for at, left in ((0.5, 800), (2.0, 600), (4.0, 400), (7.5, 800)):
+        grant = budget.reserve(200, now=at)
+        edge = 7.0 if at < 7.0 else 17.0
+        said = {"x-ratelimit-remaining-tokens": str(left), "x-ratelimit-reset-tokens": f"{edge - at - 0.01:.3f}s"}
+        budget.learn(Headers.parse(said), grant, billed=200, now=at + 0.01)
+        budget.answered()
+
+
+def test_while_the_first_waits_for_a_windows_edge_a_later_request_that_fits_takes_what_is_left():
+    async def scenario() -> tuple[bool, bool]:
+        limiter = Limiter(RateLimits(tpm=6000), max_in_flight=8, clock=lambda: 8.0)
+        learned_windows(limiter.budget)  # 200 of the window from 7 to 17 used
+        first = asyncio.ensure_future(limiter.acquire(900))  # does not fit before 17
+        await asyncio.sleep(0.05)
+        later = await asyncio.wait_for(limiter.acquire(300), 2.0)  # fits now
+        waiting = not first.done()
+        first.cancel()
+        return isinstance(later, Grant), waiting
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_bucket_or_a_log_is_not_taken_for_windows():
+    budget = RateBudget(RateLimits(tpm=6000), now=0.0)
+    for i in range(12):  # "whole again" moves on as tokens are granted
+        at = i * 1.5
+        grant = budget.reserve(100, now=at)
+        said = {"x-ratelimit-remaining-tokens": "300", "x-ratelimit-reset-tokens": f"{(i + 1) * 1.0 + 5.0 - at:.3f}s"}
+        budget.learn(Headers.parse(said), grant, billed=100, now=at)
+    assert budget.minute["tpm"].windows is None
+
+
+@pytest.mark.parametrize(("said", "seconds"), [("1.5s", 1.5), ("6m0s", 360.0), ("20ms", 0.02), ("2", 2.0),
+                                               ("1h2m3s", 3723.0), ("soon", None)])  # fmt: skip
+def test_reset_durations(said, seconds):
+    assert Headers.parse({"x-ratelimit-reset-tokens": said}).reset_tokens == seconds
 
 
 def test_a_used_up_daily_cap_stops_the_run():

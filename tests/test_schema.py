@@ -75,7 +75,9 @@ def test_a_database_made_before_versions_is_migrated_in_place(tmp_path, own_post
     assert "texts_per_second" not in _columns(dsn, "vectorize_runs")
     assert query(dsn, "SELECT rows_per_second FROM vectorize_runs WHERE source = 'old.jsonl'") == [(7.5,)]
     versions = dict(query(dsn, f"SELECT scope, version FROM {SCHEMA_TABLE}"))
-    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 5}
+    assert versions == {"shared": len(shared_migrations()), f"collection:{name}": 6}
+    assert query(dsn, "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                 f"{name}_batches", f"{name}_batch_inputs")[0][0]  # fmt: skip
     assert "text_search" in _columns(dsn, name)
     assert query(dsn, "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = 'embedding'",
                  name) == [("m",)]  # fmt: skip

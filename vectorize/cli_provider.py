@@ -7,14 +7,16 @@ import argparse
 from vectorize.errors import ConfigError
 from vectorize.options import option
 from vectorize.rate_limits import RATE_TIERS, RateLimits
-from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, PROVIDERS, RemoteSettings
+from vectorize.remote_settings import DEFAULT_REMOTE_MODEL, PROVIDERS, BatchApiSettings, RemoteSettings
 from vectorize.secret import Secret
 from vectorize.settings import field_names
 
 # a fallback provider has its own server, key and limits; it shares the other settings
 _NOT_SHARED_WITH_FALLBACK = frozenset({"base_url", "rate_tier", "request_tokens"})
 # the fields that options of the same name set; the others are built from several options
-_OPTION_FIELDS = frozenset(field_names(RemoteSettings)) - {"provider", "model", "api_key", "limits", "fallback"}
+_OPTION_FIELDS = frozenset(field_names(RemoteSettings)) - {"provider", "model", "api_key", "limits", "fallback",
+                                                            "batch"}  # fmt: skip
+_BATCH_FIELDS = frozenset(field_names(BatchApiSettings)) - {"max_attempts"}  # --max-attempts is the requests'
 
 
 def add_provider_options(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +49,27 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fallback-model", help="must be the same model; default: --model")
 
 
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Batch API (--provider openai or azure)")
+    group.add_argument("--batch-api", action="store_true", help="embed through the provider's Batch API: half "
+                       "the price, no rate limits, answered within 24 hours; a rerun collects, never pays twice")
+    option(group, "--poll-interval", BatchApiSettings, "poll_interval_s", "seconds between looks at the batches",
+           type=float)  # fmt: skip
+    group.add_argument("--no-wait", dest="wait", action="store_false", default=argparse.SUPPRESS,
+                       help="submit the batches and exit; the same command later collects them")  # fmt: skip
+    option(group, "--cancel", BatchApiSettings, "cancel", "cancel the collection's open batches, keep what they "
+           "finished", action="store_true")  # fmt: skip
+
+
 def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettings | None:
     """RemoteSettings from the options, or None for a provider that is not OpenAI-compatible."""
+    batch_api = getattr(args, "batch_api", False)
     if args.provider not in PROVIDERS:
         if args.fallback:
             raise ConfigError("--fallback needs --provider openai or azure")
+        if batch_api:
+            raise ConfigError(f"--batch-api is a service's (--provider openai or azure); {args.provider!r} "
+                              "embeds here: drop --batch-api")  # fmt: skip
         return None
     given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
     # the run's --long-text: "error" refuses an input past the limit; chunked texts never pass it
@@ -64,11 +82,15 @@ def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettin
             provider=args.fallback, model=args.fallback_model or name, base_url=args.fallback_base_url, **shared
         )
     limits = RateLimits(**{key: value for key, value in vars(args).items() if key in field_names(RateLimits)})
+    batch_given = {key: value for key, value in vars(args).items() if key in _BATCH_FIELDS}
+    if batch_given and not batch_api:
+        raise ConfigError("--poll-interval, --no-wait and --cancel go with --batch-api")
     return RemoteSettings(
         provider=args.provider,
         model=name,
         api_key=Secret(args.api_key) if args.api_key else None,
         limits=limits,
         fallback=fallback,
+        batch=BatchApiSettings(**batch_given) if batch_api else None,
         **given,
     )

@@ -17,6 +17,8 @@ Ray actor so that every embedding actor of a run draws from the same budget.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -36,6 +38,12 @@ MIN_SCALE = 0.3  # ... down to this share of it
 RECOVERY = 0.005  # and given back this much with each answer that was not a 429
 REQUESTS_PER_SPAN = 8
 WINDOWS_RULED_OUT = 1.5  # a server that says it has this many times 10 seconds' share left
+EDGE_ANSWERS = 4  # answers naming edges 10 seconds apart (two windows of them at least) that show fixed windows
+EDGE_AGREEMENT = 0.3  # seconds those edges may differ by: the answers' time on the way back
+# ... while between them at least this many seconds' worth of tokens were granted: a bucket's
+# or a log's "whole again" moves on by that much, a fixed window's edge does not
+EDGE_EVIDENCE_S = 1.0
+EDGE_SLACK = 0.5  # seconds a grant may take to reach the server, and the edge be learned late
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,36 @@ class SlidingCap:
         self.used += amount
 
 
+class FixedWindows:
+    """At most ``share`` units in each of a server's fixed windows of ``seconds`` (one ends at
+    ``edge``): a grant counts in every window its request may arrive in (within
+    ``EDGE_SLACK``: its way there, and the way back of the answers the edge was learned from);
+    one larger than the share goes alone, in an empty window."""
+
+    def __init__(self, seconds: float, share: float, edge: float) -> None:
+        self.seconds = seconds
+        self.share = share
+        self.edge = edge
+        self.used: dict[int, float] = {}
+
+    def _windows(self, now: float) -> set[int]:
+        return {math.floor((t - self.edge) / self.seconds) for t in (now, now + EDGE_SLACK)}
+
+    def wait_for(self, amount: float, now: float) -> float:
+        for window in sorted(self._windows(now)):
+            used = self.used.get(window, 0.0)
+            if used > 0 and used + amount > self.share:
+                return max(1e-3, self.edge + (window + 1) * self.seconds - now)
+        return 0.0
+
+    def take(self, amount: float, now: float) -> None:
+        windows = self._windows(now)
+        for window in windows:
+            self.used[window] = self.used.get(window, 0.0) + amount
+        for old in [w for w in self.used if w < min(windows)]:
+            del self.used[old]
+
+
 class MinuteLimit:
     """``limit`` units a minute, as caps on every 10 and every 60 seconds (module docstring);
     ``fill``: the share of them used."""
@@ -138,18 +176,24 @@ class MinuteLimit:
         self.server_at = 0.0
         self.ten_second_windows = True  # until the server says it holds more than 10 seconds' share
         self.minute_log = True  # until then too; again after a 429 (the server keeps a log of the minute)
+        self.windows: FixedWindows | None = None  # the server's own 10-second windows, once its resets show them
+        # where its answers say its budget is whole again, and the units taken by then
+        self._edges: deque[tuple[float, float]] = deque(maxlen=EDGE_ANSWERS)
+        self.taken = 0.0
         self._share()
 
     def _share(self) -> None:
         for cap in self.caps:
             cap.share = self.limit * self.scale * self.fill * (cap.seconds - ARRIVAL_SLACK) / MINUTE
+        if self.windows is not None:
+            self.windows.share = self.limit * self.scale * self.fill * SPAN / MINUTE
 
     def lower(self, limit: float) -> None:
         self.limit = limit
         self._share()
 
     def throttled(self) -> None:
-        if not self.minute_log:  # a bucket would have had what it said it had, refilled
+        if not self.minute_log:  # a bucket would have had what it said it had, refilled; windows, their share
             self.minute_log = True
             return
         self.scale = max(MIN_SCALE, self.scale * THROTTLED_SCALE)
@@ -161,23 +205,65 @@ class MinuteLimit:
             self._share()
 
     @property
-    def _caps(self) -> tuple[SlidingCap, ...]:
+    def _caps(self) -> tuple[SlidingCap | FixedWindows, ...]:
         span, minute = self.caps
+        if self.windows is not None and self.ten_second_windows:
+            return (self.windows,) + (minute,) * self.minute_log
         return (span,) * self.ten_second_windows + (minute,) * self.minute_log
 
     def wait_for(self, amount: float, now: float) -> float:
         wait = max((cap.wait_for(amount, now) for cap in self._caps), default=0.0)
-        if self.server_left is not None:
+        if self.server_left is not None and not self._new_window_since_answer(now):
             rate = self.limit / MINUTE
             short = amount - (self.server_left + (now - self.server_at) * rate)
             wait = max(wait, short / rate)
         return wait
 
+    def _new_window_since_answer(self, now: float) -> bool:
+        """A server of fixed windows has all of a window's share again at its edge, whatever it
+        had left before."""
+        windows = self.windows
+        if windows is None or not self.ten_second_windows:
+            return False
+        return math.floor((now - windows.edge) / SPAN) > math.floor((self.server_at - windows.edge) / SPAN)
+
     def take(self, amount: float, now: float) -> None:
+        self.taken += amount
         for cap in self.caps:
             cap.take(amount, now)
+        if self.windows is not None:
+            self.windows.take(amount, now)
         if self.server_left is not None:
+            if self._new_window_since_answer(now):
+                self.server_left, self.server_at = self.windows.share, now
             self.server_left -= amount
+
+    def window_ends_in(self, seconds: float, now: float) -> None:
+        """The server says its budget is whole again in ``seconds``: where answers keep naming
+        the same edge, 10 seconds apart, it counts in fixed windows, and each is filled to its
+        share (no log of the minute, until a 429 says otherwise)."""
+        if not self.ten_second_windows or not 0 < seconds <= SPAN + ARRIVAL_SLACK:
+            return
+        edge = now + seconds
+        self._edges.append((edge, self.taken))
+        if len(self._edges) < EDGE_ANSWERS:
+            return
+        offsets = [(e - edge + SPAN / 2) % SPAN - SPAN / 2 for e, _ in self._edges]
+        moved_s = (self._edges[-1][1] - self._edges[0][1]) * MINUTE / self.limit
+        two_windows = self._edges[-1][0] - self._edges[0][0] >= SPAN - EDGE_AGREEMENT
+        if max(offsets) - min(offsets) > EDGE_AGREEMENT or moved_s < EDGE_EVIDENCE_S or not two_windows:
+            return
+        earliest = edge + min(offsets)  # each answer is late by its way back: the earliest is nearest
+        if self.windows is None:
+            logger.info("the server counts in fixed 10-second windows; filling each")
+            self.windows = FixedWindows(SPAN, 0.0, earliest)
+            for at, amount in self.caps[0].grants:  # what the last 10 seconds granted is in the windows too
+                self.windows.take(amount, at)
+            self.minute_log = False
+            self._share()
+        else:  # the same edges, only ever learned earlier: the windows' numbers stay
+            correction = (earliest - self.windows.edge + SPAN / 2) % SPAN - SPAN / 2
+            self.windows.edge += min(0.0, correction)
 
     def server_says(self, remaining: float, unseen: float, now: float) -> None:
         """The server has ``remaining`` less the ``unseen`` grants it had not had yet: believed
@@ -189,6 +275,7 @@ class MinuteLimit:
         self.server_left, self.server_at = remaining - unseen, now
         if self.ten_second_windows and remaining > WINDOWS_RULED_OUT * self.limit * SPAN / MINUTE:
             self.ten_second_windows = self.minute_log = False
+            self.windows = None
 
     @property
     def span_share(self) -> float:
@@ -207,6 +294,7 @@ class Headers:
     limit_tokens: int | None = None
     remaining_requests: int | None = None
     remaining_tokens: int | None = None
+    reset_tokens: float | None = None  # seconds until the token budget is whole again
     retry_after: float | None = None
 
     @classmethod
@@ -229,8 +317,28 @@ class Headers:
             limit_tokens=number("x-ratelimit-limit-tokens"),
             remaining_requests=number("x-ratelimit-remaining-requests"),
             remaining_tokens=number("x-ratelimit-remaining-tokens"),
+            reset_tokens=_duration(lower.get("x-ratelimit-reset-tokens")),
             retry_after=retry_after,
         )
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(value: str | None) -> float | None:
+    """OpenAI's durations: ``1.5s``, ``6m0s``, ``20ms``; a bare number is seconds."""
+    if not value:
+        return None
+    text = value.strip().lower()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def _seconds(value: str, scale: float) -> float | None:
@@ -319,6 +427,12 @@ class RateBudget:
         self.granted_tokens += cost
         return Grant(self.granted_requests, self.granted_tokens, tokens)
 
+    def fills_windows(self) -> bool:
+        """The server counts tokens in fixed windows whose edges are known: what a request
+        waiting for the next one leaves of the current window may go to a smaller one."""
+        tokens = self.minute.get("tpm")
+        return tokens is not None and tokens.windows is not None and tokens.ten_second_windows
+
     def pause(self, seconds: float, now: float) -> None:
         """The server answered 429: nobody sends until it said, and the minute limits are taken
         as smaller (it counts differently, or over windows shorter than 10 seconds)."""
@@ -359,6 +473,9 @@ class RateBudget:
             if remaining is None or remaining < 0 or limit is None:  # Azure may say -1
                 continue
             limit.server_says(remaining, unseen, now)
+        tokens = self.minute.get("tpm")
+        if tokens is not None and headers.reset_tokens is not None:
+            tokens.window_ends_in(headers.reset_tokens, now)
 
 
 def _fill(name: str) -> float:

@@ -30,6 +30,22 @@ DEFAULT_REMOTE_MODEL = "text-embedding-3-small"
 
 
 @dataclass(frozen=True)
+class BatchApiSettings:
+    """``--batch-api``: texts go to the provider's Batch API (half the price, no rate limits)."""
+
+    poll_interval_s: float = 30.0
+    wait: bool = True  # False: submit, then exit; a later run with the same command collects
+    cancel: bool = False  # cancel the collection's open batches and collect what they finished
+    max_attempts: int = 3  # batches a text may be sent in before it is an error row
+
+    def __post_init__(self) -> None:
+        if self.poll_interval_s <= 0:
+            raise ConfigError("--poll-interval must be more than 0 seconds")
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+
+
+@dataclass(frozen=True)
 class RemoteSettings:
     provider: str = "openai"
     model: str = DEFAULT_REMOTE_MODEL
@@ -50,6 +66,7 @@ class RemoteSettings:
     request_tokens: int | None = None  # tokens per request at most; the budget bounds it too
     price_per_million: float | None = None
     fallback: RemoteSettings | None = None
+    batch: BatchApiSettings | None = None  # None: synchronous requests
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -72,6 +89,8 @@ class RemoteSettings:
         if self.provider == "azure" and not (self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")):
             raise ConfigError("--provider azure needs --azure-endpoint (or $AZURE_OPENAI_ENDPOINT)")
         tier_limits(self.rate_tier)
+        if self.batch is not None and self.fallback is not None:
+            raise ConfigError("--batch-api takes no --fallback: a batch is answered by the provider it went to")
 
     def search_record(self) -> dict:
         """What a search of a collection this model made needs besides the key; nothing secret."""

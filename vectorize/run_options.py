@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from vectorize.chunking import LONG_TEXT_MODES
-from vectorize.cli_provider import add_provider_options, remote_settings
+from vectorize.cli_provider import add_batch_options, add_provider_options, remote_settings
 from vectorize.options import add_database_options, option
 from vectorize.settings import (
     ChunkSettings,
@@ -97,8 +97,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     option(runtime, "--writers", RuntimeSettings, "writers", "concurrent database writes (connections)", type=int)
     option(runtime, "--stall-timeout", RuntimeSettings, "stall_timeout_s", "fail when no row is finished for "
            "this many seconds; 0: never", type=float)  # fmt: skip
+    option(runtime, "--dry-run", RuntimeSettings, "dry_run", "read and prepare the source, then say what a run "
+           "would embed, reuse and skip, its tokens, cost and time; write and embed nothing",
+           action="store_true")  # fmt: skip
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     add_provider_options(run)
+    add_batch_options(run)
 
 
 def run_settings(args: argparse.Namespace) -> RunSettings:

@@ -87,6 +87,7 @@ class RuntimeSettings:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S  # 0: never
     progress: bool = False
     worker_logs: bool = False
+    dry_run: bool = False  # read and prepare, count and estimate; write and embed nothing
 
     def __post_init__(self) -> None:
         if self.writers < 1:

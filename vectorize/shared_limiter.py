@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from vectorize.errors import ProviderStopError
@@ -32,6 +33,12 @@ class Budget(Protocol):
     async def stop(self, message: str) -> None: ...
 
 
+@dataclass
+class _Waiter:
+    tokens: int
+    granted: asyncio.Future
+
+
 class Limiter:
     """Grants requests first come, first served, within the rate budget and ``max_in_flight``."""
 
@@ -45,6 +52,7 @@ class Limiter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn = asyncio.Lock()
         self._slot_freed = asyncio.Event()
+        self._waiting: list[_Waiter] = []  # in the order they asked
 
     def _raise_if_stopped(self) -> None:
         if self.stopped is not None:
@@ -54,30 +62,68 @@ class Limiter:
         return self.budget.request_tokens()
 
     async def acquire(self, tokens: int) -> Grant:
+        """Requests are granted in the order they ask, but for one thing: while the first waits
+        for a server window's edge, later ones that fit in what is left of the window take it
+        (it would go unused; the first cannot go before the edge anyway)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # asyncio's primitives belong to one loop
             self._loop, self._turn, self._slot_freed = loop, asyncio.Lock(), asyncio.Event()
-        async with self._turn:
-            while True:
-                self._raise_if_stopped()
-                # one request until an answer says how the server counts tokens
-                if self.in_flight >= (1 if self.budget.learning else self.max_in_flight):
-                    self._slot_freed.clear()
-                    try:
-                        await asyncio.wait_for(self._slot_freed.wait(), _RECHECK_S)
-                    except TimeoutError:
-                        pass
-                    continue
+            self._waiting = []
+        waiter = _Waiter(tokens, loop.create_future())
+        self._waiting.append(waiter)
+        try:
+            turn = asyncio.ensure_future(self._turn.acquire())
+            await asyncio.wait({turn, waiter.granted}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.granted.done():
+                if turn.done() and not turn.cancelled():
+                    self._turn.release()
+                else:
+                    turn.cancel()
+                return waiter.granted.result()
+            try:
+                return await self._first_in_line(waiter)
+            finally:
+                self._turn.release()
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+
+    async def _first_in_line(self, waiter: _Waiter) -> Grant:
+        while True:
+            self._raise_if_stopped()
+            # one request until an answer says how the server counts tokens
+            if self.in_flight >= (1 if self.budget.learning else self.max_in_flight):
+                self._slot_freed.clear()
                 try:
-                    granted = self.budget.reserve(tokens, self.clock())
-                except BudgetExhausted as exc:
-                    await self.stop(str(exc))
-                    raise ProviderStopError(str(exc)) from None
-                if isinstance(granted, Grant):
-                    break
-                await asyncio.sleep(min(granted, _RECHECK_S))
-            self.in_flight += 1
-            return granted
+                    await asyncio.wait_for(self._slot_freed.wait(), _RECHECK_S)
+                except TimeoutError:
+                    pass
+                continue
+            now = self.clock()
+            try:
+                granted = self.budget.reserve(waiter.tokens, now)
+            except BudgetExhausted as exc:
+                await self.stop(str(exc))
+                raise ProviderStopError(str(exc)) from None
+            if isinstance(granted, Grant):
+                self.in_flight += 1
+                return granted
+            if self.budget.fills_windows():
+                self._fill_in(waiter, now)
+            await asyncio.sleep(min(granted, _RECHECK_S))
+
+    def _fill_in(self, first: _Waiter, now: float) -> None:
+        """Grant the later waiters that fit in the server's current window now."""
+        for waiter in list(self._waiting):
+            if self.in_flight >= self.max_in_flight:
+                return
+            if waiter is first or waiter.granted.done():
+                continue
+            granted = self.budget.reserve(waiter.tokens, now)
+            if isinstance(granted, Grant):
+                self.in_flight += 1
+                self._waiting.remove(waiter)
+                waiter.granted.set_result(granted)
 
     async def release(self, grant: Grant, headers: Headers | None, stats: RequestStats) -> None:
         self.in_flight -= 1

@@ -81,6 +81,37 @@ class ApiUsage(RequestStats):
 
 
 @dataclass
+class BatchApiFigures:
+    """A run's use of the Batch API: its submissions, what waits, what it cost and saved."""
+
+    submitted: int = 0  # batches this run submitted
+    collected: int = 0  # batches whose answers this run stored (its own, or earlier runs')
+    open: int = 0  # batches still at the provider when the run ended
+    waiting_rows: int = 0  # rows whose text is in an open batch: a later run stores them
+    requests: int = 0
+    tokens_billed: int = 0
+    usd_per_million: float | None = None  # the batch price
+    sync_usd_per_million: float | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.usd_per_million is None else self.tokens_billed * self.usd_per_million / 1e6
+
+    @property
+    def saved_usd(self) -> float | None:
+        if self.usd_per_million is None or self.sync_usd_per_million is None:
+            return None
+        return self.tokens_billed * (self.sync_usd_per_million - self.usd_per_million) / 1e6
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for key in ("cost_usd", "saved_usd"):
+            value = getattr(self, key)
+            data[key] = None if value is None else round(value, 6)
+        return data
+
+
+@dataclass
 class BatchMetrics:
     """How the embedding actors' batches went."""
 
@@ -123,6 +154,7 @@ class RunSummary:
     seconds: float = 0.0
     api_usage: ApiUsage | None = None
     batch_metrics: BatchMetrics | None = None
+    batch_api: BatchApiFigures | None = None
 
     @property
     def reuse_hit_rate(self) -> float:
@@ -150,6 +182,7 @@ class RunSummary:
         data["seconds"] = round(self.seconds, 3)
         data["api_usage"] = self.api_usage.to_dict() if self.api_usage else None
         data["batch_metrics"] = self.batch_metrics.to_dict() if self.batch_metrics else None
+        data["batch_api"] = self.batch_api.to_dict() if self.batch_api else None
         data["reuse_hit_rate"] = round(self.reuse_hit_rate, 4)
         data["duplicate_ids"] = self.duplicate_ids
         return data
@@ -206,11 +239,27 @@ class RunSummary:
                 f"mean {batches.batch_seconds_mean:.2f} s, p95 {batches.batch_seconds_p95:.2f} s, "
                 f"actors busy {batches.actor_utilisation:.0%}"
             )
+        lines += self._batch_api_lines()
         usage = self.api_usage
-        if usage is not None:
+        if usage is not None and self.batch_api is None:
             cost = "unknown price" if usage.cost_usd is None else f"about ${usage.cost_usd:.4f}"
             lines += [
                 f"requests     {usage.requests}  ({usage.retries} retries, {usage.throttled} answered 429)",
                 f"billed       {usage.tokens_billed} tokens, {cost}",
             ]
         return "\n".join(lines)
+
+    def _batch_api_lines(self) -> list[str]:
+        figures = self.batch_api
+        if figures is None:
+            return []
+        lines = [
+            f"batch api    {figures.submitted} batches submitted, {figures.collected} collected, {figures.open} open"
+        ]
+        if figures.waiting_rows:
+            lines.append(f"waiting      {figures.waiting_rows} rows in open batches: run the same command again "
+                         "to collect them")  # fmt: skip
+        cost = "unknown price" if figures.cost_usd is None else f"about ${figures.cost_usd:.4f} at the batch price"
+        saved = f", ${figures.saved_usd:.4f} less than synchronous requests" if figures.saved_usd is not None else ""
+        lines.append(f"billed       {figures.tokens_billed} tokens in {figures.requests} requests, {cost}{saved}")
+        return lines

@@ -29,7 +29,7 @@ from vectorize.providers.openai_api import OpenAIClientSpec
 from vectorize.providers.openai_errors import api_failure
 from vectorize.providers.remote import ClientSpec, RemoteRequests, RequestPolicy
 from vectorize.rate_limits import RateLimits
-from vectorize.remote_settings import PROVIDERS, RemoteSettings
+from vectorize.remote_settings import PROVIDERS, KnownModel, RemoteSettings
 from vectorize.shared_limiter import Budget, Limiter, RunBudgets
 from vectorize.tokens import EstimatedCounter, TiktokenCounter, TokenCounter
 
@@ -127,6 +127,20 @@ async def _probe_vector(settings: RemoteSettings) -> np.ndarray:
         await client.close()
 
 
+def check_batch_api(settings: RemoteSettings) -> None:
+    """One line before any work where the server has no Batch API (404 on its files)."""
+    from vectorize.providers.batch_client import BatchClient
+
+    async def check() -> None:
+        client = BatchClient(client_spec(settings), request_model(settings), "")
+        try:
+            await client.check_available()
+        finally:
+            await client.close()
+
+    asyncio.run(check())
+
+
 def remote_identity(settings: RemoteSettings, within_s: float | None = None) -> ModelIdentity:
     """The model identity of a remote model, checked with one small request (which also checks
     the endpoint, the key and the model before any work), its retries included given at most
@@ -142,6 +156,18 @@ def remote_identity(settings: RemoteSettings, within_s: float | None = None) -> 
         revision=f"api:{settings.model}",
         dimensions=int(vector.size),
         normalized=bool(known) or abs(norm - 1.0) < 1e-3,
+        prefix="",
+        max_tokens=settings.max_input_tokens,
+    )
+
+
+def documented_identity(settings: RemoteSettings, known: KnownModel) -> ModelIdentity:
+    """The identity a probe of an OpenAI model gives, from its documented size."""
+    return ModelIdentity(
+        name=settings.model,
+        revision=f"api:{settings.model}",
+        dimensions=settings.dimensions or known.dimensions,
+        normalized=True,
         prefix="",
         max_tokens=settings.max_input_tokens,
     )
@@ -207,10 +233,20 @@ class RemoteSpec:
         if settings is None:
             settings = RemoteSettings(provider=request.name, model=request.model)
         settings = settings.resolved()
+        known = settings.known_model
+        if not request.probe and known is not None:
+            return cls(settings, documented_identity(settings, known))
         identity = remote_identity(settings, request.probe_within_s)
         if settings.fallback is not None:
             check_fallback(identity, settings.fallback, request.probe_within_s)
+        if settings.batch is not None:
+            check_batch_api(settings)
         return cls(settings, identity)
+
+    @property
+    def deferred(self) -> bool:
+        """Through the Batch API: the pipeline leaves the texts to embed for the run's end."""
+        return self.settings.batch is not None
 
     @property
     def origin(self) -> str:
@@ -232,7 +268,9 @@ class RemoteSpec:
         cpus = asked.cpus_per_actor or REMOTE_ACTOR_CPUS
         return ActorPlan(low, high, cpus, 0.0, None, batches_in_flight=REMOTE_BATCHES_IN_FLIGHT)
 
-    def start_budgets(self, actor_options: dict) -> RunBudgets:
+    def start_budgets(self, actor_options: dict) -> RunBudgets | None:
+        if self.deferred:  # a batch's requests are not rate-limited
+            return None
         return RunBudgets.start(self.settings, **actor_options)
 
     def open(self, threads: int | None = None, budgets: RunBudgets | None = None) -> RemoteProvider:

@@ -46,6 +46,10 @@ class TokenSpans(Protocol):
         """The (start, end) character offsets of the text's tokens, in order."""
         ...
 
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """The tokens of each text as the provider bills or counts them (before any cut)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ActorPlan:
@@ -90,6 +94,9 @@ class ProviderSpec(Protocol):
     default_batch_rows: int  # rows per call of an embedding actor
     special_tokens: int  # tokens the model adds around every input
     service: str | None  # the address a remote provider answers on (named when a run stalls)
+    # True: the pipeline embeds nothing; the texts wait in the pending table for the run's end
+    # (the Batch API), which gives them their vectors
+    deferred: bool
 
     def token_spans(self) -> TokenSpans:
         """How this model splits a text into tokens (for chunking)."""
@@ -120,6 +127,7 @@ class ProviderRequest:
     remote: Any = None  # RemoteSettings of an OpenAI-compatible provider
     probe_within_s: float | None = None  # a remote model's first answer, at most this long
     encode_batch_size: int | None = None  # texts per forward pass of a local model; None: its choice
+    probe: bool = True  # False (a dry run): a remote model OpenAI documents is not asked for a vector
 
 
 SpecFactory = Callable[[ProviderRequest], ProviderSpec]

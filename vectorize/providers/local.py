@@ -139,6 +139,11 @@ class LocalTokenSpans:
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         return [tuple(span) for span in encoded["offset_mapping"]]
 
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text as the model counts them (``SentenceTransformerModel.embed``)."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return [len(one) for one in ids]
+
 
 class LocalProvider:
     """The model behind the async provider interface; it runs on the caller's thread (a
@@ -165,6 +170,7 @@ class LocalSpec:
     default_batch_rows: int = BATCH_ROWS
     special_tokens: int = 2  # [CLS] and [SEP], or their kind
     service: str | None = None
+    deferred: bool = False
 
     @classmethod
     def resolve(cls, request: ProviderRequest) -> LocalSpec:

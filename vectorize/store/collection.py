@@ -44,12 +44,23 @@ class Collection:
         """The ids a --sync run read from its source; the others are deleted at its end."""
         return sql.Identifier(f"{self.name}_seen")
 
+    @property
+    def batches(self) -> sql.Identifier:
+        """The run's Batch API submissions (``vectorize.store.batch_work``)."""
+        return sql.Identifier(f"{self.name}_batches")
+
+    @property
+    def batch_inputs(self) -> sql.Identifier:
+        """The texts in open Batch API submissions, or waiting to be sent again."""
+        return sql.Identifier(f"{self.name}_batch_inputs")
+
     def index(self, suffix: str) -> sql.Identifier:
         return sql.Identifier(f"{self.name}_{suffix}")
 
     def migrations(self, storage: Storage, dimensions: int) -> list[list[sql.Composed]]:
         """The collection's schema, one step a version (``vectorize.store.schema``)."""
-        ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen}
+        ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen, "b": self.batches,
+                 "bi": self.batch_inputs}  # fmt: skip
         return [
             [
                 sql.SQL(
@@ -109,6 +120,41 @@ class Collection:
             # go first: a filtered search reads each matching row's vector from its heap page alone
             # (rows stored before this keep theirs until they are written again)
             [sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE MAIN").format(**ident)],
+            # Batch API submissions and the texts they cover: a run that dies after submitting is
+            # followed by one that collects what was paid for
+            [
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {b} (
+                        key text PRIMARY KEY,
+                        batch_id text,
+                        file_id text,
+                        status text NOT NULL,
+                        requests integer NOT NULL,
+                        inputs integer NOT NULL,
+                        tokens bigint NOT NULL,
+                        tokens_billed bigint NOT NULL DEFAULT 0,
+                        collected boolean NOT NULL DEFAULT false,
+                        error text,
+                        created_at timestamptz NOT NULL DEFAULT now(),
+                        finished_at timestamptz)"""
+                ).format(**ident),
+                sql.SQL(
+                    """CREATE TABLE IF NOT EXISTS {bi} (
+                        text_sha256 text PRIMARY KEY,
+                        batch_key text,
+                        custom_id text,
+                        position integer,
+                        tokens integer NOT NULL,
+                        truncated boolean NOT NULL,
+                        attempts integer NOT NULL DEFAULT 0,
+                        alone boolean NOT NULL DEFAULT false,
+                        failed boolean NOT NULL DEFAULT false,
+                        last_error text)"""
+                ).format(**ident),
+                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {bi} (batch_key)").format(
+                    i=self.index("batch_inputs_key_idx"), **ident
+                ),
+            ],
         ]
 
     def vector_index_statement(self, storage: Storage, dimensions: int) -> sql.Composed | None:

@@ -25,7 +25,8 @@ def clear_dead_pending(conn, collection: Collection, run_id: str) -> int:
 
 
 def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -> tuple[int, Counter]:
-    """Give each pending row the vector already stored for its text; the rest become errors."""
+    """Give each pending row the vector already stored for its text; the rest become errors,
+    but for those whose text waits in a Batch API batch."""
     with conn.transaction():
         reused = conn.execute(
             sql.SQL(
@@ -52,6 +53,7 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                      DELETE FROM {p} p WHERE p.run_id = %(run)s AND NOT EXISTS (
                        SELECT 1 FROM {t} t WHERE t.id = p.id AND t.chunk = p.chunk
                          AND t.text_sha256 = p.text_sha256 AND t.model = %(model)s)
+                       AND NOT {waits}
                      RETURNING p.id, p.chunk, p.text)
                    INSERT INTO {e} (id, chunk, stage, reason, message, raw, run_id)
                    SELECT id, chunk, 'embed', 'duplicate_of_failed',
@@ -64,11 +66,25 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                 p=collection.pending,
                 e=collection.errors,
                 error_upsert=error_upsert(collection.errors),
+                waits=_waits_for_batch(collection),
             ),
             {"model": model_key, "run": run_id},
         ).fetchall()
-        conn.execute(sql.SQL("DELETE FROM {p} WHERE run_id = %s").format(p=collection.pending), (run_id,))
+        conn.execute(
+            sql.SQL("DELETE FROM {p} p WHERE run_id = %s AND NOT {waits}").format(
+                p=collection.pending, waits=_waits_for_batch(collection)
+            ),
+            (run_id,),
+        )
     return int(reused), Counter({"duplicate_of_failed": len(orphans)} if orphans else {})
+
+
+def _waits_for_batch(collection: Collection) -> sql.Composed:
+    """A pending row ``p`` whose text is in an open Batch API batch, or waits to be sent again:
+    it stays for the run that collects it."""
+    return sql.SQL("EXISTS (SELECT 1 FROM {i} i WHERE i.text_sha256 = p.text_sha256 AND NOT i.failed)").format(
+        i=collection.batch_inputs
+    )
 
 
 def delete_ids(conn, collection: Collection, ids: list[str]) -> int:

@@ -70,14 +70,14 @@ def prepare_collection(
     model_source: str,
     storage: StorageRequest | None = None,
     provider: dict | None = None,
+    *,
+    commit: bool = True,
 ) -> Storage:
     """Create what the collection needs, or refuse a model, or storage, other than the one it
     holds; the storage its vectors go to. ``provider``: a remote model's settings, remembered
-    for searches (never a key)."""
-    with register(dsn, f"collection {collection.name!r}", collection.name, identity, model_source, "--table") as (
-        conn,
-        found,
-    ):
+    for searches (never a key). ``commit`` False: every check, nothing kept (a dry run)."""
+    what = f"collection {collection.name!r}"
+    with register(dsn, what, collection.name, identity, model_source, "--table", commit=commit) as (conn, found):
         scope = collection_scope(collection.name)
         if found is None:
             _refuse_foreign_table(conn, collection)
@@ -104,11 +104,11 @@ def prepare_collection(
 
 @contextmanager
 def register(
-    dsn: str, what: str, name: str, identity: ModelIdentity, model_source: str, option: str
+    dsn: str, what: str, name: str, identity: ModelIdentity, model_source: str, option: str, *, commit: bool = True
 ) -> Iterator[tuple[psycopg.Connection, Registered | None]]:
     """In one transaction, under a lock on ``name``: the shared tables, and the registry row of
     ``name`` made or checked against ``identity``; yields the connection and the row as it was
-    (None: new), for the caller's own DDL, and commits after it."""
+    (None: new), for the caller's own DDL, and commits after it (rolls back: ``commit`` False)."""
     with connect(dsn, autocommit=False, vector=False) as conn:
         ensure_vector_extension(conn, dsn)
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize:{name}",))
@@ -132,7 +132,10 @@ def register(
             )
             logger.info("registered %s for %s", name, identity.key)
         yield conn, found
-        conn.commit()
+        if commit:
+            conn.commit()
+        else:
+            conn.rollback()
 
 
 def _check_text_search(conn, name: str) -> None:

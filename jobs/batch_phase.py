@@ -1,0 +1,357 @@
+"""``--batch-api``: the run's texts to embed, which the pipeline left in the pending table, go to
+OpenAI's Batch API; the batches are polled and their answers stored through the sink's writer.
+
+Each submission is recorded before its file is uploaded, its file and batch ids as soon as they
+exist, and the batch's metadata names the submission: a run that dies anywhere in between is
+followed by one that finds the batch and collects it instead of paying for it again. A batch
+that expired, failed or was cancelled has the texts it did not answer sent again, in a later
+batch; a request the Batch API refused as a whole has each of its texts sent alone. Once the
+organisation's enqueued-token limit shows (a batch failed with ``token_limit_exceeded``), no
+more is queued than it holds: the rest waits for the open batches to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.vector_rows import attach_vectors
+from vectorize import rows
+from vectorize.errors import VectorizeError
+from vectorize.providers.api import RemoteSpec, client_spec, request_model, token_counter
+from vectorize.providers.base import EmbeddedBatch, RowProblem
+from vectorize.providers.batch_client import BatchClient, BatchStatus
+from vectorize.providers.batch_files import BatchInput, RequestFile, read_answers, request_files, request_line
+from vectorize.providers.remote import GAVE_UP, TOO_LONG
+from vectorize.store import batch_work as work
+from vectorize.store.writer import CollectionWrite, write_block
+from vectorize.summary import BatchApiFigures, WriteCounts
+
+logger = logging.getLogger(__name__)
+
+ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)")
+BATCH_PRICE_SHARE = 0.5  # OpenAI bills its embedding models' batches at half the synchronous price
+
+
+class BatchesLeftRunning(VectorizeError):
+    """The run stopped while batches it submitted go on at the provider."""
+
+    exit_code = 130
+
+
+def embeddings_url(provider: str) -> str:
+    return "/embeddings" if provider == "azure" else "/v1/embeddings"
+
+
+@dataclass
+class _Progress:
+    submitted: int = 0  # this run's submissions
+    collected: int = 0
+    open: int = 0
+    in_progress: int = 0
+    inputs_done: int = 0
+    inputs_open: int = 0
+    requests: int = 0
+    tokens_billed: int = 0
+    shown_at: float = field(default=0.0)
+
+    def line(self) -> str:
+        return (
+            f"vectorize: batches {self.open} open ({self.in_progress} in progress), {self.collected} collected; "
+            f"texts {self.inputs_done} embedded, {self.inputs_open} in open batches"
+        )
+
+
+class BatchBackfill:
+    """The Batch API phase of one run over one collection's pending rows."""
+
+    def __init__(self, conn, write: CollectionWrite, spec: RemoteSpec, *, progress: bool) -> None:
+        settings = spec.settings
+        assert settings.batch is not None, "a Batch API run has batch settings"
+        self.conn = conn
+        self.write = write
+        self.collection = write.collection
+        self.settings = settings
+        self.options = settings.batch
+        self.client = BatchClient(client_spec(settings), request_model(settings), embeddings_url(settings.provider))
+        self.counter = token_counter(settings)
+        self.dimensions = write.dimensions
+        self.progress = progress
+        self.enqueued_limit: int | None = None
+        self.counts = WriteCounts()
+        self.figures = _Progress()
+
+    async def run(self) -> BatchApiFigures:
+        try:
+            return await self._run()
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if self.options.cancel:
+                raise
+            raise BatchesLeftRunning(
+                f"interrupted: {self.figures.open} batches go on at the provider; run the same command again to "
+                "collect them (or add --cancel to cancel them)"
+            ) from None
+        finally:
+            await self.client.close()
+
+    async def _run(self) -> BatchApiFigures:
+        conn, collection = self.conn, self.collection
+        work.forget_unneeded(conn, collection, self.write.run_id)
+        if self.options.cancel:
+            await self._cancel_open()
+        while True:
+            await self._poll()
+            more = await self._submit() if not self.options.cancel else False
+            open_now = work.open_submissions(conn, collection)
+            self.figures.open = len(open_now)
+            if (not open_now and not more) or not self.options.wait:
+                break
+            self._show()
+            await asyncio.sleep(self.options.poll_interval_s)
+        waiting = work.waiting_rows(conn, collection, self.write.run_id)
+        return self._figures(waiting)
+
+    def _figures(self, waiting: int) -> BatchApiFigures:
+        price = self.settings.usd_per_million()
+        return BatchApiFigures(
+            submitted=self.figures.submitted,
+            collected=self.figures.collected,
+            open=self.figures.open,
+            waiting_rows=waiting,
+            requests=self.figures.requests,
+            tokens_billed=self.figures.tokens_billed,
+            usd_per_million=None if price is None else price * BATCH_PRICE_SHARE,
+            sync_usd_per_million=price,
+        )
+
+    def _show(self) -> None:
+        now = time.monotonic()
+        if self.progress and now - self.figures.shown_at >= min(30.0, self.options.poll_interval_s):
+            self.figures.shown_at = now
+            print(self.figures.line(), file=sys.stderr, flush=True)
+
+    # submitting
+
+    async def _submit(self) -> bool:
+        """Submit what waits, within the enqueued-token limit; whether some still waits after."""
+        conn, collection = self.conn, self.collection
+        while True:
+            waiting = work.texts_to_submit(conn, collection, self.write.model_key, self.write.run_id)
+            inputs = self._inputs(waiting)
+            if not waiting:
+                return False
+            if not inputs:
+                continue  # every text of the page became an error row
+            capacity = None
+            if self.enqueued_limit is not None:
+                enqueued = sum(s.tokens for s in work.open_submissions(conn, collection))
+                capacity = self.enqueued_limit - enqueued
+                if capacity < inputs[0].tokens and enqueued > 0:
+                    return True  # wait for open batches to finish
+            first = next(request_files(inputs, self.client.model, self._sent_dimensions(), self.client.url,
+                                       file_tokens=capacity if capacity and capacity > 0 else None))  # fmt: skip
+            await self._send(first)
+
+    def _sent_dimensions(self) -> int | None:
+        return self.settings.dimensions
+
+    def _inputs(self, waiting: list[work.WaitingText]) -> list[BatchInput]:
+        """The texts as sent; one past the model's window is cut or (``--long-text error``) an
+        error row, one that failed in too many batches an error row."""
+        limit = self.settings.max_input_tokens
+        counts = self.counter.count([w.text for w in waiting]) if waiting else []
+        inputs, failed = [], []
+        for item, count in zip(waiting, counts, strict=True):
+            if item.attempts >= self.options.max_attempts:
+                failed.append((item.text_sha256, RowProblem(
+                    GAVE_UP, f"gave up after {item.attempts} batches: {item.last_error}")))  # fmt: skip
+            elif count > limit and self.settings.long_text == "error":
+                failed.append((item.text_sha256, RowProblem(TOO_LONG, f"{count} tokens; the model takes {limit}")))
+            elif count > limit:
+                inputs.append(BatchInput(item.text_sha256, self.counter.truncate(item.text, limit), count, True,
+                                         item.alone))  # fmt: skip
+            else:
+                inputs.append(BatchInput(item.text_sha256, item.text, count, False, item.alone))
+        if failed:
+            with self.conn.transaction():
+                self._store([sha for sha, _ in failed], None, [0] * len(failed), [False] * len(failed),
+                            [p for _, p in failed])  # fmt: skip
+                work.mark_failed(self.conn, self.collection, [sha for sha, _ in failed])
+        return inputs
+
+    async def _send(self, request_file: RequestFile) -> None:
+        key = f"vz-{uuid.uuid4().hex[:20]}"
+        covered = [(cid, pos, item.text_sha256, item.tokens, item.truncated) for cid, pos, item in request_file.inputs]
+        work.record_submission(self.conn, self.collection, key, covered, request_file.tokens, request_file.requests)
+        self.figures.submitted += 1
+        await self._create(key, bytes(request_file.content))
+
+    async def _create(self, key: str, content: bytes) -> BatchStatus:
+        file_id = await self.client.upload(content, f"{self.collection.name}-{key}.jsonl")
+        work.note_file(self.conn, self.collection, key, file_id)
+        metadata = {"vectorize_key": key, "vectorize_collection": self.collection.name}
+        batch = await self.client.create(file_id, metadata)
+        work.note_batch(self.conn, self.collection, key, batch.id, batch.status)
+        logger.info("submitted %s as batch %s (%s)", key, batch.id, batch.status)
+        return batch
+
+    # polling and collecting
+
+    async def _poll(self) -> None:
+        self.figures.in_progress = 0
+        self.figures.inputs_open = 0
+        for submission in work.open_submissions(self.conn, self.collection):
+            status = await self._status(submission)
+            if status is None:
+                continue
+            if status.finished:
+                await self._collect(submission, status)
+            else:
+                work.note_batch(self.conn, self.collection, submission.key, status.id, status.status)
+                self.figures.in_progress += status.status == "in_progress"
+                self.figures.inputs_open += submission.inputs
+
+    async def _status(self, submission: work.Submission) -> BatchStatus | None:
+        """The submission's batch now; one that a killed run recorded before it had its batch is
+        found by its metadata, or made from what the work table says it covers."""
+        if submission.batch_id is not None:
+            return await self.client.retrieve(submission.batch_id)
+        found = await self.client.find(submission.key, submission.file_id, submission.created - 3600)
+        if found is not None:
+            work.note_batch(self.conn, self.collection, submission.key, found.id, found.status)
+            return found
+        content = None if self.options.cancel else self._rebuilt_file(submission.key)
+        if content is None:  # cancelled before its batch was made, or no row of this run needs its texts
+            covered = work.covered_texts(self.conn, self.collection, submission.key)
+            with self.conn.transaction():
+                work.send_again(self.conn, self.collection, [c.text_sha256 for c in covered], [False] * len(covered),
+                                ["never submitted"] * len(covered), count_attempt=False)  # fmt: skip
+                work.close_submission(self.conn, self.collection, submission.key, "abandoned", 0)
+            return None
+        return await self._create(submission.key, content)
+
+    def _rebuilt_file(self, key: str) -> bytes | None:
+        """The request file of a submission whose upload or batch a killed run did not record."""
+        covered = work.covered_texts(self.conn, self.collection, key)
+        texts = dict(work.texts_of(self.conn, self.collection, self.write.run_id, [c.text_sha256 for c in covered]))
+        if len(texts) < len({c.text_sha256 for c in covered}):
+            return None
+        limit = self.settings.max_input_tokens
+        lines = bytearray()
+        by_request: dict[str, list[work.CoveredText]] = {}
+        for item in covered:
+            by_request.setdefault(item.custom_id, []).append(item)
+        for custom_id, items in by_request.items():
+            sent = [self.counter.truncate(texts[i.text_sha256], limit) if i.truncated else texts[i.text_sha256]
+                    for i in items]  # fmt: skip
+            lines += request_line(custom_id, self.client.model, self._sent_dimensions(), self.client.url, sent)
+        return bytes(lines)
+
+    async def _collect(self, submission: work.Submission, status: BatchStatus) -> None:
+        conn, collection = self.conn, self.collection
+        covered = work.covered_texts(conn, collection, submission.key)
+        if status.status == "failed":
+            # a batch refused for a queue limit not known before ran nothing: no attempt of its texts
+            attempt_counts = status.error_code != "token_limit_exceeded" or self.enqueued_limit is not None
+            self._learn_limit(status)
+            reason = f"batch {status.id} failed: {status.error_code}: {status.error_message}"
+            with conn.transaction():
+                work.send_again(conn, collection, [c.text_sha256 for c in covered], [False] * len(covered),
+                                [reason] * len(covered), count_attempt=attempt_counts)  # fmt: skip
+                work.close_submission(conn, collection, submission.key, "failed", 0, reason)
+            logger.info("%s", reason)
+            self.figures.collected += 1
+            return
+        output = await self.client.download(status.output_file_id) if status.output_file_id else None
+        errors = await self.client.download(status.error_file_id) if status.error_file_id else None
+        requests: dict[str, int] = {}
+        for item in covered:
+            requests[item.custom_id] = requests.get(item.custom_id, 0) + 1
+        answers = read_answers(output, errors, requests, self.dimensions, status.status)
+        stored, again = [], []
+        vectors = np.zeros((len(covered), self.dimensions), np.float32)
+        problems: list[RowProblem | None] = []
+        billed = 0
+        for answer in answers.values():
+            billed += answer.tokens_billed
+            self.figures.requests += answer.tokens_billed > 0
+        for item in covered:
+            answer = answers[item.custom_id]
+            if answer.retry is not None:
+                again.append((item.text_sha256, answer.alone, answer.retry))
+                continue
+            if answer.vectors is not None:
+                vectors[len(stored)] = answer.vectors[item.position]
+            stored.append(item)
+            problems.append(answer.problems[item.position] if answer.problems else None)
+        with conn.transaction():
+            self._store([i.text_sha256 for i in stored], vectors[: len(stored)], [i.tokens for i in stored],
+                        [i.truncated for i in stored], problems)  # fmt: skip
+            if again:
+                shas, alone, why = (list(column) for column in zip(*again, strict=True))
+                work.send_again(conn, collection, shas, alone, why)
+            work.close_submission(conn, collection, submission.key, status.status, billed)
+            failed = [item.text_sha256 for item, problem in zip(stored, problems, strict=True) if problem is not None]
+            if failed:
+                work.mark_failed(conn, collection, failed)
+        self.figures.collected += 1
+        self.figures.tokens_billed += billed
+        self.figures.inputs_done += sum(p is None for p in problems)
+
+    def _learn_limit(self, status: BatchStatus) -> None:
+        if status.error_code != "token_limit_exceeded":
+            return
+        found = ENQUEUED_LIMIT.search(status.error_message or "")
+        if found:
+            self.enqueued_limit = int(found.group(1).replace(",", ""))
+            logger.info("the organisation queues at most %d tokens: the rest waits", self.enqueued_limit)
+        else:  # the limit is not said: queue no more than is open now
+            self.enqueued_limit = max(1, sum(s.tokens for s in work.open_submissions(self.conn, self.collection)))
+
+    async def _cancel_open(self) -> None:
+        for submission in work.open_submissions(self.conn, self.collection):
+            if submission.batch_id is not None:
+                status = await self.client.retrieve(submission.batch_id)
+                if not status.finished:
+                    await self.client.cancel(submission.batch_id)
+                    logger.info("cancelled batch %s", submission.batch_id)
+
+    def _store(
+        self,
+        shas: list[str],
+        vectors: np.ndarray | None,
+        tokens: list[int],
+        truncated: list[bool],
+        problems: list[RowProblem | None],
+    ) -> None:
+        """Each text's vector (or its problem) onto the run's first pending row holding it,
+        written as the sink writes a block; that row leaves the pending table."""
+        if not shas:
+            return
+        found = work.first_rows(self.conn, self.collection, self.write.run_id, shas)
+        index = {sha: i for i, sha in enumerate(shas)}
+        order = [index[row[3]] for row in found]
+        prepared = pa.Table.from_pylist(
+            [
+                {**rows.embed_row(key, text, sha, metadata, False), "chunk": chunk, "fingerprint": fingerprint,
+                 "chunks": None}
+                for key, chunk, text, sha, metadata, fingerprint in found
+            ],
+            schema=rows.PREPARED_SCHEMA,
+        )  # fmt: skip
+        values = vectors[order] if vectors is not None else np.zeros((len(found), self.dimensions), np.float32)
+        result = EmbeddedBatch(values, [tokens[i] for i in order], [truncated[i] for i in order],
+                               [problems[i] for i in order])  # fmt: skip
+        block = attach_vectors(prepared, np.arange(len(found)), result, self.dimensions)
+        self.counts.add(write_block(self.conn, self.write, block))
+        work.drop_pending(self.conn, self.collection, self.write.run_id, [(row[0], row[1]) for row in found])
+        self.counts.reuse_pending -= len(found)  # the pipeline counted these rows as waiting for a vector
+

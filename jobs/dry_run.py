@@ -1,0 +1,255 @@
+"""``vectorize run ... --dry-run``: what a run would do, and cost, before it does it.
+
+The source is read and prepared as a run prepares it, against what the collection stores (the
+same skip rules, text claims and chunking), and the prepared rows are counted instead of
+written: rows to embed (new and changed), reused, unchanged, failed with their reasons, and the
+tokens of the texts to embed, counted by the model's own tokenizer (tiktoken for OpenAI's
+models). Nothing is written: the collection's checks (model, storage) run in a transaction that
+is rolled back, and no run is recorded. A remote model OpenAI documents is not asked for a
+vector; a local one embeds a small sample of the texts here, to measure its pace.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data.block import Block
+from ray.data.datasource import Datasink
+from ray.data.datasource.datasink import WriteResult
+
+from extract.sources import SourcePlan
+from jobs.batch_phase import BATCH_PRICE_SHARE
+from jobs.plan import RunPlan, plan_run
+from jobs.targets import CollectionTarget
+from vectorize import rows
+from vectorize.errors import ConfigError
+from vectorize.providers.base import ProviderSpec
+from vectorize.providers.remote import RequestPolicy
+from vectorize.settings import RunSettings
+
+SAMPLE_TEXTS = 64  # texts a local model embeds to measure its pace
+MAX_INPUTS = RequestPolicy().max_inputs  # a request's inputs at most: the fewest requests a run sends
+
+
+@dataclass
+class PreviewCounts:
+    """What the prepared rows of one write task would have come to."""
+
+    to_embed: int = 0
+    new: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    refreshed: int = 0
+    failed: Counter = field(default_factory=Counter)
+    tokens: int = 0
+    sample: list[str] = field(default_factory=list)
+
+    def add(self, other: PreviewCounts) -> None:
+        for name in ("to_embed", "new", "reused", "unchanged", "refreshed", "tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed.update(other.failed)
+        self.sample += other.sample[: SAMPLE_TEXTS - len(self.sample)]
+
+
+class PreviewSink(Datasink[PreviewCounts]):
+    """Counts prepared rows by what a run would do with them; writes nothing."""
+
+    def __init__(self, provider: ProviderSpec) -> None:
+        self.provider = provider
+        self.totals = PreviewCounts()
+
+    def get_name(self) -> str:
+        return "DryRun"
+
+    def write(self, blocks: Iterable[Block], ctx) -> PreviewCounts:
+        counts = PreviewCounts()
+        counter = None
+        for block in blocks:
+            if not block.num_rows:
+                continue
+            status = block.column("status")
+            tally = {str(k): int(v.as_py()) for k, v in zip(*pc.value_counts(status).flatten(), strict=True)}
+            counts.reused += tally.get(rows.REUSE, 0)
+            counts.unchanged += tally.get(rows.UNCHANGED, 0)
+            counts.refreshed += tally.get(rows.REFRESH, 0)
+            failed = block.filter(pc.equal(status, rows.ERROR))
+            counts.failed.update(failed.column("reason").to_pylist())
+            embed = block.filter(pc.equal(status, rows.EMBED))
+            if embed.num_rows:
+                counter = counter or self.provider.token_spans()
+                texts = embed.column("text").to_pylist()
+                counts.to_embed += embed.num_rows
+                counts.new += int(pc.sum(pc.cast(pc.fill_null(embed.column("new"), False), pa.int64())).as_py() or 0)
+                counts.tokens += sum(counter.count(texts))
+                counts.sample += texts[: SAMPLE_TEXTS - len(counts.sample)]
+        return counts
+
+    def on_write_complete(self, write_result: WriteResult[PreviewCounts]) -> None:
+        for counts in write_result.write_returns:
+            self.totals.add(counts)
+
+
+@dataclass
+class DryRunReport:
+    collection: str
+    source: str
+    model: str
+    exists: bool  # the collection is there already
+    remote: bool  # a service's model, billed by the token
+    rows_read: int = 0
+    to_embed: int = 0
+    new: int = 0
+    changed: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    cost_usd: float | None = None  # synchronous requests
+    batch_cost_usd: float | None = None  # through the Batch API
+    seconds_estimate: float | None = None
+    estimate_basis: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for key in ("cost_usd", "batch_cost_usd", "seconds_estimate", "seconds"):
+            data[key] = None if data[key] is None else round(data[key], 6)
+        return json.dumps({"dry_run": True, **data}, sort_keys=True)
+
+    def render(self) -> str:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failed_by_reason.items()))
+        cost = "unknown price (--price-per-million)" if self.cost_usd is None else f"about ${self.cost_usd:.4f}"
+        batch = "" if self.batch_cost_usd is None else f", about ${self.batch_cost_usd:.4f} through --batch-api"
+        when = "unknown" if self.seconds_estimate is None else _duration(self.seconds_estimate)
+        lines = [
+            "dry run      nothing was written or embedded",
+            f"collection   {self.collection}  ({self.model}){'' if self.exists else ', new'}",
+            f"rows read    {self.rows_read}",
+            f"to embed     {self.to_embed}  ({self.new} new, {self.changed} changed)",
+            f"reused       {self.reused}  (same text already stored or repeated in this run)",
+            f"unchanged    {self.unchanged}",
+            f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
+            f"tokens       {self.tokens}",
+            f"cost         {cost}{batch}" if self.remote else "cost         none: a local model",
+            f"time         {when}  ({self.estimate_basis})",
+        ]
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def dry_run_here(settings: RunSettings) -> DryRunReport:
+    started = time.perf_counter()
+    plan = plan_run(settings)
+    target = plan.target
+    if not isinstance(target, CollectionTarget):
+        raise ConfigError("--dry-run previews a run into a collection: drop --dest column")
+    report = _preview(plan, target)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
+    from jobs.sql_delta import plan_sql_reads, source_signature
+    from vectorize.db import connect
+    from vectorize.store.registry import prepare_collection
+
+    inputs, collection = plan.inputs, target.collection
+    with connect(target.dsn, vector=False) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is not None
+    prepare_collection(target.dsn, collection, inputs.identity, inputs.origin, target.storage,
+                       inputs.provider_record, commit=False)  # fmt: skip
+    signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
+    source, skipped, to_read = inputs.source, 0, True
+    if source.kind == "sql" and exists:
+        reads = plan_sql_reads(target.dsn, collection, source, signature, target.sync)
+        skipped, to_read = reads.skipped, reads.skipped < reads.rows
+        if reads.only_ids is not None:
+            source = replace(source, only_ids=reads.only_ids)
+    totals = _prepared_counts(plan, target, source, signature, exists) if to_read else PreviewCounts()
+    failed = dict(totals.failed)
+    remote = plan.settings.embedding.remote is not None
+    report = DryRunReport(collection.name, source.display, inputs.identity.key, exists, remote)
+    report.rows_read = totals.to_embed + totals.reused + totals.unchanged + totals.refreshed + sum(failed.values())
+    report.rows_read += skipped
+    report.to_embed, report.new, report.changed = totals.to_embed, totals.new, totals.to_embed - totals.new
+    report.reused, report.unchanged = totals.reused, totals.unchanged + totals.refreshed + skipped
+    report.failed, report.failed_by_reason, report.tokens = sum(failed.values()), failed, totals.tokens
+    _estimate(report, plan, totals.sample)
+    return report
+
+
+def _prepared_counts(
+    plan: RunPlan, target: CollectionTarget, source: SourcePlan, signature: str, exists: bool
+) -> PreviewCounts:
+    """The source read and prepared on Ray as a run does, its rows counted."""
+    import ray
+
+    from extract.records import RecordSpec
+    from jobs.pipeline import LIGHT_STAGE_CPUS, prepared_rows
+    from jobs.prepare import PrepareContext, prepare_batch
+    from jobs.run_actor import RunActor
+    from vectorize.ray_runtime import ensure_ray, on_driver_node
+
+    inputs, runtime = plan.inputs, plan.settings.runtime
+    ensure_ray(runtime.ray_address, progress=runtime.progress, worker_logs=runtime.worker_logs)
+    claims = RunActor.options(**on_driver_node()).remote()
+    try:
+        records = RecordSpec(inputs.id_field, inputs.template, source.flatten, source.metadata_fields)
+        context = PrepareContext(target.dsn, target.collection, inputs.identity.key, records, claims, signature,
+                                 inputs.long_text, lookups=exists)  # fmt: skip
+        sink = PreviewSink(plan.provider)
+        prepared_rows(source, plan.settings, (prepare_batch, context)).write_datasink(
+            sink, ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS}, concurrency=runtime.writers
+        )
+        return sink.totals
+    finally:
+        ray.kill(claims)
+
+
+def _estimate(report: DryRunReport, plan: RunPlan, sample: list[str]) -> None:
+    """Cost and time: remote at the price and the rate limits, local at a pace measured here."""
+    remote = plan.settings.embedding.remote
+    if remote is not None:
+        price = remote.usd_per_million()
+        if price is not None:
+            report.cost_usd = report.tokens * price / 1e6
+            report.batch_cost_usd = report.cost_usd * BATCH_PRICE_SHARE
+        limits = remote.rate_limits
+        if remote.batch is not None:
+            report.estimate_basis = "the Batch API answers within its 24-hour window"
+        elif limits.tpm or limits.rpm:
+            minutes = max(report.tokens / limits.tpm if limits.tpm else 0.0,
+                          math.ceil(report.to_embed / MAX_INPUTS) / limits.rpm if limits.rpm else 0.0)  # fmt: skip
+            report.seconds_estimate = 60.0 * minutes
+            report.estimate_basis = f"at the rate limits: {limits.tpm or 'any'} TPM, {limits.rpm or 'any'} RPM"
+        else:
+            report.estimate_basis = "no rate limit known: give --tpm, --rpm or --rate-tier"
+        return
+    if not report.to_embed:
+        report.seconds_estimate, report.estimate_basis = 0.0, "nothing to embed"
+        return
+    from vectorize.providers.base import embed_blocking
+
+    provider = plan.provider.open(os.cpu_count() or 1)
+    embed_blocking(provider, sample[:8])  # the first call's warm-up is not the pace
+    started = time.perf_counter()
+    embed_blocking(provider, sample)
+    rate = len(sample) / max(time.perf_counter() - started, 1e-6)
+    report.seconds_estimate = report.to_embed / rate
+    report.estimate_basis = f"measured here: {rate:.0f} texts/s on {len(sample)} of the texts, in one process"
