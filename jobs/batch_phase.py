@@ -25,10 +25,10 @@ import pyarrow as pa
 
 from jobs.vector_rows import attach_vectors
 from vectorize import rows
-from vectorize.errors import VectorizeError
+from vectorize.errors import ProviderError, ProviderStopError, VectorizeError
 from vectorize.providers.api import RemoteSpec, client_spec, request_model, token_counter
 from vectorize.providers.base import EmbeddedBatch, RowProblem
-from vectorize.providers.batch_client import BatchClient, BatchStatus
+from vectorize.providers.batch_client import BatchClient, BatchGone, BatchStatus
 from vectorize.providers.batch_files import BatchInput, RequestFile, read_answers, request_files, request_line
 from vectorize.providers.remote import GAVE_UP, TOO_LONG
 from vectorize.store import batch_work as work
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)")
 BATCH_PRICE_SHARE = 0.5  # OpenAI bills its embedding models' batches at half the synchronous price
+SINCE_SLACK_S = 3600.0  # a batch made for a submission is looked for among those created since an hour before it
 
 
 class BatchesLeftRunning(VectorizeError):
@@ -116,6 +117,8 @@ class BatchBackfill:
                 break
             self._show()
             await asyncio.sleep(self.options.poll_interval_s)
+        # texts not submitted (--no-wait on a full queue, --cancel) wait like those sent again
+        work.hold_unsubmitted(conn, collection, self.write.model_key, self.write.run_id)
         waiting = work.waiting_rows(conn, collection, self.write.run_id)
         return self._figures(waiting)
 
@@ -145,23 +148,19 @@ class BatchBackfill:
         conn, collection = self.conn, self.collection
         while True:
             waiting = work.texts_to_submit(conn, collection, self.write.model_key, self.write.run_id)
-            inputs = self._inputs(waiting)
             if not waiting:
                 return False
-            if not inputs:
-                continue  # every text of the page became an error row
-            capacity = None
-            if self.enqueued_limit is not None:
-                enqueued = sum(s.tokens for s in work.open_submissions(conn, collection))
-                capacity = self.enqueued_limit - enqueued
-                if capacity < inputs[0].tokens and enqueued > 0:
-                    return True  # wait for open batches to finish
-            first = next(request_files(inputs, self.client.model, self._sent_dimensions(), self.client.url,
-                                       file_tokens=capacity if capacity and capacity > 0 else None))  # fmt: skip
-            await self._send(first)
-
-    def _sent_dimensions(self) -> int | None:
-        return self.settings.dimensions
+            inputs = self._inputs(waiting)
+            files = request_files(inputs, self.client.model, self.settings.dimensions, self.client.url,
+                                  file_tokens=self.enqueued_limit)  # fmt: skip
+            for request_file in files:
+                if self.enqueued_limit is not None:
+                    enqueued = sum(s.tokens for s in work.open_submissions(conn, collection))
+                    if enqueued > 0 and enqueued + request_file.tokens > self.enqueued_limit:
+                        return True  # the rest waits for open batches to finish
+                batch = await self._send(request_file)
+                if batch is not None and batch.status == "failed":
+                    return True  # refused at once (a queue limit, say): the next look learns why
 
     def _inputs(self, waiting: list[work.WaitingText]) -> list[BatchInput]:
         """The texts as sent; one past the model's window is cut or (``--long-text error``) an
@@ -176,10 +175,10 @@ class BatchBackfill:
             elif count > limit and self.settings.long_text == "error":
                 failed.append((item.text_sha256, RowProblem(TOO_LONG, f"{count} tokens; the model takes {limit}")))
             elif count > limit:
-                inputs.append(BatchInput(item.text_sha256, self.counter.truncate(item.text, limit), count, True,
-                                         item.alone))  # fmt: skip
+                cut = self.counter.truncate(item.text, limit)
+                inputs.append(BatchInput(item.text_sha256, cut, count, limit, True, item.alone))
             else:
-                inputs.append(BatchInput(item.text_sha256, item.text, count, False, item.alone))
+                inputs.append(BatchInput(item.text_sha256, item.text, count, count, False, item.alone))
         if failed:
             with self.conn.transaction():
                 self._store([sha for sha, _ in failed], None, [0] * len(failed), [False] * len(failed),
@@ -187,21 +186,41 @@ class BatchBackfill:
                 work.mark_failed(self.conn, self.collection, [sha for sha, _ in failed])
         return inputs
 
-    async def _send(self, request_file: RequestFile) -> None:
+    async def _send(self, request_file: RequestFile) -> BatchStatus | None:
         key = f"vz-{uuid.uuid4().hex[:20]}"
         covered = [(cid, pos, item.text_sha256, item.tokens, item.truncated) for cid, pos, item in request_file.inputs]
         work.record_submission(self.conn, self.collection, key, covered, request_file.tokens, request_file.requests)
         self.figures.submitted += 1
-        await self._create(key, bytes(request_file.content))
+        return await self._create(key, bytes(request_file.content), None, time.time() - SINCE_SLACK_S)
 
-    async def _create(self, key: str, content: bytes) -> BatchStatus:
-        file_id = await self.client.upload(content, f"{self.collection.name}-{key}.jsonl")
-        work.note_file(self.conn, self.collection, key, file_id)
-        metadata = {"vectorize_key": key, "vectorize_collection": self.collection.name}
-        batch = await self.client.create(file_id, metadata)
+    async def _create(self, key: str, content: bytes | None, file_id: str | None, since: float) -> BatchStatus | None:
+        """The submission's batch, from ``file_id`` where it was uploaded already (else
+        ``content`` is); None where the Batch API refused to make it: its texts wait to be sent
+        again, one attempt more, and a refused file counts as a failed batch."""
+        try:
+            if file_id is None:
+                assert content is not None, "a submission without a file has its content"
+                file_id = await self.client.upload(content, f"{self.collection.name}-{key}.jsonl")
+                work.note_file(self.conn, self.collection, key, file_id)
+            metadata = {"vectorize_key": key, "vectorize_collection": self.collection.name}
+            batch = await self.client.create(file_id, key, since, metadata)
+        except ProviderStopError:
+            raise
+        except ProviderError as exc:
+            self._fail(key, str(exc), count_attempt=True)
+            return None
         work.note_batch(self.conn, self.collection, key, batch.id, batch.status)
         logger.info("submitted %s as batch %s (%s)", key, batch.id, batch.status)
         return batch
+
+    def _fail(self, key: str, reason: str, *, count_attempt: bool) -> None:
+        """A submission closed without answers: its texts wait for a later batch."""
+        covered = work.covered_texts(self.conn, self.collection, key)
+        with self.conn.transaction():
+            work.send_again(self.conn, self.collection, [c.text_sha256 for c in covered], [False] * len(covered),
+                            [reason] * len(covered), count_attempt=count_attempt)  # fmt: skip
+            work.close_submission(self.conn, self.collection, key, "failed", 0, reason)
+        logger.info("%s", reason)
 
     # polling and collecting
 
@@ -209,34 +228,44 @@ class BatchBackfill:
         self.figures.in_progress = 0
         self.figures.inputs_open = 0
         for submission in work.open_submissions(self.conn, self.collection):
-            status = await self._status(submission)
-            if status is None:
+            try:
+                status = await self._status(submission)
+                if status is not None and status.finished:
+                    await self._collect(submission, status)
+            except BatchGone as exc:  # its batch or its output is gone at the provider: sent again
+                self._fail(submission.key, str(exc), count_attempt=True)
+                self.figures.collected += 1
                 continue
-            if status.finished:
-                await self._collect(submission, status)
-            else:
+            if status is not None and not status.finished:
                 work.note_batch(self.conn, self.collection, submission.key, status.id, status.status)
                 self.figures.in_progress += status.status == "in_progress"
                 self.figures.inputs_open += submission.inputs
 
     async def _status(self, submission: work.Submission) -> BatchStatus | None:
         """The submission's batch now; one that a killed run recorded before it had its batch is
-        found by its metadata, or made from what the work table says it covers."""
+        found by its metadata, or made from what the work table says it covers (cancelled,
+        under ``--cancel``)."""
         if submission.batch_id is not None:
             return await self.client.retrieve(submission.batch_id)
-        found = await self.client.find(submission.key, submission.file_id, submission.created - 3600)
+        found = await self.client.find(submission.key, submission.file_id, submission.created - SINCE_SLACK_S)
         if found is not None:
             work.note_batch(self.conn, self.collection, submission.key, found.id, found.status)
+            if self.options.cancel and not found.finished:
+                await self._cancel(found)
             return found
-        content = None if self.options.cancel else self._rebuilt_file(submission.key)
-        if content is None:  # cancelled before its batch was made, or no row of this run needs its texts
-            covered = work.covered_texts(self.conn, self.collection, submission.key)
-            with self.conn.transaction():
-                work.send_again(self.conn, self.collection, [c.text_sha256 for c in covered], [False] * len(covered),
-                                ["never submitted"] * len(covered), count_attempt=False)  # fmt: skip
-                work.close_submission(self.conn, self.collection, submission.key, "abandoned", 0)
+        if self.options.cancel:
+            self._fail(submission.key, "cancelled before its batch was made", count_attempt=False)
             return None
-        return await self._create(submission.key, content)
+        if submission.file_id is not None:
+            made = await self._create(submission.key, None, submission.file_id, submission.created - SINCE_SLACK_S)
+            if made is not None:
+                return made
+            return None
+        content = self._rebuilt_file(submission.key)
+        if content is None:  # no row of this run needs its texts any more
+            self._fail(submission.key, "its texts are no longer in the source", count_attempt=False)
+            return None
+        return await self._create(submission.key, content, None, submission.created - SINCE_SLACK_S)
 
     def _rebuilt_file(self, key: str) -> bytes | None:
         """The request file of a submission whose upload or batch a killed run did not record."""
@@ -252,22 +281,21 @@ class BatchBackfill:
         for custom_id, items in by_request.items():
             sent = [self.counter.truncate(texts[i.text_sha256], limit) if i.truncated else texts[i.text_sha256]
                     for i in items]  # fmt: skip
-            lines += request_line(custom_id, self.client.model, self._sent_dimensions(), self.client.url, sent)
+            lines += request_line(custom_id, self.client.model, self.settings.dimensions, self.client.url, sent)
         return bytes(lines)
 
     async def _collect(self, submission: work.Submission, status: BatchStatus) -> None:
         conn, collection = self.conn, self.collection
         covered = work.covered_texts(conn, collection, submission.key)
         if status.status == "failed":
-            # a batch refused for a queue limit not known before ran nothing: no attempt of its texts
-            attempt_counts = status.error_code != "token_limit_exceeded" or self.enqueued_limit is not None
-            self._learn_limit(status)
+            others = sum(s.tokens for s in work.open_submissions(conn, collection) if s.key != submission.key)
+            queue_full = status.error_code == "token_limit_exceeded"
+            if queue_full:
+                self._learn_limit(status, others, submission.tokens)
+            # a batch refused for the queue while others were in it ran nothing: its texts lose no
+            # attempt; one refused with nothing else queued is too large for the queue, and does
             reason = f"batch {status.id} failed: {status.error_code}: {status.error_message}"
-            with conn.transaction():
-                work.send_again(conn, collection, [c.text_sha256 for c in covered], [False] * len(covered),
-                                [reason] * len(covered), count_attempt=attempt_counts)  # fmt: skip
-                work.close_submission(conn, collection, submission.key, "failed", 0, reason)
-            logger.info("%s", reason)
+            self._fail(submission.key, reason, count_attempt=not queue_full or others == 0)
             self.figures.collected += 1
             return
         output = await self.client.download(status.output_file_id) if status.output_file_id else None
@@ -306,23 +334,32 @@ class BatchBackfill:
         self.figures.tokens_billed += billed
         self.figures.inputs_done += sum(p is None for p in problems)
 
-    def _learn_limit(self, status: BatchStatus) -> None:
-        if status.error_code != "token_limit_exceeded":
-            return
+    def _learn_limit(self, status: BatchStatus, others: int, refused: int) -> None:
+        """The organisation's enqueued-token limit, as the refusal says it; where it does not,
+        what the other open batches hold, or half the refused one where none is open."""
         found = ENQUEUED_LIMIT.search(status.error_message or "")
         if found:
             self.enqueued_limit = int(found.group(1).replace(",", ""))
-            logger.info("the organisation queues at most %d tokens: the rest waits", self.enqueued_limit)
-        else:  # the limit is not said: queue no more than is open now
-            self.enqueued_limit = max(1, sum(s.tokens for s in work.open_submissions(self.conn, self.collection)))
+        else:
+            self.enqueued_limit = max(1, others if others > 0 else refused // 2)
+        logger.info("the organisation queues at most %d tokens: the rest waits", self.enqueued_limit)
 
     async def _cancel_open(self) -> None:
         for submission in work.open_submissions(self.conn, self.collection):
             if submission.batch_id is not None:
-                status = await self.client.retrieve(submission.batch_id)
-                if not status.finished:
-                    await self.client.cancel(submission.batch_id)
-                    logger.info("cancelled batch %s", submission.batch_id)
+                await self._cancel(await self.client.retrieve(submission.batch_id))
+
+    async def _cancel(self, status: BatchStatus) -> None:
+        """Cancel a batch that can be: one cancelling or finalizing already ends by itself."""
+        if status.finished or status.status in ("cancelling", "finalizing"):
+            return
+        try:
+            await self.client.cancel(status.id)
+            logger.info("cancelled batch %s", status.id)
+        except ProviderStopError:
+            raise
+        except ProviderError as exc:  # it finished meanwhile, say: collected as it ended
+            logger.info("could not cancel batch %s: %s", status.id, exc)
 
     def _store(
         self,
@@ -351,6 +388,8 @@ class BatchBackfill:
         result = EmbeddedBatch(values, [tokens[i] for i in order], [truncated[i] for i in order],
                                [problems[i] for i in order])  # fmt: skip
         block = attach_vectors(prepared, np.arange(len(found)), result, self.dimensions)
+        # whether a row is new is what its upsert finds: the pipeline's flag stayed behind with it
+        block = block.drop_columns(["new"])
         self.counts.add(write_block(self.conn, self.write, block))
         work.drop_pending(self.conn, self.collection, self.write.run_id, [(row[0], row[1]) for row in found])
         self.counts.reuse_pending -= len(found)  # the pipeline counted these rows as waiting for a vector

@@ -15,8 +15,10 @@ import os
 import warnings
 from dataclasses import dataclass, replace
 
+from extract.sql_source import SQL_PREFIXES
 from vectorize.embedded_pg import given_dsn
 from vectorize.errors import ConfigError, VectorizeError
+from vectorize.remote_settings import RemoteSettings
 from vectorize.secret import Secret
 from vectorize.settings import RunSettings
 from vectorize.summary import RunSummary
@@ -30,29 +32,41 @@ CANCEL_GRACE_S = 60
 
 @dataclass(frozen=True)
 class _Secrets:
-    """What the run needs that must not show in the cluster's dashboard: the DSN (it may hold a
-    password) and the API keys, as this machine has them. They travel in Ray's object store,
-    the task's arguments holding only a reference to them, and the runtime env none of them."""
+    """What the run needs that must not show in the cluster's dashboard: the DSNs (they may hold
+    a password: the collection's, a Postgres source's) and the API keys, as this machine has
+    them. They travel in Ray's object store, the task's arguments holding only a reference to
+    them, and the runtime env none of them."""
 
-    dsn: str | None
+    dsn: Secret | None
+    source: Secret | None  # a Postgres source's DSN
     api_key: Secret | None
     fallback_key: Secret | None
 
 
+def _client_key(remote: RemoteSettings) -> Secret | None:
+    """The key this machine has (its option or its environment); None: the cluster's own."""
+    try:
+        return remote.key()
+    except ConfigError:
+        return None
+
+
 def _split_secrets(settings: RunSettings) -> tuple[RunSettings, _Secrets]:
-    remote = settings.embedding.remote
-    if remote is not None:
-        remote = remote.resolved()  # the key and endpoint as this machine's options and environment give them
+    remote, source = settings.embedding.remote, settings.source
+    dsn = given_dsn(settings.target.dsn)
+    sql_source = source.source if source.source.startswith(SQL_PREFIXES) else None
     secrets = _Secrets(
-        given_dsn(settings.target.dsn),
-        remote.api_key if remote else None,
-        remote.fallback.api_key if remote and remote.fallback else None,
+        Secret(dsn) if dsn else None,
+        Secret(sql_source) if sql_source else None,
+        _client_key(remote) if remote else None,
+        _client_key(remote.fallback) if remote and remote.fallback else None,
     )
     if remote is not None:
         fallback = replace(remote.fallback, api_key=None) if remote.fallback else None
         remote = replace(remote, api_key=None, fallback=fallback)
     return replace(
         settings,
+        source=replace(source, source="postgresql://") if sql_source else source,
         target=replace(settings.target, dsn=None),
         embedding=replace(settings.embedding, remote=remote),
         runtime=replace(settings.runtime, ray_address=None),
@@ -60,12 +74,15 @@ def _split_secrets(settings: RunSettings) -> tuple[RunSettings, _Secrets]:
 
 
 def _join_secrets(settings: RunSettings, secrets: _Secrets) -> RunSettings:
-    remote = settings.embedding.remote
+    remote, source = settings.embedding.remote, settings.source
     if remote is not None:
         fallback = replace(remote.fallback, api_key=secrets.fallback_key) if remote.fallback else None
         remote = replace(remote, api_key=secrets.api_key, fallback=fallback)
     return replace(
-        settings, target=replace(settings.target, dsn=secrets.dsn), embedding=replace(settings.embedding, remote=remote)
+        settings,
+        source=replace(source, source=secrets.source.reveal()) if secrets.source else source,
+        target=replace(settings.target, dsn=secrets.dsn.reveal() if secrets.dsn else None),
+        embedding=replace(settings.embedding, remote=remote),
     )
 
 

@@ -49,11 +49,12 @@ class PreviewCounts:
     unchanged: int = 0
     refreshed: int = 0
     failed: Counter = field(default_factory=Counter)
-    tokens: int = 0
+    tokens: int = 0  # as the run counts them: before a cut to the model's window
+    billed: int = 0  # as a service bills them: after it
     sample: list[str] = field(default_factory=list)
 
     def add(self, other: PreviewCounts) -> None:
-        for name in ("to_embed", "new", "reused", "unchanged", "refreshed", "tokens"):
+        for name in ("to_embed", "new", "reused", "unchanged", "refreshed", "tokens", "billed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed.update(other.failed)
         self.sample += other.sample[: SAMPLE_TEXTS - len(self.sample)]
@@ -88,7 +89,9 @@ class PreviewSink(Datasink[PreviewCounts]):
                 texts = embed.column("text").to_pylist()
                 counts.to_embed += embed.num_rows
                 counts.new += int(pc.sum(pc.cast(pc.fill_null(embed.column("new"), False), pa.int64())).as_py() or 0)
-                counts.tokens += sum(counter.count(texts))
+                tokens = counter.count(texts)
+                counts.tokens += sum(tokens)
+                counts.billed += sum(min(count, self.provider.identity.max_tokens) for count in tokens)
                 counts.sample += texts[: SAMPLE_TEXTS - len(counts.sample)]
         return counts
 
@@ -113,6 +116,7 @@ class DryRunReport:
     failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
     tokens: int = 0
+    billed_tokens: int = 0  # a service's: each text's tokens up to the model's window
     cost_usd: float | None = None  # synchronous requests
     batch_cost_usd: float | None = None  # through the Batch API
     seconds_estimate: float | None = None
@@ -190,6 +194,7 @@ def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
     report.to_embed, report.new, report.changed = totals.to_embed, totals.new, totals.to_embed - totals.new
     report.reused, report.unchanged = totals.reused, totals.unchanged + totals.refreshed + skipped
     report.failed, report.failed_by_reason, report.tokens = sum(failed.values()), failed, totals.tokens
+    report.billed_tokens = totals.billed
     _estimate(report, plan, totals.sample)
     return report
 
@@ -228,13 +233,13 @@ def _estimate(report: DryRunReport, plan: RunPlan, sample: list[str]) -> None:
     if remote is not None:
         price = remote.usd_per_million()
         if price is not None:
-            report.cost_usd = report.tokens * price / 1e6
+            report.cost_usd = report.billed_tokens * price / 1e6
             report.batch_cost_usd = report.cost_usd * BATCH_PRICE_SHARE
         limits = remote.rate_limits
         if remote.batch is not None:
             report.estimate_basis = "the Batch API answers within its 24-hour window"
         elif limits.tpm or limits.rpm:
-            minutes = max(report.tokens / limits.tpm if limits.tpm else 0.0,
+            minutes = max(report.billed_tokens / limits.tpm if limits.tpm else 0.0,
                           math.ceil(report.to_embed / MAX_INPUTS) / limits.rpm if limits.rpm else 0.0)  # fmt: skip
             report.seconds_estimate = 60.0 * minutes
             report.estimate_basis = f"at the rate limits: {limits.tpm or 'any'} TPM, {limits.rpm or 'any'} RPM"

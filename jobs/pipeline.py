@@ -15,7 +15,7 @@ from extract.sources import SourcePlan
 from jobs.batch_events import RunContext
 from jobs.embedder import EmbedBatches
 from vectorize import rows
-from vectorize.providers.base import ActorPlan, ProviderSpec
+from vectorize.providers.base import ActorPlan, ProviderSpec, is_deferred
 from vectorize.settings import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def run_pipeline(
     embedding actors open, with ``budgets`` (its shared budget actors, if it has any);
     ``run``: the run the embedding actors tell of their batches."""
     dataset = prepared_rows(source, settings, prepare)
-    if spec.deferred:
+    if is_deferred(spec):
         dataset = dataset.map_batches(defer_embedding, batch_format="pyarrow", num_cpus=LIGHT_STAGE_CPUS)
     else:
         dataset = _embedded(dataset, settings, spec, plan, run, budgets)

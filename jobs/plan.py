@@ -12,7 +12,7 @@ from jobs.targets import CollectionTarget, ColumnTarget, Inputs, Target
 from vectorize.chunking import long_text_policy
 from vectorize.embedded_pg import database_dsn, given_dsn
 from vectorize.errors import ConfigError
-from vectorize.providers.base import ProviderRequest, ProviderSpec, provider_spec
+from vectorize.providers.base import ProviderRequest, ProviderSpec, is_deferred, provider_spec
 from vectorize.settings import RunSettings
 from vectorize.store.collection import Collection
 from vectorize.store.storage import StorageRequest
@@ -93,5 +93,6 @@ def _checked_inputs(settings: RunSettings, long_text: str | None = None) -> tupl
     mode = long_text or chunks.long_text or source.default_long_text
     policy = long_text_policy(mode, chunks.chunk_tokens, chunks.chunk_overlap, provider)
     record = embedding.remote.search_record() if embedding.remote is not None else None
-    inputs = Inputs(source, given.id_field, template, policy, provider.identity, provider.origin, record)
+    inputs = Inputs(source, given.id_field, template, policy, provider.identity, provider.origin, record,
+                    is_deferred(provider))  # fmt: skip
     return inputs, provider

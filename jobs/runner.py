@@ -18,7 +18,7 @@ from jobs.plan import RunPlan, plan_run
 from jobs.targets import TargetRun
 from vectorize.db import connect, lost_database
 from vectorize.errors import StoreError, VectorizeError, vectorize_cause, worker_error
-from vectorize.providers.base import ActorRequest
+from vectorize.providers.base import ActorRequest, is_deferred
 from vectorize.settings import RunSettings
 from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import mark_abandoned, plain_error, record_end, record_failure, record_start
@@ -113,7 +113,7 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
         if stop is not None:  # refused while the last batches went: what was answered is written
             raise stop
         with connect(dsn) as conn:
-            if provider.deferred:
+            if is_deferred(provider):
                 sink.totals.add(job.embed_deferred(conn, summary, provider, progress=runtime.progress))
             finished = job.finish(conn, summary)
     except BaseException as exc:

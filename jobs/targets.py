@@ -38,6 +38,7 @@ class Inputs:
     identity: ModelIdentity
     origin: str  # where the model is from, as the registry records it
     provider_record: dict | None = None  # a remote model's settings, for the registry (no key)
+    deferred: bool = False  # the provider embeds after the pipeline (the Batch API)
 
 
 class TargetRun(Protocol):
@@ -97,6 +98,8 @@ class CollectionTarget:
         storage = prepare_collection(
             self.dsn, self.collection, inputs.identity, inputs.origin, self.storage, inputs.provider_record
         )
+        if not inputs.deferred:
+            _hold_off_open_batches(store, self.collection)
         signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
         source = inputs.source
         reads = plan_sql_reads(store, self.collection, source, signature, self.sync) if source.kind == "sql" else None
@@ -104,6 +107,21 @@ class CollectionTarget:
             source = replace(source, only_ids=reads.only_ids)
         clear_dead_pending(store, self.collection, summary.run_id)
         return CollectionRun(self, inputs, storage, source, signature, reads)
+
+
+def _hold_off_open_batches(store: psycopg.Connection, collection: Collection) -> None:
+    """A run without the Batch API on a collection whose batches are still open would pay for
+    their texts again: refused. What waited to be sent again, it embeds itself."""
+    from vectorize.errors import ConfigError
+    from vectorize.store.batch_work import forget_waiting, open_submissions
+
+    submissions = open_submissions(store, collection)
+    if submissions:
+        raise ConfigError(
+            f"collection {collection.name!r} has {len(submissions)} Batch API batches open: run the same command "
+            "with --batch-api to collect them (or --batch-api --cancel to cancel them), then without"
+        )
+    forget_waiting(store, collection)
 
 
 @dataclass
@@ -161,7 +179,8 @@ class CollectionRun:
     def finish(self, conn: psycopg.Connection, summary: RunSummary) -> tuple[int, Counter]:
         from vectorize.store.finishing import build_vector_index, resolve_pending
 
-        resolved = resolve_pending(conn, self.target.collection, self.inputs.identity.key, summary.run_id)
+        resolved = resolve_pending(conn, self.target.collection, self.inputs.identity.key, summary.run_id,
+                                   keep_waiting=self.inputs.deferred)  # fmt: skip
         build_vector_index(conn, self.target.collection, self.storage, self.inputs.identity.dimensions)
         return resolved
 

@@ -51,7 +51,7 @@ def test_a_batch_run_stores_every_row_at_the_batch_price_and_a_rerun_submits_not
     source = write_jsonl(tmp_path / "c.jsonl", rows)
     summary = batch_run(source, table_name, pg_dsn, openai_server)
     assert (summary.rows_read, summary.failed) == (120, 0)
-    assert (summary.embedded, summary.reused) == (115, 5)  # a repeated text is embedded once
+    assert (summary.embedded, summary.embedded_new, summary.reused) == (115, 115, 5)  # a repeated text: once
     assert_vectors_are_the_servers(pg_dsn, table_name, {r["id"] for r in rows})
     figures = summary.batch_api
     assert (figures.submitted, figures.collected, figures.open, figures.waiting_rows) == (1, 1, 0, 0)
@@ -90,8 +90,11 @@ def test_no_wait_submits_and_a_later_run_collects_without_paying_again(tmp_path,
     figures = submitted.batch_api
     assert (figures.submitted, figures.open, figures.waiting_rows) == (1, 1, 60)
     assert submitted.rows_read == 60 and submitted.embedded == 0 and submitted.failed == 0
-    assert "run the same command again to collect them" in submitted.render()
+    assert "wait for the Batch API: run the same command again to collect them" in submitted.render()
     assert query(pg_dsn, "SELECT count(*) FROM {t}", table=table_name) == [(0,)]
+    with pytest.raises(ConfigError, match="has 1 Batch API batches open: run the same command with --batch-api"):
+        run_job(RunSettings.of(source=str(source), table=table_name, dsn=pg_dsn, remote=remote(openai_server)))
+    assert openai_server.state.requests == 2  # the two probes: a run without --batch-api paid for nothing
 
     time.sleep(3.2)
     collected = batch_run(source, table_name, pg_dsn, openai_server)
@@ -111,6 +114,19 @@ def test_a_batch_made_but_not_recorded_is_found_by_its_metadata(tmp_path, pg_dsn
     collected = batch_run(source, table_name, pg_dsn, openai_server)
     assert (collected.embedded, collected.failed) == (40, 0)
     assert openai_server.state.batch.batches_created == 1 and billed_twice(openai_server) == []
+
+
+def test_a_batch_gone_at_the_provider_has_its_texts_sent_again(tmp_path, pg_dsn, table_name, openai_server):
+    rows = batch_rows(30)
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    openai_server.state.batch.step_s = 30.0
+    batch_run(source, table_name, pg_dsn, openai_server, wait=False)
+    openai_server.server.batches.batches.clear()  # deleted, or another project's: retrieving it is a 404
+    openai_server.state.batch.step_s = 0.1
+    again = batch_run(source, table_name, pg_dsn, openai_server)
+    assert (again.embedded, again.failed, again.batch_api.submitted) == (30, 0, 1)
+    reasons = query(pg_dsn, "SELECT status, error FROM {t} WHERE status = 'failed'", table=f"{table_name}_batches")
+    assert len(reasons) == 1 and "404" in reasons[0][1]
 
 
 @pytest.mark.slow

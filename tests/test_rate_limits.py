@@ -193,6 +193,23 @@ def test_while_the_first_waits_for_a_windows_edge_a_later_request_that_fits_take
     assert asyncio.run(scenario()) == (True, True)
 
 
+def test_a_request_cancelled_while_it_waits_leaves_the_limiter_free():
+    async def scenario() -> Grant:
+        limiter = Limiter(RateLimits(), max_in_flight=1)
+        first = await limiter.acquire(10)
+        waiting = asyncio.ensure_future(limiter.acquire(10))  # for the turn: the slot is taken
+        queued = asyncio.ensure_future(limiter.acquire(10))  # behind it
+        await asyncio.sleep(0.05)
+        queued.cancel()  # a caller gone (a client that hung up)
+        await asyncio.sleep(0.05)
+        await limiter.release(first, Headers(), RequestStats(requests=1))
+        second = await asyncio.wait_for(waiting, 2.0)
+        await limiter.release(second, Headers(), RequestStats(requests=1))
+        return await asyncio.wait_for(limiter.acquire(10), 2.0)
+
+    assert isinstance(asyncio.run(scenario()), Grant)
+
+
 def test_a_bucket_or_a_log_is_not_taken_for_windows():
     budget = RateBudget(RateLimits(tpm=6000), now=0.0)
     for i in range(12):  # "whole again" moves on as tokens are granted

@@ -145,18 +145,19 @@ class FixedWindows:
         self.edge = edge
         self.used: dict[int, float] = {}
 
-    def _windows(self, now: float) -> set[int]:
+    def windows_of(self, now: float) -> set[int]:
+        """The windows a request granted ``now`` may arrive in."""
         return {math.floor((t - self.edge) / self.seconds) for t in (now, now + EDGE_SLACK)}
 
     def wait_for(self, amount: float, now: float) -> float:
-        for window in sorted(self._windows(now)):
+        for window in sorted(self.windows_of(now)):
             used = self.used.get(window, 0.0)
             if used > 0 and used + amount > self.share:
                 return max(1e-3, self.edge + (window + 1) * self.seconds - now)
         return 0.0
 
     def take(self, amount: float, now: float) -> None:
-        windows = self._windows(now)
+        windows = self.windows_of(now)
         for window in windows:
             self.used[window] = self.used.get(window, 0.0) + amount
         for old in [w for w in self.used if w < min(windows)]:
@@ -177,9 +178,8 @@ class MinuteLimit:
         self.ten_second_windows = True  # until the server says it holds more than 10 seconds' share
         self.minute_log = True  # until then too; again after a 429 (the server keeps a log of the minute)
         self.windows: FixedWindows | None = None  # the server's own 10-second windows, once its resets show them
-        # where its answers say its budget is whole again, and the units taken by then
+        # where its answers say its budget is whole again, and the units they had seen
         self._edges: deque[tuple[float, float]] = deque(maxlen=EDGE_ANSWERS)
-        self.taken = 0.0
         self._share()
 
     def _share(self) -> None:
@@ -193,6 +193,9 @@ class MinuteLimit:
         self._share()
 
     def throttled(self) -> None:
+        if self.windows is not None:  # not the windows it seemed: learned again from later answers
+            self.windows = None
+            self._edges.clear()
         if not self.minute_log:  # a bucket would have had what it said it had, refilled; windows, their share
             self.minute_log = True
             return
@@ -228,7 +231,6 @@ class MinuteLimit:
         return math.floor((now - windows.edge) / SPAN) > math.floor((self.server_at - windows.edge) / SPAN)
 
     def take(self, amount: float, now: float) -> None:
-        self.taken += amount
         for cap in self.caps:
             cap.take(amount, now)
         if self.windows is not None:
@@ -238,14 +240,15 @@ class MinuteLimit:
                 self.server_left, self.server_at = self.windows.share, now
             self.server_left -= amount
 
-    def window_ends_in(self, seconds: float, now: float) -> None:
-        """The server says its budget is whole again in ``seconds``: where answers keep naming
-        the same edge, 10 seconds apart, it counts in fixed windows, and each is filled to its
-        share (no log of the minute, until a 429 says otherwise)."""
+    def window_ends_in(self, seconds: float, seen: float, now: float) -> None:
+        """The server, having seen ``seen`` units of this run's, says its budget is whole again
+        in ``seconds``: where answers keep naming the same edges, 10 seconds apart, while what
+        they had seen grew, it counts in fixed windows, and each is filled to its share (no log
+        of the minute, until a 429 says otherwise)."""
         if not self.ten_second_windows or not 0 < seconds <= SPAN + ARRIVAL_SLACK:
             return
         edge = now + seconds
-        self._edges.append((edge, self.taken))
+        self._edges.append((edge, seen))
         if len(self._edges) < EDGE_ANSWERS:
             return
         offsets = [(e - edge + SPAN / 2) % SPAN - SPAN / 2 for e, _ in self._edges]
@@ -427,11 +430,15 @@ class RateBudget:
         self.granted_tokens += cost
         return Grant(self.granted_requests, self.granted_tokens, tokens)
 
-    def fills_windows(self) -> bool:
-        """The server counts tokens in fixed windows whose edges are known: what a request
-        waiting for the next one leaves of the current window may go to a smaller one."""
+    def fills_windows(self, now: float) -> bool:
+        """The server counts tokens in fixed windows whose edges are known, and ``now`` is not
+        near the edge: what a request waiting for the next window leaves of this one may go to
+        a smaller one (near the edge it would count in the next window too, and hold the first
+        back again)."""
         tokens = self.minute.get("tpm")
-        return tokens is not None and tokens.windows is not None and tokens.ten_second_windows
+        if tokens is None or tokens.windows is None or not tokens.ten_second_windows:
+            return False
+        return len(tokens.windows.windows_of(now)) == 1
 
     def pause(self, seconds: float, now: float) -> None:
         """The server answered 429: nobody sends until it said, and the minute limits are taken
@@ -475,7 +482,7 @@ class RateBudget:
             limit.server_says(remaining, unseen, now)
         tokens = self.minute.get("tpm")
         if tokens is not None and headers.reset_tokens is not None:
-            tokens.window_ends_in(headers.reset_tokens, now)
+            tokens.window_ends_in(headers.reset_tokens, grant.tokens, now)
 
 
 def _fill(name: str) -> float:

@@ -71,22 +71,37 @@ class Limiter:
             self._waiting = []
         waiter = _Waiter(tokens, loop.create_future())
         self._waiting.append(waiter)
+        turn = asyncio.ensure_future(self._turn.acquire())
         try:
-            turn = asyncio.ensure_future(self._turn.acquire())
             await asyncio.wait({turn, waiter.granted}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # the caller is cancelled: it takes neither the turn nor a grant
+            self._leave(turn)
             if waiter.granted.done():
-                if turn.done() and not turn.cancelled():
-                    self._turn.release()
-                else:
-                    turn.cancel()
-                return waiter.granted.result()
-            try:
-                return await self._first_in_line(waiter)
-            finally:
-                self._turn.release()
+                self._give_back()
+            raise
         finally:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
+        if waiter.granted.done():
+            self._leave(turn)
+            return waiter.granted.result()
+        try:
+            return await self._first_in_line(waiter)
+        finally:
+            self._turn.release()
+
+    def _leave(self, turn: asyncio.Future) -> None:
+        """Give up a place in line: the turn if it came, else the wait for it."""
+        if turn.done() and not turn.cancelled():
+            self._turn.release()
+        else:
+            turn.cancel()
+
+    def _give_back(self) -> None:
+        """A grant made for a request that will not be sent: its slot is free again (the tokens
+        stay counted, which only errs on the safe side)."""
+        self.in_flight -= 1
+        self._slot_freed.set()
 
     async def _first_in_line(self, waiter: _Waiter) -> Grant:
         while True:
@@ -108,7 +123,7 @@ class Limiter:
             if isinstance(granted, Grant):
                 self.in_flight += 1
                 return granted
-            if self.budget.fills_windows():
+            if self.budget.fills_windows(now):
                 self._fill_in(waiter, now)
             await asyncio.sleep(min(granted, _RECHECK_S))
 
@@ -119,7 +134,10 @@ class Limiter:
                 return
             if waiter is first or waiter.granted.done():
                 continue
-            granted = self.budget.reserve(waiter.tokens, now)
+            try:
+                granted = self.budget.reserve(waiter.tokens, now)
+            except BudgetExhausted:  # a per-day cap: that waiter learns it when it is first in line
+                continue
             if isinstance(granted, Grant):
                 self.in_flight += 1
                 self._waiting.remove(waiter)

@@ -241,7 +241,7 @@ class RunSummary:
             )
         lines += self._batch_api_lines()
         usage = self.api_usage
-        if usage is not None and self.batch_api is None:
+        if usage is not None:
             cost = "unknown price" if usage.cost_usd is None else f"about ${usage.cost_usd:.4f}"
             lines += [
                 f"requests     {usage.requests}  ({usage.retries} retries, {usage.throttled} answered 429)",
@@ -257,8 +257,8 @@ class RunSummary:
             f"batch api    {figures.submitted} batches submitted, {figures.collected} collected, {figures.open} open"
         ]
         if figures.waiting_rows:
-            lines.append(f"waiting      {figures.waiting_rows} rows in open batches: run the same command again "
-                         "to collect them")  # fmt: skip
+            lines.append(f"waiting      {figures.waiting_rows} rows wait for the Batch API: run the same command "
+                         "again to collect them")  # fmt: skip
         cost = "unknown price" if figures.cost_usd is None else f"about ${figures.cost_usd:.4f} at the batch price"
         saved = f", ${figures.saved_usd:.4f} less than synchronous requests" if figures.saved_usd is not None else ""
         lines.append(f"billed       {figures.tokens_billed} tokens in {figures.requests} requests, {cost}{saved}")

@@ -94,9 +94,6 @@ class ProviderSpec(Protocol):
     default_batch_rows: int  # rows per call of an embedding actor
     special_tokens: int  # tokens the model adds around every input
     service: str | None  # the address a remote provider answers on (named when a run stalls)
-    # True: the pipeline embeds nothing; the texts wait in the pending table for the run's end
-    # (the Batch API), which gives them their vectors
-    deferred: bool
 
     def token_spans(self) -> TokenSpans:
         """How this model splits a text into tokens (for chunking)."""
@@ -152,6 +149,13 @@ def provider_spec(request: ProviderRequest) -> ProviderSpec:
     if factory is None:
         raise ConfigError(f"--provider {request.name!r}: choose one of {', '.join(names)}")
     return factory(request)
+
+
+def is_deferred(spec: ProviderSpec) -> bool:
+    """A spec may say ``deferred = True``: the pipeline then embeds nothing, the texts wait in the
+    pending table, and the run's end gives them their vectors (the Batch API). A spec that says
+    nothing embeds in the pipeline."""
+    return bool(getattr(spec, "deferred", False))
 
 
 def embed_blocking(provider: Provider, texts: Sequence[str]) -> EmbeddedBatch:

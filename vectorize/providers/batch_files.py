@@ -36,11 +36,13 @@ class FileLimits:
 @dataclass(frozen=True)
 class BatchInput:
     """One distinct text to embed: its hash, the text as sent (cut to the model's window under
-    ``--long-text truncate``), its tokens before the cut."""
+    ``--long-text truncate``), its tokens before the cut (the run's figure) and as sent (what
+    requests, files and the queue hold)."""
 
     text_sha256: str
     text: str
     tokens: int
+    sent_tokens: int
     truncated: bool = False
     alone: bool = False  # its request holds it alone (a request with it was refused as a whole)
 
@@ -81,9 +83,9 @@ def request_files(
         size = len(json.dumps(item.text).encode()) + 2
         file_full = (
             len(current.inputs) + len(request) + 1 > limits.inputs
-            or current.requests + 1 >= limits.requests
+            or current.requests + 1 > limits.requests
             or len(current.content) + request_bytes + size + LINE_OVERHEAD > limits.bytes
-            or (file_tokens is not None and current.tokens + request_tokens + item.tokens > file_tokens)
+            or (file_tokens is not None and current.tokens + request_tokens + item.sent_tokens > file_tokens)
         )
         if file_full and (current.inputs or request):
             close_request()
@@ -93,11 +95,11 @@ def request_files(
             item.alone
             or request[0].alone
             or len(request) >= limits.inputs_per_request
-            or request_tokens + item.tokens > limits.tokens_per_request
+            or request_tokens + item.sent_tokens > limits.tokens_per_request
         ):
             close_request()
         request.append(item)
-        request_tokens += item.tokens
+        request_tokens += item.sent_tokens
         request_bytes += size
     close_request()
     if current.inputs:

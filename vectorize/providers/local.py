@@ -170,7 +170,6 @@ class LocalSpec:
     default_batch_rows: int = BATCH_ROWS
     special_tokens: int = 2  # [CLS] and [SEP], or their kind
     service: str | None = None
-    deferred: bool = False
 
     @classmethod
     def resolve(cls, request: ProviderRequest) -> LocalSpec:

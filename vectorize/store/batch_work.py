@@ -39,20 +39,20 @@ class WaitingText:
     last_error: str | None
 
 
-def texts_to_submit(conn, collection: Collection, model_key: str, run_id: str, after: str = "") -> list[WaitingText]:
-    """Up to ``PAGE`` distinct texts of the run's pending rows, in hash order past ``after``, that
-    have no vector of the model and are in no open batch."""
+def texts_to_submit(conn, collection: Collection, model_key: str, run_id: str) -> list[WaitingText]:
+    """Up to ``PAGE`` distinct texts of the run's pending rows, in hash order, that have no
+    vector of the model and are in no open batch."""
     found = conn.execute(
         sql.SQL(
             """SELECT DISTINCT ON (p.text_sha256) p.text_sha256, p.text, coalesce(i.attempts, 0),
                       coalesce(i.alone, false), i.last_error
                FROM {p} p LEFT JOIN {i} i USING (text_sha256)
-               WHERE p.run_id = %(run)s AND p.text_sha256 > %(after)s AND i.batch_key IS NULL
+               WHERE p.run_id = %(run)s AND i.batch_key IS NULL
                  AND NOT coalesce(i.failed, false)
                  AND NOT EXISTS (SELECT 1 FROM {t} t WHERE t.text_sha256 = p.text_sha256 AND t.model = %(model)s)
                ORDER BY p.text_sha256 LIMIT %(page)s"""
         ).format(p=collection.pending, i=collection.batch_inputs, t=collection.table),
-        {"run": run_id, "after": after, "model": model_key, "page": PAGE},
+        {"run": run_id, "model": model_key, "page": PAGE},
     ).fetchall()
     return [WaitingText(*row) for row in found]
 
@@ -191,12 +191,32 @@ def send_again(
     )
 
 
+def hold_unsubmitted(conn, collection: Collection, model_key: str, run_id: str) -> None:
+    """The run's texts that no batch took (``--no-wait`` on a full queue, ``--cancel``) wait to be
+    sent, as texts sent again do: their rows stay pending, and count as waiting."""
+    conn.execute(
+        sql.SQL(
+            """INSERT INTO {i} (text_sha256, tokens, truncated)
+               SELECT DISTINCT p.text_sha256, 0, false FROM {p} p
+               WHERE p.run_id = %s AND NOT EXISTS (
+                 SELECT 1 FROM {t} t WHERE t.text_sha256 = p.text_sha256 AND t.model = %s)
+               ON CONFLICT (text_sha256) DO NOTHING"""
+        ).format(i=collection.batch_inputs, p=collection.pending, t=collection.table),
+        (run_id, model_key),
+    )
+
+
+def forget_waiting(conn, collection: Collection) -> None:
+    """A run without the Batch API embeds what waited to be sent again itself."""
+    conn.execute(sql.SQL("DELETE FROM {i} WHERE batch_key IS NULL").format(i=collection.batch_inputs))
+
+
 def waiting_rows(conn, collection: Collection, run_id: str) -> int:
-    """The run's pending rows whose text is in an open batch or waits to be sent again."""
+    """The run's pending rows whose text is in an open batch or waits to be sent."""
     return conn.execute(
         sql.SQL(
             """SELECT count(*) FROM {p} p WHERE p.run_id = %s
-                 AND EXISTS (SELECT 1 FROM {i} i WHERE i.text_sha256 = p.text_sha256)"""
+                 AND EXISTS (SELECT 1 FROM {i} i WHERE i.text_sha256 = p.text_sha256 AND NOT i.failed)"""
         ).format(p=collection.pending, i=collection.batch_inputs),
         (run_id,),
     ).fetchone()[0]

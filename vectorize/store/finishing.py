@@ -24,9 +24,12 @@ def clear_dead_pending(conn, collection: Collection, run_id: str) -> int:
     return conn.execute(sql.SQL("DELETE FROM {p} WHERE run_id <> %s").format(p=collection.pending), (run_id,)).rowcount
 
 
-def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -> tuple[int, Counter]:
+def resolve_pending(
+    conn, collection: Collection, model_key: str, run_id: str, *, keep_waiting: bool = False
+) -> tuple[int, Counter]:
     """Give each pending row the vector already stored for its text; the rest become errors,
-    but for those whose text waits in a Batch API batch."""
+    but (``keep_waiting``: a Batch API run) for those whose text waits for a batch."""
+    waits = _waits_for_batch(collection) if keep_waiting else sql.SQL("false")
     with conn.transaction():
         reused = conn.execute(
             sql.SQL(
@@ -66,14 +69,12 @@ def resolve_pending(conn, collection: Collection, model_key: str, run_id: str) -
                 p=collection.pending,
                 e=collection.errors,
                 error_upsert=error_upsert(collection.errors),
-                waits=_waits_for_batch(collection),
+                waits=waits,
             ),
             {"model": model_key, "run": run_id},
         ).fetchall()
         conn.execute(
-            sql.SQL("DELETE FROM {p} p WHERE run_id = %s AND NOT {waits}").format(
-                p=collection.pending, waits=_waits_for_batch(collection)
-            ),
+            sql.SQL("DELETE FROM {p} p WHERE run_id = %s AND NOT {waits}").format(p=collection.pending, waits=waits),
             (run_id,),
         )
     return int(reused), Counter({"duplicate_of_failed": len(orphans)} if orphans else {})
