@@ -21,18 +21,15 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
-from jobs.vector_rows import attach_vectors
-from vectorize import rows
+from jobs.batch_answers import outcome_of, write_answers
 from vectorize.errors import ProviderError, ProviderStopError, VectorizeError
 from vectorize.providers.api import RemoteSpec, client_spec, request_model, token_counter
-from vectorize.providers.base import EmbeddedBatch, RowProblem
+from vectorize.providers.base import RowProblem
 from vectorize.providers.batch_client import BatchClient, BatchGone, BatchStatus
-from vectorize.providers.batch_files import BatchInput, RequestFile, read_answers, request_files, request_line
-from vectorize.providers.remote import GAVE_UP, TOO_LONG
+from vectorize.providers.batch_files import BatchInput, RequestFile, inputs_as_sent, request_files, request_line
 from vectorize.store import batch_work as work
-from vectorize.store.writer import CollectionWrite, write_block
+from vectorize.store.writer import CollectionWrite
 from vectorize.summary import BatchApiFigures, WriteCounts
 
 logger = logging.getLogger(__name__)
@@ -163,27 +160,16 @@ class BatchBackfill:
                     return True  # refused at once (a queue limit, say): the next look learns why
 
     def _inputs(self, waiting: list[work.WaitingText]) -> list[BatchInput]:
-        """The texts as sent; one past the model's window is cut or (``--long-text error``) an
-        error row, one that failed in too many batches an error row."""
-        limit = self.settings.max_input_tokens
-        counts = self.counter.count([w.text for w in waiting]) if waiting else []
-        inputs, failed = [], []
-        for item, count in zip(waiting, counts, strict=True):
-            if item.attempts >= self.options.max_attempts:
-                failed.append((item.text_sha256, RowProblem(
-                    GAVE_UP, f"gave up after {item.attempts} batches: {item.last_error}")))  # fmt: skip
-            elif count > limit and self.settings.long_text == "error":
-                failed.append((item.text_sha256, RowProblem(TOO_LONG, f"{count} tokens; the model takes {limit}")))
-            elif count > limit:
-                cut = self.counter.truncate(item.text, limit)
-                inputs.append(BatchInput(item.text_sha256, cut, count, limit, True, item.alone))
-            else:
-                inputs.append(BatchInput(item.text_sha256, item.text, count, count, False, item.alone))
-        if failed:
+        """The texts as sent; those a batch will not send become error rows now."""
+        inputs, refused = inputs_as_sent(
+            [(w.text_sha256, w.text, w.attempts, w.alone, w.last_error) for w in waiting], self.counter,
+            self.settings.max_input_tokens, self.settings.long_text, self.options.max_attempts,
+        )  # fmt: skip
+        if refused:
+            shas = [sha for sha, _ in refused]
             with self.conn.transaction():
-                self._store([sha for sha, _ in failed], None, [0] * len(failed), [False] * len(failed),
-                            [p for _, p in failed])  # fmt: skip
-                work.mark_failed(self.conn, self.collection, [sha for sha, _ in failed])
+                self._store(shas, None, [0] * len(shas), [False] * len(shas), [problem for _, problem in refused])
+                work.mark_failed(self.conn, self.collection, shas)
         return inputs
 
     async def _send(self, request_file: RequestFile) -> BatchStatus | None:
@@ -300,39 +286,21 @@ class BatchBackfill:
             return
         output = await self.client.download(status.output_file_id) if status.output_file_id else None
         errors = await self.client.download(status.error_file_id) if status.error_file_id else None
-        requests: dict[str, int] = {}
-        for item in covered:
-            requests[item.custom_id] = requests.get(item.custom_id, 0) + 1
-        answers = read_answers(output, errors, requests, self.dimensions, status.status)
-        stored, again = [], []
-        vectors = np.zeros((len(covered), self.dimensions), np.float32)
-        problems: list[RowProblem | None] = []
-        billed = 0
-        for answer in answers.values():
-            billed += answer.tokens_billed
-            self.figures.requests += answer.tokens_billed > 0
-        for item in covered:
-            answer = answers[item.custom_id]
-            if answer.retry is not None:
-                again.append((item.text_sha256, answer.alone, answer.retry))
-                continue
-            if answer.vectors is not None:
-                vectors[len(stored)] = answer.vectors[item.position]
-            stored.append(item)
-            problems.append(answer.problems[item.position] if answer.problems else None)
+        outcome = outcome_of(covered, output, errors, self.dimensions, status.status)
+        answered = outcome.answered
         with conn.transaction():
-            self._store([i.text_sha256 for i in stored], vectors[: len(stored)], [i.tokens for i in stored],
-                        [i.truncated for i in stored], problems)  # fmt: skip
-            if again:
-                shas, alone, why = (list(column) for column in zip(*again, strict=True))
+            self._store([i.text_sha256 for i in answered], outcome.vectors, [i.tokens for i in answered],
+                        [i.truncated for i in answered], outcome.problems)  # fmt: skip
+            if outcome.again:
+                shas, alone, why = (list(column) for column in zip(*outcome.again, strict=True))
                 work.send_again(conn, collection, shas, alone, why)
-            work.close_submission(conn, collection, submission.key, status.status, billed)
-            failed = [item.text_sha256 for item, problem in zip(stored, problems, strict=True) if problem is not None]
-            if failed:
-                work.mark_failed(conn, collection, failed)
+            work.close_submission(conn, collection, submission.key, status.status, outcome.tokens_billed)
+            if outcome.failed:
+                work.mark_failed(conn, collection, outcome.failed)
         self.figures.collected += 1
-        self.figures.tokens_billed += billed
-        self.figures.inputs_done += sum(p is None for p in problems)
+        self.figures.requests += outcome.requests
+        self.figures.tokens_billed += outcome.tokens_billed
+        self.figures.inputs_done += sum(p is None for p in outcome.problems)
 
     def _learn_limit(self, status: BatchStatus, others: int, refused: int) -> None:
         """The organisation's enqueued-token limit, as the refusal says it; where it does not,
@@ -369,28 +337,4 @@ class BatchBackfill:
         truncated: list[bool],
         problems: list[RowProblem | None],
     ) -> None:
-        """Each text's vector (or its problem) onto the run's first pending row holding it,
-        written as the sink writes a block; that row leaves the pending table."""
-        if not shas:
-            return
-        found = work.first_rows(self.conn, self.collection, self.write.run_id, shas)
-        index = {sha: i for i, sha in enumerate(shas)}
-        order = [index[row[3]] for row in found]
-        prepared = pa.Table.from_pylist(
-            [
-                {**rows.embed_row(key, text, sha, metadata, False), "chunk": chunk, "fingerprint": fingerprint,
-                 "chunks": None}
-                for key, chunk, text, sha, metadata, fingerprint in found
-            ],
-            schema=rows.PREPARED_SCHEMA,
-        )  # fmt: skip
-        values = vectors[order] if vectors is not None else np.zeros((len(found), self.dimensions), np.float32)
-        result = EmbeddedBatch(values, [tokens[i] for i in order], [truncated[i] for i in order],
-                               [problems[i] for i in order])  # fmt: skip
-        block = attach_vectors(prepared, np.arange(len(found)), result, self.dimensions)
-        # whether a row is new is what its upsert finds: the pipeline's flag stayed behind with it
-        block = block.drop_columns(["new"])
-        self.counts.add(write_block(self.conn, self.write, block))
-        work.drop_pending(self.conn, self.collection, self.write.run_id, [(row[0], row[1]) for row in found])
-        self.counts.reuse_pending -= len(found)  # the pipeline counted these rows as waiting for a vector
-
+        self.counts.add(write_answers(self.conn, self.write, shas, vectors, tokens, truncated, problems))

@@ -91,7 +91,7 @@ def _run_on_cluster(settings: RunSettings, secrets: list) -> RunSummary:
     the reference, not the value it names."""
     import ray
 
-    from jobs.launch import drive_here
+    from jobs.driver import drive_here
 
     return drive_here(_join_secrets(settings, ray.get(secrets[0])))
 

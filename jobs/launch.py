@@ -17,17 +17,6 @@ if TYPE_CHECKING:
     from jobs.dry_run import DryRunReport
 
 
-def drive_here(settings: RunSettings) -> RunSummary | DryRunReport:
-    """The run (or with ``dry_run`` its preview), its driver in this process."""
-    if settings.runtime.dry_run:
-        from jobs.dry_run import dry_run_here
-
-        return dry_run_here(settings)
-    from jobs.runner import run_here
-
-    return run_here(settings)
-
-
 def run_job(settings: RunSettings) -> RunSummary | DryRunReport:
     try:
         address = settings.runtime.ray_address or os.environ.get("RAY_ADDRESS") or ""
@@ -35,6 +24,8 @@ def run_job(settings: RunSettings) -> RunSummary | DryRunReport:
             from jobs.client_run import run_through_client
 
             return run_through_client(settings, address)
+        from jobs.driver import drive_here
+
         return drive_here(settings)
     except psycopg.OperationalError as exc:
         lost = lost_database(exc, given_dsn(settings.target.dsn) or "the embedded server")

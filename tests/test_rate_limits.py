@@ -9,18 +9,9 @@ import pytest
 
 from tests.openai_server import LIMITERS
 from vectorize.errors import ConfigError, ProviderStopError
-from vectorize.rate_limits import (
-    ARRIVAL_SLACK,
-    FILL,
-    MINUTE,
-    SPAN,
-    BudgetExhausted,
-    Grant,
-    Headers,
-    RateBudget,
-    RateLimits,
-    tier_limits,
-)
+from vectorize.minute_limit import ARRIVAL_SLACK, FILL, MINUTE, SPAN
+from vectorize.rate_headers import Headers
+from vectorize.rate_limits import BudgetExhausted, Grant, RateBudget, RateLimits, tier_limits
 from vectorize.shared_limiter import Limiter
 from vectorize.summary import RequestStats
 
@@ -139,6 +130,34 @@ def test_no_limiter_refuses_more_than_2_percent_and_the_rate_stays_near_the_limi
     assert (tokens.windows is not None) == (limiter == "windows")  # their edges learned from the resets
     assert tokens.minute_log == (limiter == "sliding")
     assert all(len(cap.grants) < requests / 4 for cap in budget.minute["tpm"].caps)  # unused caps forget too
+
+
+@pytest.mark.parametrize("limiter", ["bucket", "windows"])
+@pytest.mark.parametrize("factor", [3.0, 0.5])
+def test_a_server_that_bills_nothing_teaches_its_count_by_what_it_has_left(limiter, factor):
+    """It counts ``factor`` times this run's tokens and says only what it has left."""
+    rng = random.Random(7)
+    budget = RateBudget(RateLimits(rpm=600, tpm=20_000), now=0.0)
+    server = LIMITERS[limiter](20_000, 60.0, 0.0)
+    now, sent, size = 0.0, 0.0, budget.request_tokens()
+    while sent < 6 * 20_000:
+        tokens = rng.randint(size // 4, size)
+        granted = budget.reserve(tokens, now)
+        if not isinstance(granted, Grant):
+            now += granted
+            continue
+        arrival = now + rng.uniform(0.0, 0.15)
+        if server.wait(tokens * factor, arrival) > 0:
+            budget.pause(server.wait(tokens * factor, arrival), now)
+            continue
+        server.take(tokens * factor, arrival)
+        sent += tokens * factor
+        said = {"x-ratelimit-remaining-tokens": str(int(server.remaining(arrival))),
+                "x-ratelimit-reset-tokens": f"{server.reset_s(arrival):.3f}s"}  # fmt: skip
+        budget.learn(Headers.parse(said), granted, billed=0, now=arrival)
+        budget.answered()
+        now += rng.uniform(0.0, 0.05)
+    assert budget.count_ratio == pytest.approx(factor, rel=0.1)
 
 
 def test_a_server_that_holds_a_whole_minute_is_taken_for_a_bucket_until_a_429():

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vectorize.errors import ProviderStopError
-from vectorize.rate_limits import BudgetExhausted, Grant, Headers, RateBudget, RateLimits
+from vectorize.rate_headers import Headers
+from vectorize.rate_limits import BudgetExhausted, Grant, RateBudget, RateLimits
 from vectorize.summary import ApiUsage, RequestStats
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from vectorize.providers.base import RowProblem
-from vectorize.providers.remote import BAD_RESPONSE, GAVE_UP, REJECTED, BadResponse, decode_vectors
+from vectorize.providers.remote import BAD_RESPONSE, GAVE_UP, REJECTED, TOO_LONG, BadResponse, decode_vectors
+from vectorize.tokens import TokenCounter
 
 LINE_OVERHEAD = 512  # a request line's bytes besides its texts: custom_id, url, model, options
 
@@ -45,6 +46,31 @@ class BatchInput:
     sent_tokens: int
     truncated: bool = False
     alone: bool = False  # its request holds it alone (a request with it was refused as a whole)
+
+
+def inputs_as_sent(
+    waiting: list[tuple[str, str, int, bool, str | None]],
+    counter: TokenCounter,
+    max_input_tokens: int,
+    long_text: str,
+    max_attempts: int,
+) -> tuple[list[BatchInput], list[tuple[str, RowProblem]]]:
+    """The texts (hash, text, attempts so far, alone, last error) as a batch sends them, and those
+    it will not: one past the model's window is cut, or under ``--long-text error`` refused; one
+    sent in ``max_attempts`` batches already is given up on."""
+    counts = counter.count([text for _, text, *_ in waiting]) if waiting else []
+    inputs, refused = [], []
+    for (sha, text, attempts, alone, last_error), count in zip(waiting, counts, strict=True):
+        if attempts >= max_attempts:
+            refused.append((sha, RowProblem(GAVE_UP, f"gave up after {attempts} batches: {last_error}")))
+        elif count > max_input_tokens and long_text == "error":
+            refused.append((sha, RowProblem(TOO_LONG, f"{count} tokens; the model takes {max_input_tokens}")))
+        elif count > max_input_tokens:
+            cut = counter.truncate(text, max_input_tokens)
+            inputs.append(BatchInput(sha, cut, count, max_input_tokens, True, alone))
+        else:
+            inputs.append(BatchInput(sha, text, count, count, False, alone))
+    return inputs, refused
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vectorize.rate_limits import Headers
+from vectorize.rate_headers import Headers
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from vectorize.errors import ProviderStopError
 from vectorize.identity import ModelIdentity
 from vectorize.providers.base import STOPPED, EmbeddedBatch, RowProblem
 from vectorize.providers.openai_errors import Failure, api_failure
-from vectorize.rate_limits import Grant, Headers
+from vectorize.rate_headers import Headers
+from vectorize.rate_limits import Grant
 from vectorize.secret import Secret
 from vectorize.shared_limiter import Budget
 from vectorize.summary import RequestStats
