@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)")
 BATCH_PRICE_SHARE = 0.5  # OpenAI bills its embedding models' batches at half the synchronous price
+FIRST_LOOK_S = 1.0  # seconds before the first look at the batches; each next look waits twice as long
 SINCE_SLACK_S = 3600.0  # a batch made for a submission is looked for among those created since an hour before it
 
 
@@ -105,15 +106,19 @@ class BatchBackfill:
         work.forget_unneeded(conn, collection, self.write.run_id)
         if self.options.cancel:
             await self._cancel_open()
+        looks = 0
         while True:
             await self._poll()
             more = await self._submit() if not self.options.cancel else False
             open_now = work.open_submissions(conn, collection)
             self.figures.open = len(open_now)
+            self.figures.inputs_open = sum(s.inputs for s in open_now)
             if (not open_now and not more) or not self.options.wait:
                 break
             self._show()
-            await asyncio.sleep(self.options.poll_interval_s)
+            # the first looks come sooner: a small batch is often done in seconds
+            await asyncio.sleep(min(self.options.poll_interval_s, FIRST_LOOK_S * 2**looks))
+            looks += 1
         # texts not submitted (--no-wait on a full queue, --cancel) wait like those sent again
         work.hold_unsubmitted(conn, collection, self.write.model_key, self.write.run_id)
         waiting = work.waiting_rows(conn, collection, self.write.run_id)

@@ -28,12 +28,14 @@ from ray.data.datasource.datasink import WriteResult
 from extract.sources import SourcePlan
 from jobs.batch_phase import BATCH_PRICE_SHARE
 from jobs.plan import RunPlan, plan_run
-from jobs.targets import CollectionTarget
+from jobs.targets import CollectionTarget, refuse_open_batches
 from vectorize import rows
 from vectorize.errors import ConfigError
 from vectorize.providers.base import ProviderSpec
 from vectorize.providers.remote import RequestPolicy
 from vectorize.settings import RunSettings
+from vectorize.store.collection import Collection
+from vectorize.summary import usd
 
 SAMPLE_TEXTS = 64  # texts a local model embeds to measure its pace
 MAX_INPUTS = RequestPolicy().max_inputs  # a request's inputs at most: the fewest requests a run sends
@@ -51,21 +53,34 @@ class PreviewCounts:
     failed: Counter = field(default_factory=Counter)
     tokens: int = 0  # as the run counts them: before a cut to the model's window
     billed: int = 0  # as a service bills them: after it
+    in_open_batches: int = 0  # texts a Batch API batch submitted earlier will answer: paid already
     sample: list[str] = field(default_factory=list)
 
     def add(self, other: PreviewCounts) -> None:
-        for name in ("to_embed", "new", "reused", "unchanged", "refreshed", "tokens", "billed"):
+        for name in ("to_embed", "new", "reused", "unchanged", "refreshed", "tokens", "billed", "in_open_batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed.update(other.failed)
         self.sample += other.sample[: SAMPLE_TEXTS - len(self.sample)]
 
 
 class PreviewSink(Datasink[PreviewCounts]):
-    """Counts prepared rows by what a run would do with them; writes nothing."""
+    """Counts prepared rows by what a run would do with them; writes nothing. ``batches``: the
+    DSN and collection whose open Batch API batches will answer some texts already."""
 
-    def __init__(self, provider: ProviderSpec) -> None:
+    def __init__(self, provider: ProviderSpec, batches: tuple[str, Collection] | None = None) -> None:
         self.provider = provider
+        self.batches = batches
         self.totals = PreviewCounts()
+
+    def _in_open_batches(self, embed: pa.Table) -> pa.Table:
+        """Which of the rows to embed have their text in an open batch: collected, not paid again."""
+        from vectorize.db import connect
+        from vectorize.store.batch_work import submitted_texts
+
+        dsn, collection = self.batches
+        with connect(dsn, vector=False) as conn:
+            submitted = submitted_texts(conn, collection, embed.column("text_sha256").to_pylist())
+        return pc.is_in(embed.column("text_sha256"), pa.array(sorted(submitted), pa.string()))
 
     def get_name(self) -> str:
         return "DryRun"
@@ -84,6 +99,10 @@ class PreviewSink(Datasink[PreviewCounts]):
             failed = block.filter(pc.equal(status, rows.ERROR))
             counts.failed.update(failed.column("reason").to_pylist())
             embed = block.filter(pc.equal(status, rows.EMBED))
+            if embed.num_rows and self.batches is not None:
+                submitted = self._in_open_batches(embed)
+                counts.in_open_batches += int(pc.sum(pc.cast(submitted, pa.int64())).as_py() or 0)
+                embed = embed.filter(pc.invert(submitted))
             if embed.num_rows:
                 counter = counter or self.provider.token_spans()
                 texts = embed.column("text").to_pylist()
@@ -115,8 +134,9 @@ class DryRunReport:
     unchanged: int = 0
     failed: int = 0
     failed_by_reason: dict[str, int] = field(default_factory=dict)
+    in_open_batches: int = 0  # rows whose text an open Batch API batch will answer: not paid again
     tokens: int = 0
-    billed_tokens: int = 0  # a service's: each text's tokens up to the model's window
+    tokens_billed: int = 0  # a service's: each text's tokens up to the model's window
     cost_usd: float | None = None  # synchronous requests
     batch_cost_usd: float | None = None  # through the Batch API
     seconds_estimate: float | None = None
@@ -125,20 +145,22 @@ class DryRunReport:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for key in ("cost_usd", "batch_cost_usd", "seconds_estimate", "seconds"):
-            data[key] = None if data[key] is None else round(data[key], 6)
+        for key, digits in (("cost_usd", 6), ("batch_cost_usd", 6), ("seconds_estimate", 1), ("seconds", 3)):
+            data[key] = None if data[key] is None else round(data[key], digits)
         return json.dumps({"dry_run": True, **data}, sort_keys=True)
 
     def render(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failed_by_reason.items()))
-        cost = "unknown price (--price-per-million)" if self.cost_usd is None else f"about ${self.cost_usd:.4f}"
-        batch = "" if self.batch_cost_usd is None else f", about ${self.batch_cost_usd:.4f} through --batch-api"
+        cost = "unknown price (--price-per-million)" if self.cost_usd is None else f"about {usd(self.cost_usd)}"
+        batch = "" if self.batch_cost_usd is None else f", about {usd(self.batch_cost_usd)} through --batch-api"
         when = "unknown" if self.seconds_estimate is None else _duration(self.seconds_estimate)
         lines = [
             "dry run      nothing was written or embedded",
             f"collection   {self.collection}  ({self.model}){'' if self.exists else ', new'}",
             f"rows read    {self.rows_read}",
             f"to embed     {self.to_embed}  ({self.new} new, {self.changed} changed)",
+            *([f"in batches   {self.in_open_batches}  (submitted earlier: this run collects them, paid already)"]
+              if self.in_open_batches else []),
             f"reused       {self.reused}  (same text already stored or repeated in this run)",
             f"unchanged    {self.unchanged}",
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),
@@ -178,6 +200,9 @@ def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
         exists = conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is not None
     prepare_collection(target.dsn, collection, inputs.identity, inputs.origin, target.storage,
                        inputs.provider_record, commit=False)  # fmt: skip
+    if exists and not inputs.deferred:
+        with connect(target.dsn, vector=False) as conn:
+            refuse_open_batches(conn, collection)  # as the run would be
     signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
     source, skipped, to_read = inputs.source, 0, True
     if source.kind == "sql" and exists:
@@ -194,7 +219,7 @@ def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
     report.to_embed, report.new, report.changed = totals.to_embed, totals.new, totals.to_embed - totals.new
     report.reused, report.unchanged = totals.reused, totals.unchanged + totals.refreshed + skipped
     report.failed, report.failed_by_reason, report.tokens = sum(failed.values()), failed, totals.tokens
-    report.billed_tokens = totals.billed
+    report.tokens_billed, report.in_open_batches = totals.billed, totals.in_open_batches
     _estimate(report, plan, totals.sample)
     return report
 
@@ -218,7 +243,7 @@ def _prepared_counts(
         records = RecordSpec(inputs.id_field, inputs.template, source.flatten, source.metadata_fields)
         context = PrepareContext(target.dsn, target.collection, inputs.identity.key, records, claims, signature,
                                  inputs.long_text, lookups=exists)  # fmt: skip
-        sink = PreviewSink(plan.provider)
+        sink = PreviewSink(plan.provider, (target.dsn, target.collection) if exists and inputs.deferred else None)
         prepared_rows(source, plan.settings, (prepare_batch, context)).write_datasink(
             sink, ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS}, concurrency=runtime.writers
         )
@@ -233,13 +258,13 @@ def _estimate(report: DryRunReport, plan: RunPlan, sample: list[str]) -> None:
     if remote is not None:
         price = remote.usd_per_million()
         if price is not None:
-            report.cost_usd = report.billed_tokens * price / 1e6
+            report.cost_usd = report.tokens_billed * price / 1e6
             report.batch_cost_usd = report.cost_usd * BATCH_PRICE_SHARE
         limits = remote.rate_limits
         if remote.batch is not None:
             report.estimate_basis = "the Batch API answers within its 24-hour window"
         elif limits.tpm or limits.rpm:
-            minutes = max(report.billed_tokens / limits.tpm if limits.tpm else 0.0,
+            minutes = max(report.tokens_billed / limits.tpm if limits.tpm else 0.0,
                           math.ceil(report.to_embed / MAX_INPUTS) / limits.rpm if limits.rpm else 0.0)  # fmt: skip
             report.seconds_estimate = 60.0 * minutes
             report.estimate_basis = f"at the rate limits: {limits.tpm or 'any'} TPM, {limits.rpm or 'any'} RPM"
@@ -257,4 +282,5 @@ def _estimate(report: DryRunReport, plan: RunPlan, sample: list[str]) -> None:
     embed_blocking(provider, sample)
     rate = len(sample) / max(time.perf_counter() - started, 1e-6)
     report.seconds_estimate = report.to_embed / rate
-    report.estimate_basis = f"measured here: {rate:.0f} texts/s on {len(sample)} of the texts, in one process"
+    report.estimate_basis = (f"measured here: {rate:.0f} texts/s on {len(sample)} of the texts, in one process; "
+                             "the run's start (Ray, the actors) comes on top")  # fmt: skip

@@ -54,6 +54,9 @@ def _column_plan(settings: RunSettings) -> RunPlan:
     from vectorize.store.column_target import VectorColumn
 
     source, wanted = settings.source, settings.target
+    remote = settings.embedding.remote
+    if remote is not None and remote.batch is not None:
+        raise ConfigError("--batch-api writes into a collection: drop --dest column, or --batch-api")
     if not source.source.startswith(SQL_PREFIXES) or not source.source_table:
         raise ConfigError("--dest column writes into the source table: give postgresql://... --source-table TABLE")
     for given, option in ((wanted.table, "--table"), (wanted.dsn, "--dsn"), (wanted.sync, "--sync")):
@@ -64,9 +67,6 @@ def _column_plan(settings: RunSettings) -> RunPlan:
                           "--index, --hnsw-m, --hnsw-ef-construction and --text-search")  # fmt: skip
     if settings.chunks.long_text == "chunk":
         raise ConfigError("a column holds one vector per row: use --long-text truncate or error")
-    remote = settings.embedding.remote
-    if remote is not None and remote.batch is not None:
-        raise ConfigError("--batch-api writes into a collection: drop --dest column, or --batch-api")
     column = VectorColumn(source.source_table, wanted.column, source.id_field)
     inputs, provider = _checked_inputs(settings, long_text=settings.chunks.long_text or "truncate")
     fields = inputs.source.fields

@@ -99,7 +99,10 @@ class CollectionTarget:
             self.dsn, self.collection, inputs.identity, inputs.origin, self.storage, inputs.provider_record
         )
         if not inputs.deferred:
-            _hold_off_open_batches(store, self.collection)
+            from vectorize.store.batch_work import forget_waiting
+
+            refuse_open_batches(store, self.collection)
+            forget_waiting(store, self.collection)  # what waited to be sent again, this run embeds
         signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
         source = inputs.source
         reads = plan_sql_reads(store, self.collection, source, signature, self.sync) if source.kind == "sql" else None
@@ -109,19 +112,19 @@ class CollectionTarget:
         return CollectionRun(self, inputs, storage, source, signature, reads)
 
 
-def _hold_off_open_batches(store: psycopg.Connection, collection: Collection) -> None:
+def refuse_open_batches(conn, collection: Collection) -> None:
     """A run without the Batch API on a collection whose batches are still open would pay for
-    their texts again: refused. What waited to be sent again, it embeds itself."""
+    their texts again: refused."""
     from vectorize.errors import ConfigError
-    from vectorize.store.batch_work import forget_waiting, open_submissions
+    from vectorize.store.batch_work import open_submissions
 
-    submissions = open_submissions(store, collection)
-    if submissions:
+    count = len(open_submissions(conn, collection))
+    if count:
         raise ConfigError(
-            f"collection {collection.name!r} has {len(submissions)} Batch API batches open: run the same command "
-            "with --batch-api to collect them (or --batch-api --cancel to cancel them), then without"
+            f"collection {collection.name!r} has {count} Batch API batch{'es' if count > 1 else ''} open: run "
+            "the same command with --batch-api to collect (or with --batch-api --cancel to cancel), then run it "
+            "again without --batch-api"
         )
-    forget_waiting(store, collection)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 
 from jobs.launch import run_job
 from tests.corpus import ROOT, commit_rows, write_jsonl
-from tests.helpers import cli_error_lines, errors, query
+from tests.helpers import errors, query
 from tests.openai_batch_server import BatchState
 from tests.test_openai_job import assert_vectors_are_the_servers, remote
 from vectorize.errors import ConfigError
@@ -92,9 +92,15 @@ def test_no_wait_submits_and_a_later_run_collects_without_paying_again(tmp_path,
     assert submitted.rows_read == 60 and submitted.embedded == 0 and submitted.failed == 0
     assert "wait for the Batch API: run the same command again to collect them" in submitted.render()
     assert query(pg_dsn, "SELECT count(*) FROM {t}", table=table_name) == [(0,)]
-    with pytest.raises(ConfigError, match="has 1 Batch API batches open: run the same command with --batch-api"):
+    with pytest.raises(ConfigError, match="has 1 Batch API batch open: run the same command with --batch-api"):
         run_job(RunSettings.of(source=str(source), table=table_name, dsn=pg_dsn, remote=remote(openai_server)))
     assert openai_server.state.requests == 2  # the two probes: a run without --batch-api paid for nothing
+    preview = run_job(RunSettings.of(source=str(source), table=table_name, dsn=pg_dsn, dry_run=True,
+                                     remote=remote(openai_server, batch=BatchApiSettings())))  # fmt: skip
+    assert (preview.to_embed, preview.in_open_batches, preview.tokens) == (0, 60, 0)  # paid already
+    with pytest.raises(ConfigError, match="has 1 Batch API batch open"):  # as the run without --batch-api is
+        run_job(RunSettings.of(source=str(source), table=table_name, dsn=pg_dsn, dry_run=True,
+                               remote=remote(openai_server)))  # fmt: skip
 
     time.sleep(3.2)
     collected = batch_run(source, table_name, pg_dsn, openai_server)
@@ -224,11 +230,26 @@ def test_batch_api_refusals_are_one_line_before_any_work(tmp_path, pg_dsn, table
     assert openai_server.state.requests <= 1  # the probe
     assert query(pg_dsn, "SELECT to_regclass(%s)", table_name) == [(None,)]
 
-    lines = cli_error_lines("run", str(source), "--table", table_name, "--dsn", pg_dsn, "--batch-api")
-    assert lines == ["vectorize: error: --batch-api is a service's (--provider openai or azure); 'local' embeds "
-                     "here: drop --batch-api"]  # fmt: skip
-    lines = cli_error_lines("run", str(source), "--table", table_name, "--dsn", pg_dsn, "--provider", "openai",
-                            "--api-key", "k", "--no-wait")  # fmt: skip
-    assert lines == ["vectorize: error: --poll-interval, --no-wait and --cancel go with --batch-api"]
     with pytest.raises(ConfigError, match="--batch-api takes no --fallback"):
         replace(remote(openai_server), batch=BatchApiSettings(), fallback=remote(openai_server))
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--batch-api"], "--batch-api is a service's: add --provider openai (or azure); 'local' embeds here"),
+        (["--no-wait"], "--poll-interval, --no-wait and --cancel go with --batch-api"),
+        (["--provider", "openai", "--api-key", "k", "--cancel"], "--poll-interval, --no-wait and --cancel go with"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--tpm", "1000"],
+         "--base-url, --tpm are a remote model's: add --provider openai (or azure), or drop them"),
+        (["--provider", "openai", "--api-key", "k", "--batch-api", "--dest", "column"],
+         "--batch-api writes into a collection: drop --dest column, or --batch-api"),
+    ],
+)  # fmt: skip
+def test_options_that_do_not_go_together_are_one_line(tmp_path, capsys, extra, says):
+    from vectorize.cli import main as cli_main
+
+    source = write_jsonl(tmp_path / "c.jsonl", batch_rows(3))
+    assert cli_main(["run", str(source), "--table", "t_options", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vectorize: error: ") and says in err[0], err

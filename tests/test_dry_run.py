@@ -73,7 +73,7 @@ def test_a_dry_run_of_a_remote_model_asks_the_server_nothing_and_prices_both_way
     before = preview(source, table_name, pg_dsn, remote=settings)
     assert openai_server.state.requests == 0 and written(pg_dsn, table_name) == (False, False, 0)
     assert before.to_embed == 50 and before.tokens > 0
-    assert before.billed_tokens == before.tokens  # no text past the window
+    assert before.tokens_billed == before.tokens  # no text past the window
     assert before.cost_usd == pytest.approx(before.tokens * 0.02 / 1e6)
     assert before.batch_cost_usd == pytest.approx(before.cost_usd / 2)
     assert before.seconds_estimate is not None and "rate limits" in before.estimate_basis

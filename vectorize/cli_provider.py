@@ -17,6 +17,14 @@ _NOT_SHARED_WITH_FALLBACK = frozenset({"base_url", "rate_tier", "request_tokens"
 _OPTION_FIELDS = frozenset(field_names(RemoteSettings)) - {"provider", "model", "api_key", "limits", "fallback",
                                                             "batch"}  # fmt: skip
 _BATCH_FIELDS = frozenset(field_names(BatchApiSettings)) - {"max_attempts"}  # --max-attempts is the requests'
+_REMOTE_FLAGS: dict[str, str] = {}  # destination -> flag of every remote-provider option
+
+
+def _remember_remote_flags(group) -> None:
+    """The options of this group, by destination: given without a remote provider, a run refuses them."""
+    for action in group._group_actions:
+        if action.dest not in ("provider", "long_text", "help"):
+            _REMOTE_FLAGS.setdefault(action.dest, action.option_strings[0])
 
 
 def add_provider_options(parser: argparse.ArgumentParser) -> None:
@@ -47,29 +55,39 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fallback", choices=PROVIDERS, help="provider for requests the first gave up on")
     group.add_argument("--fallback-base-url", help="the fallback's OpenAI-compatible server")
     group.add_argument("--fallback-model", help="must be the same model; default: --model")
+    _remember_remote_flags(group)
 
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Batch API (--provider openai or azure)")
     group.add_argument("--batch-api", action="store_true", help="embed through the provider's Batch API: half "
                        "the price, no rate limits, answered within 24 hours; a rerun collects, never pays twice")
-    option(group, "--poll-interval", BatchApiSettings, "poll_interval_s", "seconds between looks at the batches",
-           type=float)  # fmt: skip
+    option(group, "--poll-interval", BatchApiSettings, "poll_interval_s", "seconds between looks at the batches, "
+           "at most (the first looks come sooner)", type=float)  # fmt: skip
     group.add_argument("--no-wait", dest="wait", action="store_false", default=argparse.SUPPRESS,
                        help="submit the batches and exit; the same command later collects them")  # fmt: skip
     option(group, "--cancel", BatchApiSettings, "cancel", "cancel the collection's open batches, keep what they "
            "finished", action="store_true")  # fmt: skip
+    _remember_remote_flags(group)
 
 
-def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettings | None:
-    """RemoteSettings from the options, or None for a provider that is not OpenAI-compatible."""
+def remote_settings(args: argparse.Namespace, model: str | None, *, strict: bool = False) -> RemoteSettings | None:
+    """RemoteSettings from the options, or None for a provider that is not OpenAI-compatible;
+    ``strict`` (a run): a remote model's options given without one are refused."""
     batch_api = getattr(args, "batch_api", False)
+    batch_given = {key: value for key, value in vars(args).items() if key in _BATCH_FIELDS}
+    if batch_given and not batch_api:
+        raise ConfigError("--poll-interval, --no-wait and --cancel go with --batch-api")
     if args.provider not in PROVIDERS:
         if args.fallback:
             raise ConfigError("--fallback needs --provider openai or azure")
         if batch_api:
-            raise ConfigError(f"--batch-api is a service's (--provider openai or azure); {args.provider!r} "
-                              "embeds here: drop --batch-api")  # fmt: skip
+            raise ConfigError(f"--batch-api is a service's: add --provider openai (or azure); {args.provider!r} "
+                              "embeds here")  # fmt: skip
+        given = [flag for dest, flag in _REMOTE_FLAGS.items() if vars(args).get(dest) not in (None, False)]
+        if strict and given:
+            raise ConfigError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} a remote model's: add "
+                              "--provider openai (or azure), or drop them to embed with a local model")  # fmt: skip
         return None
     given = {name: value for name, value in vars(args).items() if name in _OPTION_FIELDS}
     # the run's --long-text: "error" refuses an input past the limit; chunked texts never pass it
@@ -82,9 +100,6 @@ def remote_settings(args: argparse.Namespace, model: str | None) -> RemoteSettin
             provider=args.fallback, model=args.fallback_model or name, base_url=args.fallback_base_url, **shared
         )
     limits = RateLimits(**{key: value for key, value in vars(args).items() if key in field_names(RateLimits)})
-    batch_given = {key: value for key, value in vars(args).items() if key in _BATCH_FIELDS}
-    if batch_given and not batch_api:
-        raise ConfigError("--poll-interval, --no-wait and --cancel go with --batch-api")
     return RemoteSettings(
         provider=args.provider,
         model=name,

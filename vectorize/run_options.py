@@ -109,7 +109,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     given = {name: value for name, value in vars(args).items() if name in _RUN_FIELDS and value is not None}
     return RunSettings.of(
         **given,
-        remote=remote_settings(args, given.get("model")),
+        remote=remote_settings(args, given.get("model"), strict=True),
         progress=not args.json,
         worker_logs=args.debug,
     )

@@ -233,7 +233,7 @@ class RunSummary:
         batches = self.batch_metrics
         if batches is not None and batches.embedding_batches:
             lines.append(
-                f"batches      {batches.embedding_batches} embedded on {batches.actors} actors"
+                f"batches      {batches.embedding_batches} embedded on {plural(batches.actors, 'actor')}"
                 + (f" ({batches.actors_started} started)" if batches.actors_started > batches.actors else "")
                 + ": "
                 f"mean {batches.batch_seconds_mean:.2f} s, p95 {batches.batch_seconds_p95:.2f} s, "
@@ -242,7 +242,7 @@ class RunSummary:
         lines += self._batch_api_lines()
         usage = self.api_usage
         if usage is not None:
-            cost = "unknown price" if usage.cost_usd is None else f"about ${usage.cost_usd:.4f}"
+            cost = "unknown price" if usage.cost_usd is None else f"about {usd(usage.cost_usd)}"
             lines += [
                 f"requests     {usage.requests}  ({usage.retries} retries, {usage.throttled} answered 429)",
                 f"billed       {usage.tokens_billed} tokens, {cost}",
@@ -253,13 +253,22 @@ class RunSummary:
         figures = self.batch_api
         if figures is None:
             return []
-        lines = [
-            f"batch api    {figures.submitted} batches submitted, {figures.collected} collected, {figures.open} open"
-        ]
+        lines = [f"batch api    {plural(figures.submitted, 'batch')} submitted, {figures.collected} collected, "
+                 f"{figures.open} open"]  # fmt: skip
         if figures.waiting_rows:
             lines.append(f"waiting      {figures.waiting_rows} rows wait for the Batch API: run the same command "
                          "again to collect them")  # fmt: skip
-        cost = "unknown price" if figures.cost_usd is None else f"about ${figures.cost_usd:.4f} at the batch price"
-        saved = f", ${figures.saved_usd:.4f} less than synchronous requests" if figures.saved_usd is not None else ""
-        lines.append(f"billed       {figures.tokens_billed} tokens in {figures.requests} requests, {cost}{saved}")
+        cost = "unknown price" if figures.cost_usd is None else f"about {usd(figures.cost_usd)} at the batch price"
+        saved = f", {usd(figures.saved_usd)} less than synchronous requests" if figures.saved_usd is not None else ""
+        requests = plural(figures.requests, "request")
+        lines.append(f"billed       {figures.tokens_billed} tokens in {requests}, {cost}{saved}")
         return lines
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('ch') else 's'}"
+
+
+def usd(amount: float) -> str:
+    """Dollars to the cent's hundredth; a smaller amount shown as such, not as $0.0000."""
+    return f"${amount:,.4f}" if amount >= 0.00005 or amount == 0 else f"${amount:.1e}"

@@ -41,7 +41,8 @@ def refusal_message(status: int, code: str | None, model: str, message: str) -> 
     if status == 429 and code == "insufficient_quota":
         return f"the account behind the API key has no quota left; add credit, then run again ({message})"
     what = {
-        401: "the API key was refused; set a valid key (OPENAI_API_KEY, AZURE_OPENAI_API_KEY or --api-key)",
+        401: "the API key was refused, or none was given; set a valid key (OPENAI_API_KEY, AZURE_OPENAI_API_KEY "
+        "or --api-key)",
         403: f"this key may not use model {model!r}; use a key or project that may",
         404: f"model {model!r} was not found there; check --model (or the Azure deployment) and --base-url",
     }.get(status)

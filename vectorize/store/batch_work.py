@@ -211,6 +211,17 @@ def forget_waiting(conn, collection: Collection) -> None:
     conn.execute(sql.SQL("DELETE FROM {i} WHERE batch_key IS NULL").format(i=collection.batch_inputs))
 
 
+def submitted_texts(conn, collection: Collection, shas: list[str]) -> set[str]:
+    """Which of these texts an open batch holds."""
+    found = conn.execute(
+        sql.SQL("SELECT text_sha256 FROM {i} WHERE batch_key IS NOT NULL AND text_sha256 = ANY(%s)").format(
+            i=collection.batch_inputs
+        ),
+        (shas,),
+    ).fetchall()
+    return {sha for (sha,) in found}
+
+
 def waiting_rows(conn, collection: Collection, run_id: str) -> int:
     """The run's pending rows whose text is in an open batch or waits to be sent."""
     return conn.execute(
