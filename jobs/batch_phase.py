@@ -18,24 +18,20 @@ import re
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass
 
 from jobs.batch_answers import outcome_of, write_answers
 from vectorize.errors import ProviderError, ProviderStopError, VectorizeError
 from vectorize.providers.api import RemoteSpec, client_spec, request_model, token_counter
-from vectorize.providers.base import RowProblem
 from vectorize.providers.batch_client import BatchClient, BatchGone, BatchStatus
 from vectorize.providers.batch_files import BatchInput, RequestFile, inputs_as_sent, request_files, request_line
 from vectorize.store import batch_work as work
 from vectorize.store.writer import CollectionWrite
-from vectorize.summary import BatchApiFigures, WriteCounts
+from vectorize.summary import BatchApiFigures, WriteCounts, plural
 
 logger = logging.getLogger(__name__)
 
 ENQUEUED_LIMIT = re.compile(r"Limit:\s*([\d,]+)")
-BATCH_PRICE_SHARE = 0.5  # OpenAI bills its embedding models' batches at half the synchronous price
 FIRST_LOOK_S = 1.0  # seconds before the first look at the batches; each next look waits twice as long
 SINCE_SLACK_S = 3600.0  # a batch made for a submission is looked for among those created since an hour before it
 
@@ -52,21 +48,12 @@ def embeddings_url(provider: str) -> str:
 
 @dataclass
 class _Progress:
-    submitted: int = 0  # this run's submissions
-    collected: int = 0
-    open: int = 0
-    in_progress: int = 0
-    inputs_done: int = 0
-    inputs_open: int = 0
-    requests: int = 0
-    tokens_billed: int = 0
-    shown_at: float = field(default=0.0)
+    """What the progress line says besides the run's figures."""
 
-    def line(self) -> str:
-        return (
-            f"vectorize: batches {self.open} open ({self.in_progress} in progress), {self.collected} collected; "
-            f"texts {self.inputs_done} embedded, {self.inputs_open} in open batches"
-        )
+    in_progress: int = 0  # batches the provider is working on
+    texts_done: int = 0
+    texts_open: int = 0  # in open batches
+    shown_at: float = 0.0
 
 
 class BatchBackfill:
@@ -86,7 +73,9 @@ class BatchBackfill:
         self.progress = progress
         self.enqueued_limit: int | None = None
         self.counts = WriteCounts()
-        self.figures = _Progress()
+        self.figures = BatchApiFigures(usd_per_million=settings.batch_usd_per_million(),
+                                       sync_usd_per_million=settings.usd_per_million())  # fmt: skip
+        self.progress_line = _Progress()
 
     async def run(self) -> BatchApiFigures:
         try:
@@ -95,8 +84,8 @@ class BatchBackfill:
             if self.options.cancel:
                 raise
             raise BatchesLeftRunning(
-                f"interrupted: {self.figures.open} batches go on at the provider; run the same command again to "
-                "collect them (or add --cancel to cancel them)"
+                f"interrupted: {plural(self.figures.open, 'batch')} go on at the provider; run the same command "
+                "again to collect them (or add --cancel to cancel them)"
             ) from None
         finally:
             await self.client.close()
@@ -112,7 +101,7 @@ class BatchBackfill:
             more = await self._submit() if not self.options.cancel else False
             open_now = work.open_submissions(conn, collection)
             self.figures.open = len(open_now)
-            self.figures.inputs_open = sum(s.inputs for s in open_now)
+            self.progress_line.texts_open = sum(s.inputs for s in open_now)
             if (not open_now and not more) or not self.options.wait:
                 break
             self._show()
@@ -121,27 +110,16 @@ class BatchBackfill:
             looks += 1
         # texts not submitted (--no-wait on a full queue, --cancel) wait like those sent again
         work.hold_unsubmitted(conn, collection, self.write.model_key, self.write.run_id)
-        waiting = work.waiting_rows(conn, collection, self.write.run_id)
-        return self._figures(waiting)
-
-    def _figures(self, waiting: int) -> BatchApiFigures:
-        price = self.settings.usd_per_million()
-        return BatchApiFigures(
-            submitted=self.figures.submitted,
-            collected=self.figures.collected,
-            open=self.figures.open,
-            waiting_rows=waiting,
-            requests=self.figures.requests,
-            tokens_billed=self.figures.tokens_billed,
-            usd_per_million=None if price is None else price * BATCH_PRICE_SHARE,
-            sync_usd_per_million=price,
-        )
+        self.figures.waiting_rows = work.waiting_rows(conn, collection, self.write.run_id)
+        return self.figures
 
     def _show(self) -> None:
-        now = time.monotonic()
-        if self.progress and now - self.figures.shown_at >= min(30.0, self.options.poll_interval_s):
-            self.figures.shown_at = now
-            print(self.figures.line(), file=sys.stderr, flush=True)
+        now, line = time.monotonic(), self.progress_line
+        if self.progress and now - line.shown_at >= min(30.0, self.options.poll_interval_s):
+            line.shown_at = now
+            print(f"vectorize: batches {self.figures.open} open ({line.in_progress} in progress), "
+                  f"{self.figures.collected} collected; texts {line.texts_done} embedded, {line.texts_open} in open "
+                  "batches", file=sys.stderr, flush=True)  # fmt: skip
 
     # submitting
 
@@ -173,7 +151,8 @@ class BatchBackfill:
         if refused:
             shas = [sha for sha, _ in refused]
             with self.conn.transaction():
-                self._store(shas, None, [0] * len(shas), [False] * len(shas), [problem for _, problem in refused])
+                self.counts.add(write_answers(self.conn, self.write, shas, None, [0] * len(shas), [False] * len(shas),
+                                              [problem for _, problem in refused]))  # fmt: skip
                 work.mark_failed(self.conn, self.collection, shas)
         return inputs
 
@@ -216,8 +195,7 @@ class BatchBackfill:
     # polling and collecting
 
     async def _poll(self) -> None:
-        self.figures.in_progress = 0
-        self.figures.inputs_open = 0
+        self.progress_line.in_progress = 0
         for submission in work.open_submissions(self.conn, self.collection):
             try:
                 status = await self._status(submission)
@@ -229,8 +207,7 @@ class BatchBackfill:
                 continue
             if status is not None and not status.finished:
                 work.note_batch(self.conn, self.collection, submission.key, status.id, status.status)
-                self.figures.in_progress += status.status == "in_progress"
-                self.figures.inputs_open += submission.inputs
+                self.progress_line.in_progress += status.status == "in_progress"
 
     async def _status(self, submission: work.Submission) -> BatchStatus | None:
         """The submission's batch now; one that a killed run recorded before it had its batch is
@@ -248,10 +225,7 @@ class BatchBackfill:
             self._fail(submission.key, "cancelled before its batch was made", count_attempt=False)
             return None
         if submission.file_id is not None:
-            made = await self._create(submission.key, None, submission.file_id, submission.created - SINCE_SLACK_S)
-            if made is not None:
-                return made
-            return None
+            return await self._create(submission.key, None, submission.file_id, submission.created - SINCE_SLACK_S)
         content = self._rebuilt_file(submission.key)
         if content is None:  # no row of this run needs its texts any more
             self._fail(submission.key, "its texts are no longer in the source", count_attempt=False)
@@ -294,8 +268,9 @@ class BatchBackfill:
         outcome = outcome_of(covered, output, errors, self.dimensions, status.status)
         answered = outcome.answered
         with conn.transaction():
-            self._store([i.text_sha256 for i in answered], outcome.vectors, [i.tokens for i in answered],
-                        [i.truncated for i in answered], outcome.problems)  # fmt: skip
+            self.counts.add(write_answers(conn, self.write, [i.text_sha256 for i in answered], outcome.vectors,
+                                          [i.tokens for i in answered], [i.truncated for i in answered],
+                                          outcome.problems))  # fmt: skip
             if outcome.again:
                 shas, alone, why = (list(column) for column in zip(*outcome.again, strict=True))
                 work.send_again(conn, collection, shas, alone, why)
@@ -305,7 +280,7 @@ class BatchBackfill:
         self.figures.collected += 1
         self.figures.requests += outcome.requests
         self.figures.tokens_billed += outcome.tokens_billed
-        self.figures.inputs_done += sum(p is None for p in outcome.problems)
+        self.progress_line.texts_done += sum(p is None for p in outcome.problems)
 
     def _learn_limit(self, status: BatchStatus, others: int, refused: int) -> None:
         """The organisation's enqueued-token limit, as the refusal says it; where it does not,
@@ -333,13 +308,3 @@ class BatchBackfill:
             raise
         except ProviderError as exc:  # it finished meanwhile, say: collected as it ended
             logger.info("could not cancel batch %s: %s", status.id, exc)
-
-    def _store(
-        self,
-        shas: list[str],
-        vectors: np.ndarray | None,
-        tokens: list[int],
-        truncated: list[bool],
-        problems: list[RowProblem | None],
-    ) -> None:
-        self.counts.add(write_answers(self.conn, self.write, shas, vectors, tokens, truncated, problems))

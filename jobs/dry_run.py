@@ -17,7 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,10 +25,8 @@ from ray.data.block import Block
 from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
-from extract.sources import SourcePlan
-from jobs.batch_phase import BATCH_PRICE_SHARE
 from jobs.plan import RunPlan, plan_run
-from jobs.targets import CollectionTarget, refuse_open_batches
+from jobs.targets import CollectionRun, CollectionTarget
 from vectorize import rows
 from vectorize.errors import ConfigError
 from vectorize.providers.base import ProviderSpec
@@ -74,12 +72,11 @@ class PreviewSink(Datasink[PreviewCounts]):
 
     def _in_open_batches(self, embed: pa.Table) -> pa.Table:
         """Which of the rows to embed have their text in an open batch: collected, not paid again."""
-        from vectorize.db import connect
+        from jobs.prepare import task_connection
         from vectorize.store.batch_work import submitted_texts
 
         dsn, collection = self.batches
-        with connect(dsn, vector=False) as conn:
-            submitted = submitted_texts(conn, collection, embed.column("text_sha256").to_pylist())
+        submitted = submitted_texts(task_connection(dsn), collection, embed.column("text_sha256").to_pylist())
         return pc.is_in(embed.column("text_sha256"), pa.array(sorted(submitted), pa.string()))
 
     def get_name(self) -> str:
@@ -191,60 +188,36 @@ def dry_run_here(settings: RunSettings) -> DryRunReport:
 
 
 def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
-    from jobs.sql_delta import plan_sql_reads, source_signature
-    from vectorize.db import connect
-    from vectorize.store.registry import prepare_collection
-
-    inputs, collection = plan.inputs, target.collection
-    with connect(target.dsn, vector=False) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is not None
-    prepare_collection(target.dsn, collection, inputs.identity, inputs.origin, target.storage,
-                       inputs.provider_record, commit=False)  # fmt: skip
-    if exists and not inputs.deferred:
-        with connect(target.dsn, vector=False) as conn:
-            refuse_open_batches(conn, collection)  # as the run would be
-    signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
-    source, skipped, to_read = inputs.source, 0, True
-    if source.kind == "sql" and exists:
-        reads = plan_sql_reads(target.dsn, collection, source, signature, target.sync)
-        skipped, to_read = reads.skipped, reads.skipped < reads.rows
-        if reads.only_ids is not None:
-            source = replace(source, only_ids=reads.only_ids)
-    totals = _prepared_counts(plan, target, source, signature, exists) if to_read else PreviewCounts()
+    inputs, run = plan.inputs, target.preview(plan.inputs)
+    totals = _prepared_counts(plan, run) if run.needs_pipeline else PreviewCounts()
     failed = dict(totals.failed)
     remote = plan.settings.embedding.remote is not None
-    report = DryRunReport(collection.name, source.display, inputs.identity.key, exists, remote)
+    report = DryRunReport(target.name, run.source.display, inputs.identity.key, run.exists, remote)
     report.rows_read = totals.to_embed + totals.reused + totals.unchanged + totals.refreshed + sum(failed.values())
-    report.rows_read += skipped
+    report.rows_read += run.skipped
     report.to_embed, report.new, report.changed = totals.to_embed, totals.new, totals.to_embed - totals.new
-    report.reused, report.unchanged = totals.reused, totals.unchanged + totals.refreshed + skipped
+    report.reused, report.unchanged = totals.reused, totals.unchanged + totals.refreshed + run.skipped
     report.failed, report.failed_by_reason, report.tokens = sum(failed.values()), failed, totals.tokens
     report.tokens_billed, report.in_open_batches = totals.billed, totals.in_open_batches
     _estimate(report, plan, totals.sample)
     return report
 
 
-def _prepared_counts(
-    plan: RunPlan, target: CollectionTarget, source: SourcePlan, signature: str, exists: bool
-) -> PreviewCounts:
-    """The source read and prepared on Ray as a run does, its rows counted."""
+def _prepared_counts(plan: RunPlan, run: CollectionRun) -> PreviewCounts:
+    """The source read and prepared on Ray as the run would, its rows counted."""
     import ray
 
-    from extract.records import RecordSpec
     from jobs.pipeline import LIGHT_STAGE_CPUS, prepared_rows
-    from jobs.prepare import PrepareContext, prepare_batch
     from jobs.run_actor import RunActor
     from vectorize.ray_runtime import ensure_ray, on_driver_node
 
-    inputs, runtime = plan.inputs, plan.settings.runtime
+    runtime, target = plan.settings.runtime, run.target
     ensure_ray(runtime.ray_address, progress=runtime.progress, worker_logs=runtime.worker_logs)
     claims = RunActor.options(**on_driver_node()).remote()
     try:
-        records = RecordSpec(inputs.id_field, inputs.template, source.flatten, source.metadata_fields)
-        context = PrepareContext(target.dsn, target.collection, inputs.identity.key, records, claims, signature,
-                                 inputs.long_text, lookups=exists)  # fmt: skip
-        sink = PreviewSink(plan.provider, (target.dsn, target.collection) if exists and inputs.deferred else None)
-        prepared_rows(source, plan.settings, (prepare_batch, context)).write_datasink(
+        batches = (target.dsn, target.collection) if run.exists and run.inputs.deferred else None
+        sink = PreviewSink(plan.provider, batches)
+        prepared_rows(run.source, plan.settings, run.preparation(claims)).write_datasink(
             sink, ray_remote_args={"num_cpus": LIGHT_STAGE_CPUS}, concurrency=runtime.writers
         )
         return sink.totals
@@ -259,7 +232,7 @@ def _estimate(report: DryRunReport, plan: RunPlan, sample: list[str]) -> None:
         price = remote.usd_per_million()
         if price is not None:
             report.cost_usd = report.tokens_billed * price / 1e6
-            report.batch_cost_usd = report.cost_usd * BATCH_PRICE_SHARE
+            report.batch_cost_usd = report.tokens_billed * remote.batch_usd_per_million() / 1e6
         limits = remote.rate_limits
         if remote.batch is not None:
             report.estimate_basis = "the Batch API answers within its 24-hour window"

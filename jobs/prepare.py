@@ -39,7 +39,8 @@ class PrepareContext:
     lookups: bool = True  # False: the collection does not exist yet (a dry run), nothing is stored
 
 
-def _connection(dsn: str):
+def task_connection(dsn: str):
+    """This worker process's connection to ``dsn``, opened once and reused by its tasks."""
     conn = _connections.get(dsn)
     if conn is None or conn.closed or conn.broken:
         conn = connect(dsn, vector=False)
@@ -106,7 +107,7 @@ def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
     if not ctx.lookups:
         return {}, set()
-    return known_rows(_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
+    return known_rows(task_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
 
 
 def split_long_texts(prepared: list[dict], policy: LongTextPolicy) -> list[dict]:

@@ -91,7 +91,7 @@ class CollectionTarget:
         return self.collection.name
 
     def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> CollectionRun:
-        from jobs.sql_delta import plan_sql_reads, source_signature
+        from vectorize.store.batch_work import forget_waiting
         from vectorize.store.finishing import clear_dead_pending
         from vectorize.store.registry import prepare_collection
 
@@ -99,17 +99,36 @@ class CollectionTarget:
             self.dsn, self.collection, inputs.identity, inputs.origin, self.storage, inputs.provider_record
         )
         if not inputs.deferred:
-            from vectorize.store.batch_work import forget_waiting
-
             refuse_open_batches(store, self.collection)
             forget_waiting(store, self.collection)  # what waited to be sent again, this run embeds
-        signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
-        source = inputs.source
-        reads = plan_sql_reads(store, self.collection, source, signature, self.sync) if source.kind == "sql" else None
-        if reads is not None and reads.only_ids is not None:
-            source = replace(source, only_ids=reads.only_ids)
+        run = self._run(store, inputs, storage, exists=True)
         clear_dead_pending(store, self.collection, summary.run_id)
-        return CollectionRun(self, inputs, storage, source, signature, reads)
+        return run
+
+    def preview(self, inputs: Inputs) -> CollectionRun:
+        """The run ``begin`` would make, with every check of it, changing nothing (a dry run)."""
+        from vectorize.db import connect
+        from vectorize.store.registry import prepare_collection
+
+        with connect(self.dsn, vector=False) as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'public."{self.name}"',)).fetchone()[0] is not None
+            storage = prepare_collection(self.dsn, self.collection, inputs.identity, inputs.origin, self.storage,
+                                         inputs.provider_record, commit=False)  # fmt: skip
+            if exists and not inputs.deferred:
+                refuse_open_batches(conn, self.collection)  # as the run would be
+            return self._run(conn, inputs, storage, exists=exists)
+
+    def _run(self, conn: psycopg.Connection, inputs: Inputs, storage: Storage, *, exists: bool) -> CollectionRun:
+        """What to read: a Postgres source's new and changed rows where the collection exists."""
+        from jobs.sql_delta import plan_sql_reads, source_signature
+
+        signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
+        source, reads = inputs.source, None
+        if source.kind == "sql" and exists:
+            reads = plan_sql_reads(conn, self.collection, source, signature, self.sync)
+            if reads.only_ids is not None:
+                source = replace(source, only_ids=reads.only_ids)
+        return CollectionRun(self, inputs, storage, source, signature, reads, exists)
 
 
 def refuse_open_batches(conn, collection: Collection) -> None:
@@ -135,6 +154,7 @@ class CollectionRun:
     source: SourcePlan
     signature: str
     reads: Any  # jobs.sql_delta.SqlReadPlan of a Postgres source; None for others
+    exists: bool = True  # False: the collection is not made yet (a dry run's), nothing to look up
 
     @property
     def skipped(self) -> int:
@@ -157,16 +177,20 @@ class CollectionRun:
         )
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
-        from jobs.prepare import PrepareContext, prepare_batch
         from jobs.sink import PgvectorDatasink
 
-        target, inputs, identity = self.target, self.inputs, self.inputs.identity
-        sink = PgvectorDatasink(target.dsn, self._write(summary), meter=claims)
+        prepare, context = self.preparation(claims)
+        return prepare, context, PgvectorDatasink(self.target.dsn, self._write(summary), meter=claims)
+
+    def preparation(self, claims: Any) -> tuple[Callable[..., Any], Any]:
+        """The preparation step and its context; ``claims``: the run's bookkeeping actor."""
+        from jobs.prepare import PrepareContext, prepare_batch
+
+        target, inputs = self.target, self.inputs
         records = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
-        context = PrepareContext(
-            target.dsn, target.collection, identity.key, records, claims, self.signature, inputs.long_text
-        )
-        return prepare_batch, context, sink
+        context = PrepareContext(target.dsn, target.collection, inputs.identity.key, records, claims, self.signature,
+                                 inputs.long_text, lookups=self.exists)  # fmt: skip
+        return prepare_batch, context
 
     def embed_deferred(
         self, conn: psycopg.Connection, summary: RunSummary, provider: Any, *, progress: bool

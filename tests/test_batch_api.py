@@ -11,12 +11,15 @@ import sys
 import time
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 from jobs.launch import run_job
 from tests.corpus import ROOT, commit_rows, write_jsonl
 from tests.helpers import errors, query
 from tests.openai_batch_server import BatchState
+from tests.own_postgres import postmaster_pid, restart_server, send_signal, server_pids
+from tests.poison import write_poison_corpus
 from tests.test_openai_job import assert_vectors_are_the_servers, remote
 from vectorize.errors import ConfigError
 from vectorize.remote_settings import BatchApiSettings, RemoteSettings
@@ -253,3 +256,74 @@ def test_options_that_do_not_go_together_are_one_line(tmp_path, capsys, extra, s
     assert cli_main(["run", str(source), "--table", "t_options", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vectorize: error: ") and says in err[0], err
+
+
+def test_hostile_records_through_the_batch_api_each_stored_or_an_error_row(
+    tmp_path, pg_dsn, table_name, openai_server
+):
+    corpus = write_poison_corpus(tmp_path / "poison.jsonl", [r["text"] for r in commit_rows(60)])
+    summary = batch_run(corpus.path, table_name, pg_dsn, openai_server)
+    stored = {key for (key,) in query(pg_dsn, "SELECT DISTINCT id FROM {t}", table=table_name)}
+    failed = dict(query(pg_dsn, "SELECT id, reason FROM {t}", table=f"{table_name}_errors"))
+    assert stored == corpus.stored and failed == corpus.failed
+    assert len(stored) + len(failed) == corpus.lines == summary.rows_read
+    assert summary.truncated == 1 and summary.batch_api.waiting_rows == 0  # the text of 600,000 words, cut
+    assert billed_twice(openai_server) == []
+
+
+def _batch_cli(source, table: str, dsn: str, server, address: str, *extra: str) -> subprocess.Popen:
+    args = ["run", str(source), "--table", table, "--dsn", dsn, "--provider", "openai", "--base-url", server.base_url,
+            "--api-key", server.state.api_key, "--batch-api", "--poll-interval", "0.5", "--address", address, *extra]
+    return subprocess.Popen([sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def _when_a_batch_is_recorded(driver: subprocess.Popen, dsn: str, table: str) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        assert driver.poll() is None, driver.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "no batch recorded in 180 s"
+        try:
+            if query(dsn, "SELECT count(*) FROM {t} WHERE batch_id IS NOT NULL", table=f"{table}_batches")[0][0]:
+                return
+        except psycopg.Error:  # the run has not made its tables yet
+            pass
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_the_database_lost_while_batches_wait_is_one_line_and_the_rerun_collects(
+    tmp_path, own_postgres, table_name, openai_server, ray_cluster, fault
+):
+    dsn = own_postgres.get_uri()
+    rows = batch_rows(40)
+    source = write_jsonl(tmp_path / "c.jsonl", rows)
+    openai_server.state.batch.step_s = 20.0  # the run waits on its batch while the database goes
+    stall = "8"
+    driver = _batch_cli(source, table_name, dsn, openai_server, ray_cluster.get_runtime_context().gcs_address,
+                        "--stall-timeout", stall, "--json")  # fmt: skip
+    try:
+        _when_a_batch_is_recorded(driver, dsn, table_name)
+        server = server_pids(postmaster_pid(tmp_path / "pgdata"))
+        for pid in server if fault == "frozen" else server[:1]:
+            os.kill(pid, signal.SIGSTOP if fault == "frozen" else signal.SIGKILL)
+        try:
+            _, err = driver.communicate(timeout=90)
+        finally:
+            for pid in server:
+                send_signal(pid, signal.SIGCONT)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+    lines = err.strip().splitlines()
+    assert driver.returncode == 3, lines
+    assert len(lines) == 1 and "database" in lines[0] and "run the same command" in lines[0], lines
+    if fault == "killed":
+        assert restart_server(tmp_path / "pgdata", server).get_uri() == dsn
+    openai_server.state.batch.step_s = 0.1
+    resumed = batch_run(source, table_name, dsn, openai_server)
+    assert (resumed.embedded, resumed.failed, resumed.batch_api.submitted) == (40, 0, 0)
+    assert openai_server.state.batch.batches_created == 1 and billed_twice(openai_server) == []
+    assert_vectors_are_the_servers(dsn, table_name, {r["id"] for r in rows})

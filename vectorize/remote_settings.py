@@ -27,6 +27,7 @@ OPENAI_MODELS = {
     "text-embedding-ada-002": KnownModel(1536, False, 0.10),
 }
 DEFAULT_REMOTE_MODEL = "text-embedding-3-small"
+BATCH_PRICE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,11 @@ class RemoteSettings:
         if self.provider == "azure":
             return (self.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT") or "").rstrip("/")
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+
+    def batch_usd_per_million(self) -> float | None:
+        """The Batch API's price: OpenAI bills its embedding models' batches at half the synchronous one."""
+        price = self.usd_per_million()
+        return None if price is None else price * BATCH_PRICE_SHARE
 
     def usd_per_million(self) -> float | None:
         if self.price_per_million is not None:
