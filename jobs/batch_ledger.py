@@ -43,6 +43,8 @@ def summarise(batches: list[BatchFigures], opened: float, now: float) -> BatchMe
         batch_seconds_p95=seconds[min(len(seconds) - 1, math.ceil(0.95 * len(seconds)) - 1)] if seconds else 0.0,
         actor_utilisation=utilisation,
         timeline=timeline(working, opened, now),
+        model_started_at=min((b.ended - b.seconds for b in working), default=None),
+        model_ended_at=max((b.ended for b in working), default=None),
     )
 
 

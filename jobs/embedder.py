@@ -25,28 +25,25 @@ logger = logging.getLogger(__name__)
 
 
 class EmbedBatches:
-    """The provider opens in a background thread from the start (a local model loads there);
-    only a batch that has texts to embed waits for it, so a run where everything is already
-    stored never pays for it."""
+    """The provider opens at the first batch that has texts to embed, so a run where everything
+    is already stored never imports or loads a model."""
 
     def __init__(self, spec: ProviderSpec, plan: ActorPlan, budgets: object = None, run: RunContext | None = None):
         self.identity = spec.identity
         self.events = BatchEvents(run)
+        self._spec, self._threads, self._budgets = spec, plan.torch_threads, budgets
         self._provider: Provider | None = None
         self._open_error: BaseException | None = None
-
-        def open_provider() -> None:
-            try:
-                self._provider = spec.open(plan.torch_threads, budgets)
-            except BaseException as exc:
-                self._open_error = exc
-
-        self._opening = threading.Thread(target=open_provider, name="open-provider", daemon=True)
-        self._opening.start()
+        self._opening = threading.Lock()
 
     @property
     def provider(self) -> Provider:
-        self._opening.join()
+        with self._opening:  # concurrent batches of one actor wait for one opening
+            if self._provider is None and self._open_error is None:
+                try:
+                    self._provider = self._spec.open(self._threads, self._budgets)
+                except BaseException as exc:
+                    self._open_error = exc
         if self._open_error is not None:
             raise self._open_error
         assert self._provider is not None
@@ -75,7 +72,7 @@ class EmbedBatches:
         if not texts:
             self.events.record(batch.num_rows, 0, 0, 0.0)
             return attach_vectors(batch, todo, empty_result(dims), dims)
-        provider = self.provider  # the wait for the provider to open is not the batch's time
+        provider = self.provider  # opening the provider is not the batch's time
         started = time.perf_counter()
         try:
             result = await provider.embed(texts)

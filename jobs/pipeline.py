@@ -78,7 +78,7 @@ def _embedded(
     return dataset.map_batches(
         EmbedBatches,
         batch_format="pyarrow",
-        batch_size=settings.embedding.batch_size or spec.default_batch_rows,
+        batch_size=settings.embedding.batch_size or plan.batch_rows or spec.default_batch_rows,
         compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.max_actors, **in_flight),
         fn_constructor_kwargs={"spec": spec, "plan": plan, "budgets": budgets, "run": run},
         num_cpus=plan.cpus_per_actor,

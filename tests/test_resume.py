@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path, tiny_model, pg_dsn, table_name, ray_cluster):
-    total = 400
+    total = 1500  # enough that the run is still writing when the test kills it
     rows = [{"id": f"k{i}", "text": f"resumable row {i} " + "padding words " * (i % 13)} for i in range(total)]
     source = write_jsonl(tmp_path / "kill.jsonl", rows)
     address = ray_cluster.get_runtime_context().gcs_address

@@ -125,6 +125,8 @@ class BatchMetrics:
     batch_seconds_p95: float = 0.0
     actor_utilisation: float = 0.0  # share of the embedding time the actors spent in the model
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, texts/s)
+    model_started_at: float | None = None  # wall clock (epoch s): the first batch with texts went to the model
+    model_ended_at: float | None = None  # the last batch with texts came back from it
 
     def to_dict(self) -> dict:
         data = asdict(self)

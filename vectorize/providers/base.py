@@ -61,6 +61,7 @@ class ActorPlan:
     gpus_per_actor: float
     torch_threads: int | None
     batches_in_flight: int = 1  # batches an actor works on at once (a remote one waits on the network)
+    batch_rows: int | None = None  # rows per call of an actor; None: the spec's ``default_batch_rows``
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,10 @@ from vectorize.providers.packing import packed_encoder
 logger = logging.getLogger(__name__)
 
 CPU_BATCH = 64  # texts per forward pass on CPU; on a GPU the card's free memory decides
-BATCH_ROWS = 1024  # rows per actor call: sorted by tokens inside it, so a bigger batch pads less
+BATCH_ROWS = 1024  # rows per actor call on a GPU: sorted by tokens inside it, so a bigger batch pads less
+# On CPU texts are packed, not padded, so a call's size does not change its cost per text; small
+# calls spread a run's last texts over every actor instead of leaving one working alone.
+CPU_BATCH_ROWS = 128
 MAX_CPU_ACTORS = 8
 # One whole logical CPU stays outside the actors' reservation so that the light stages
 # (reading, preparing, writing) and operators Ray Data adds with one CPU can always be scheduled.
@@ -206,7 +209,7 @@ class LocalSpec:
             low, high = asked.actors
         threads = max(1, round(asked.cpus_per_actor or cpus / high))
         cpus_per_actor = asked.cpus_per_actor or max(0.25, (cpus - RESERVED_CPUS) / high)
-        return ActorPlan(low, high, cpus_per_actor, 0.0, threads)
+        return ActorPlan(low, high, cpus_per_actor, 0.0, threads, batch_rows=CPU_BATCH_ROWS)
 
     def start_budgets(self, actor_options: dict) -> None:
         return None  # a local model shares no request budget

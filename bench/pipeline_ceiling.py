@@ -1,0 +1,123 @@
+"""The pipeline's own ceiling: a provider that does no model work (``null_provider.py``) on rows
+generated from the shared corpus, so the figures are the pipeline's: reading, preparing, the
+skip-known lookups, the text claims and the sink's COPY.
+
+For each size: a first run into an empty collection, then an unchanged rerun; rows/s of each,
+and the peak resident memory of the driver and of each kind of Ray process. The runs ask for no
+vector index (``--index none``): building one is the search benchmark's to measure.
+
+    python bench/pipeline_ceiling.py [--rows 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import threading
+import time
+
+import null_provider
+from corpus import CORPUS, load_rows, workspace
+
+
+class MemorySampler:
+    """Peak resident memory by role, twice a second: the driver, and each Ray process by its
+    title (``ray::RunActor``, ``ray::MapWorker(MapBatches(EmbedBatches))``, ...); a task worker
+    counts under every title it was seen with."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        me = self._psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                words = proc.cmdline() or [proc.name()]
+                rss = proc.memory_info().rss
+            except self._psutil.Error:
+                continue
+            title = words[0].split(" ")[0]
+            ray_role = re.sub(r"\.\w+$", "", title) if title.startswith("ray::") else None
+            role = "driver" if proc.pid == me.pid else ray_role
+            if role is None or role == "ray::IDLE":
+                continue
+            self.peaks[role] = max(self.peaks.get(role, 0), rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one_run(source, dsn: str, table: str) -> tuple[float, dict, dict[str, int]]:
+    from jobs.launch import run_job
+    from vectorize.settings import RunSettings
+
+    settings = RunSettings.of(source=str(source), table=table, dsn=dsn, provider="null", model="null", index="none")
+    with MemorySampler() as memory:
+        started = time.perf_counter()
+        summary = run_job(settings)
+        seconds = time.perf_counter() - started
+    return seconds, summary.to_dict(), memory.peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    from vectorize.ray_runtime import ensure_ray
+
+    null_provider.register()
+    ensure_ray()
+    results = []
+    for n in args.rows:
+        rows = load_rows(n)
+        source, server = workspace(rows, "vectorize-ceiling-")
+        del rows
+        first = one_run(source, server.get_uri(), "ceiling")
+        print(f"{n} rows: first run {first[0]:.1f}s", file=sys.stderr)
+        rerun = one_run(source, server.get_uri(), "ceiling")
+        print(f"{n} rows: rerun {rerun[0]:.1f}s", file=sys.stderr)
+        results.append((n, first, rerun))
+        server.cleanup()
+
+    print(f"\nnull provider ({null_provider.DIMENSIONS} dimensions), rows from {CORPUS.name}, {os.cpu_count()} cores\n")
+    print("| rows | run | seconds | rows/s | embedded | unchanged | failed |")
+    print("|---|---|---|---|---|---|---|")
+    for n, first, rerun in results:
+        for name, (seconds, summary, _) in (("first", first), ("rerun", rerun)):
+            print(
+                f"| {n:,} | {name} | {seconds:.1f} | {n / seconds:,.0f} | {summary['embedded']:,} "
+                f"| {summary['unchanged']:,} | {summary['failed']:,} |"
+            )
+    roles = sorted({role for _, f, r in results for role in (*f[2], *r[2])})
+    print("\npeak resident memory, MiB (first run / rerun):\n")
+    print("| process | " + " | ".join(f"{n:,} rows" for n, _, _ in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for role in roles:
+        cells = [f"{f[2].get(role, 0) / 2**20:.0f} / {r[2].get(role, 0) / 2**20:.0f}" for _, f, r in results]
+        print(f"| {role} | " + " | ".join(cells) + " |")
+    if len(results) > 1:
+        (n0, f0, r0), (n1, f1, r1) = results[0], results[-1]
+        for name, a, b in (("first", f0, f1), ("rerun", r0, r1)):
+            growth = max(b[2].get(k, 0) / max(a[2].get(k, 1), 1) for k in b[2])
+            print(f"\n{name}: rows/s {n1 / b[0]:,.0f} at {n1:,} vs {n0 / a[0]:,.0f} at {n0:,}; "
+                  f"largest peak-memory growth of one process {growth:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""An embedding actor whose batches hold nothing to embed never imports a model library."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Run in a fresh interpreter: the test process has torch imported already.
+ACTOR_SCRIPT = """
+import asyncio, json, sys
+import pyarrow as pa
+from jobs.embedder import EmbedBatches
+from vectorize import rows
+from vectorize.providers.base import ProviderRequest, provider_spec
+
+spec = provider_spec(ProviderRequest("local", sys.argv[1]))
+plan = spec.plan_actors({"CPU": 1.0}, __import__("vectorize.providers.base", fromlist=["x"]).ActorRequest())
+actor = EmbedBatches(spec, plan)
+
+def batch(status):
+    row = rows.embed_row("a", "a text to embed", "ab" * 32, None, False)
+    row.update(status=status, text=None if status == rows.UNCHANGED else row["text"])
+    return pa.Table.from_pylist([row], schema=rows.PREPARED_SCHEMA)
+
+libraries = ("torch", "transformers", "sentence_transformers")
+asyncio.run(actor(batch(rows.UNCHANGED)))
+after_stored = [m for m in libraries if m in sys.modules]
+embedded = asyncio.run(actor(batch(rows.EMBED)))
+print(json.dumps({
+    "after_stored": after_stored,
+    "after_embed": [m for m in libraries if m in sys.modules],
+    "vector_length": len(embedded.column("embedding")[0].as_py()),
+}))
+"""
+
+
+def test_a_batch_with_nothing_to_embed_imports_no_model_library_and_the_next_one_loads_it(tiny_model):
+    done = subprocess.run(
+        [sys.executable, "-c", ACTOR_SCRIPT, tiny_model], capture_output=True, text=True, timeout=120, check=True
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["after_stored"] == []
+    assert set(seen["after_embed"]) == {"torch", "transformers", "sentence_transformers"}
+    assert seen["vector_length"] > 0
