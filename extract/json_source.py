@@ -12,6 +12,7 @@ column is binary, so the line travels exactly as the file has it.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import ClassVar
@@ -24,6 +25,7 @@ RAW_COLUMN = "_raw"
 POSITION_COLUMN = "_pos"
 _SCHEMA = pa.schema([(RAW_COLUMN, pa.binary()), (POSITION_COLUMN, pa.string())])
 _ROWS_PER_BLOCK = 4096
+_READ_BYTES = 1 << 20
 
 
 def decode_raw(raw: bytes | str) -> str:
@@ -75,6 +77,50 @@ def _unwrap(raw: str, parsed: object, where: str, envelope: tuple[str, ...]) -> 
     yield raw, where
 
 
+def stream_json_records(f: pa.NativeFile, path: str, envelope: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """What :func:`iter_json_records` gives for the whole file, read a chunk at a time where the
+    file is JSON Lines: its first non-blank line is a whole value and more lines follow. Any
+    other file (an array or object over many lines, a first line that does not parse) is read
+    whole, as only the whole can be parsed."""
+    lines = _file_lines(f)
+    head: list[bytes] = []  # the lines up to the first non-blank one, then up to the second
+    for line in lines:
+        head.append(line)
+        if decode_raw(line).strip():
+            break
+    first = decode_raw(head[-1]).strip()
+    if first[:1] in ("[", "{"):
+        try:
+            json.loads(first, strict=False)
+        except RecursionError:
+            pass  # too deep to parse: line by line, where it is one error row
+        except ValueError:
+            yield from iter_json_records(b"\n".join([*head, *lines]), path, envelope)
+            return
+        for line in lines:
+            head.append(line)
+            if decode_raw(line).strip():
+                break
+        else:  # one value alone in the file
+            yield from iter_json_records(b"\n".join(head), path, envelope)
+            return
+    for number, line in enumerate(itertools.chain(head, lines), start=1):
+        text = decode_raw(line.removesuffix(b"\r"))
+        if text.strip():
+            yield from _unwrap(text, None, f"{path}:{number}", envelope)
+
+
+def _file_lines(f: pa.NativeFile) -> Iterator[bytes]:
+    """The file's lines split on ``\\n`` (a byte UTF-8 uses for nothing else), the last one
+    included even when empty, as ``str.split`` gives them."""
+    pending = b""
+    while chunk := f.read(_READ_BYTES):
+        pieces = (pending + chunk).split(b"\n")
+        pending = pieces.pop()
+        yield from pieces
+    yield pending
+
+
 class JsonRecordsDatasource(FileBasedDatasource):
     _FILE_EXTENSIONS: ClassVar[list[str]] = ["json", "jsonl", "ndjson", "gz"]
 
@@ -83,9 +129,9 @@ class JsonRecordsDatasource(FileBasedDatasource):
         self.envelope = envelope
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[Block]:
-        raws: list[str] = []
+        raws: list[bytes] = []
         positions: list[str] = []
-        for raw, position in iter_json_records(f.readall(), path, self.envelope):
+        for raw, position in stream_json_records(f, path, self.envelope):
             raws.append(raw.encode("utf-8", "surrogateescape"))
             positions.append(position)
             if len(raws) >= _ROWS_PER_BLOCK:

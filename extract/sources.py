@@ -88,7 +88,11 @@ class SourcePlan:
         if self.kind in ("json", "jira", "github"):
             from extract.json_source import JsonRecordsDatasource
 
-            return ray.data.read_datasource(JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus)
+            # a read task per file, its blocks as it makes them: asked for more, Ray Data would
+            # slice every block into that many pieces, each a round trip in preparation
+            return ray.data.read_datasource(
+                JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus, override_num_blocks=len(self.paths)
+            )
         if self.kind == "parquet":
             return ray.data.read_parquet(self.paths, num_cpus=num_cpus)
         return ray.data.read_csv(self.paths, num_cpus=num_cpus)

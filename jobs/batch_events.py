@@ -34,6 +34,7 @@ class RunContext:
     run_id: str
     collection: str
     meter: Any = None
+    open_early: bool = False  # the run surely has texts to embed: actors open their provider as they start
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,70 @@
 """One owner per text and one record per id in a run, held by the run's bookkeeping actor
 (``jobs.run_actor``): identical texts anywhere in the run are embedded once, and an id read
-twice is stored once, the other record becoming an error row that names it."""
+twice is stored once, the other record becoming an error row that names it.
+
+The claims live in a private on-disk SQLite database of the actor's process, not in its
+memory: a run of any size holds a bounded page cache, and the file is gone when the process
+ends, however it ends.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 
-class TextClaims:
-    """Maps a text's hash to the first (id, chunk) that asked for it.
+CACHE_KIB = 32 * 1024  # SQLite's page cache for the claims, whatever their number
+_IN_LIST = 30_000  # under SQLite's limit of bound parameters in one statement
 
-    Asking again for the same (id, chunk) answers "yours" again, so a retried task
-    keeps the texts it owned.
+
+def _blob(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # one to one, lone surrogates of a hostile id included
+
+
+def _digest(text: str, size: int) -> bytes:
+    return hashlib.blake2b(_blob(text), digest_size=size).digest()
+
+
+class Claims:
+    """Maps a text's hash to the first (id, chunk) that asked for it, and an id to the first
+    record that asked for it, named by its origin (a source position like ``data.jsonl:12``,
+    or a digest of the record where the source has none).
+
+    Asking again with the same claimant answers as the first time, so a retried task keeps
+    the texts and ids it owned; every other record with that id learns who holds it. Keys are
+    kept as 16-byte digests and a text's owner as an 8-byte one: a false match is a chance
+    of one in 2**64 or less.
     """
 
     def __init__(self) -> None:
-        self._owners: dict[bytes, str] = {}
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)  # "": private, on disk
+        for pragma in (f"cache_size = -{CACHE_KIB}", "journal_mode = OFF", "synchronous = OFF", "temp_store = FILE"):
+            self._db.execute(f"PRAGMA {pragma}")
+        for table in ("texts", "ids"):
+            self._db.execute(f"CREATE TABLE {table} (key BLOB PRIMARY KEY, owner BLOB NOT NULL) WITHOUT ROWID")
 
     def claim(self, hashes: list[str], keys: list[str]) -> list[bool]:
-        owners = self._owners
-        return [owners.setdefault(bytes.fromhex(h), k) == k for h, k in zip(hashes, keys, strict=True)]
-
-
-class IdClaims:
-    """Maps an id to the first record that asked for it, named by its origin (a source
-    position like ``data.jsonl:12``, or a digest of the record where the source has none).
-
-    Asking again with the same origin answers that origin again, so a retried task keeps the
-    ids it owned; every other record with that id learns who holds it.
-    """
-
-    def __init__(self) -> None:
-        self._holders: dict[str, str] = {}
+        """For each text hash, whether the (id, chunk) ``key`` beside it owns the text."""
+        mine = [_digest(key, 8) for key in keys]
+        owners = self._first_claimants("texts", [bytes.fromhex(h)[:16] for h in hashes], mine)
+        return [owner == tag for owner, tag in zip(owners, mine, strict=True)]
 
     def claim_ids(self, ids: list[str], origins: list[str]) -> list[str]:
-        holders = self._holders
-        return [holders.setdefault(key, origin) for key, origin in zip(ids, origins, strict=True)]
+        """For each id, the origin of the record that holds it."""
+        owners = self._first_claimants("ids", [_digest(i, 16) for i in ids], [_blob(o) for o in origins])
+        return [owner.decode("utf-8", "surrogatepass") for owner in owners]
+
+    def _first_claimants(self, table: str, keys: list[bytes], claimants: list[bytes]) -> list[bytes]:
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN")
+        db.executemany(f"INSERT OR IGNORE INTO {table} (key, owner) VALUES (?, ?)", zip(keys, claimants, strict=True))
+        db.execute("COMMIT")
+        if db.total_changes - before == len(keys):  # every key new: each is its claimant's
+            return claimants
+        wanted = list(dict.fromkeys(keys))
+        owners: dict[bytes, bytes] = {}
+        for start in range(0, len(wanted), _IN_LIST):
+            part = wanted[start : start + _IN_LIST]
+            marks = ",".join("?" * len(part))
+            owners.update(db.execute(f"SELECT key, owner FROM {table} WHERE key IN ({marks})", part).fetchall())
+        return [owners[key] for key in keys]

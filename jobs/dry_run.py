@@ -190,7 +190,7 @@ def dry_run_here(settings: RunSettings) -> DryRunReport:
 def _preview(plan: RunPlan, target: CollectionTarget) -> DryRunReport:
     inputs, run = plan.inputs, target.preview(plan.inputs)
     totals = _prepared_counts(plan, run) if run.needs_pipeline else PreviewCounts()
-    failed = dict(totals.failed)
+    failed = dict(totals.failed + run.skipped_failures)
     remote = plan.settings.embedding.remote is not None
     report = DryRunReport(target.name, run.source.display, inputs.identity.key, run.exists, remote)
     report.rows_read = totals.to_embed + totals.reused + totals.unchanged + totals.refreshed + sum(failed.values())

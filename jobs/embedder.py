@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 class EmbedBatches:
     """The provider opens at the first batch that has texts to embed, so a run where everything
-    is already stored never imports or loads a model."""
+    is already stored never imports or loads a model; where the run surely has texts to embed
+    (``RunContext.open_early``), it opens on a thread as the actor starts, while the first
+    blocks are read and prepared."""
 
     def __init__(self, spec: ProviderSpec, plan: ActorPlan, budgets: object = None, run: RunContext | None = None):
         self.identity = spec.identity
@@ -35,15 +37,20 @@ class EmbedBatches:
         self._provider: Provider | None = None
         self._open_error: BaseException | None = None
         self._opening = threading.Lock()
+        if run is not None and run.open_early:
+            threading.Thread(target=self._open, name="open-provider", daemon=True).start()
 
-    @property
-    def provider(self) -> Provider:
+    def _open(self) -> None:
         with self._opening:  # concurrent batches of one actor wait for one opening
             if self._provider is None and self._open_error is None:
                 try:
                     self._provider = self._spec.open(self._threads, self._budgets)
                 except BaseException as exc:
                     self._open_error = exc
+
+    @property
+    def provider(self) -> Provider:
+        self._open()
         if self._open_error is not None:
             raise self._open_error
         assert self._provider is not None

@@ -1,7 +1,8 @@
 """Preparation: raw records to prepared rows, then what is already known is marked.
 
 Runs as Ray tasks over the read blocks. Each batch costs one database round trip for the
-keys and hashes it holds, and one call to the run's :class:`TextClaims` actor.
+keys and hashes it holds, and calls to the run's bookkeeping actor for its claims
+(:class:`jobs.dedupe.Claims`).
 """
 
 from __future__ import annotations

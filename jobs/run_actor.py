@@ -6,14 +6,13 @@ from __future__ import annotations
 import ray
 
 from jobs.batch_ledger import BatchLedger
-from jobs.dedupe import IdClaims, TextClaims
+from jobs.dedupe import Claims
 from jobs.progress import ProgressMeter
 
 
 @ray.remote(num_cpus=0)
-class RunActor(TextClaims, IdClaims, ProgressMeter, BatchLedger):
+class RunActor(Claims, ProgressMeter, BatchLedger):
     def __init__(self) -> None:
-        TextClaims.__init__(self)
-        IdClaims.__init__(self)
+        Claims.__init__(self)
         ProgressMeter.__init__(self)
         BatchLedger.__init__(self)

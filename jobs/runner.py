@@ -45,31 +45,28 @@ def execute(plan: RunPlan, started: float | None = None) -> RunSummary:
         totals, reused, orphans = WriteCounts(), 0, Counter()
         if job.needs_pipeline:
             totals, (reused, orphans) = _embed(plan, job, summary)
+        _tally(summary, totals, reused, orphans, job)
         job.end(store, summary)
-        return _finished(store, summary, started, totals, reused, orphans, job.skipped)
+        return _finished(store, summary, started)
 
 
-def _finished(
-    store: psycopg.Connection,
-    summary: RunSummary,
-    started: float,
-    totals: WriteCounts,
-    reused: int,
-    orphans: Counter,
-    skipped: int,
-) -> RunSummary:
-    failed_by_reason = dict(totals.failed_by_reason + orphans)
-    summary.rows_read = totals.rows + skipped
+def _tally(summary: RunSummary, totals: WriteCounts, reused: int, orphans: Counter, job: TargetRun) -> None:
+    """The run's figures: what the sink wrote, what the end step gave, and the rows not read."""
+    failed_by_reason = dict(totals.failed_by_reason + orphans + job.skipped_failures)
+    summary.rows_read = totals.rows + job.skipped + job.skipped_failures.total()
     summary.embedded = totals.embedded
     summary.embedded_new = totals.embedded_new
     summary.reused = reused
-    summary.unchanged = totals.unchanged + totals.refreshed + skipped
+    summary.unchanged = totals.unchanged + totals.refreshed + job.skipped
     summary.refreshed = totals.refreshed
     summary.failed = sum(failed_by_reason.values())
     summary.failed_by_reason = failed_by_reason
     summary.truncated = totals.truncated
     summary.sanitized = totals.sanitized
     summary.tokens = totals.tokens
+
+
+def _finished(store: psycopg.Connection, summary: RunSummary, started: float) -> RunSummary:
     summary.seconds = time.perf_counter() - started
     record_end(store, summary)
     export_run_totals(summary, "succeeded")
@@ -104,7 +101,7 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     prepare_fn, prepare_ctx, sink = job.stage(summary, run_actor)
     refusal = budgets.refusal if budgets is not None else None
     watch = StallWatch(run_actor, runtime.stall_timeout_s, lambda: waiting_for(actors, dsn, provider.service), refusal)
-    run = RunContext(summary.run_id, summary.collection, run_actor)
+    run = RunContext(summary.run_id, summary.collection, run_actor, open_early=job.surely_embeds)
     try:
         with watch, LiveFigures(dsn, summary, run_actor):
             run_pipeline(job.source, plan.settings, (prepare_fn, prepare_ctx), provider, actors, sink, run, budgets)

@@ -23,7 +23,7 @@ from extract.sources import SourcePlan
 from vectorize.chunking import LongTextPolicy
 from vectorize.db import using
 from vectorize.store.collection import Collection
-from vectorize.store.source_state import collection_state, recorded_source_state, stored_fingerprints
+from vectorize.store.source_state import stored_fingerprints, unchanged_since_last_run
 from vectorize.text import TextTemplate
 
 logger = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ class SqlReadPlan:
     only_ids: list[str] | None = None  # read just these (the new and changed rows); None: read all
 
 
-def _unchanged_since_last_run(conn, collection: Collection, state: dict, sync: bool) -> bool:
-    recorded = recorded_source_state(conn, collection)
-    if not recorded or (sync and not recorded.get("synced")):
-        return False
-    stored, to_retry = collection_state(conn, collection)
-    same = all(recorded.get(k) == v for k, v in state.items())
-    return same and recorded.get("stored") == stored and to_retry == 0
-
-
 def plan_sql_reads(
     store: str | psycopg.Connection, collection: Collection, source: SourcePlan, signature: str, sync: bool
 ) -> SqlReadPlan:
@@ -65,7 +56,7 @@ def plan_sql_reads(
     if table_state is not None:
         state = {"source": source.display, "signature": signature, "rows": table_state[0], "xmin_sum": table_state[1]}
         with using(store) as conn:
-            if _unchanged_since_last_run(conn, collection, state, sync):
+            if unchanged_since_last_run(conn, collection, state, sync):
                 logger.info("%s has not changed since the last run: nothing to read", source.display)
                 return SqlReadPlan(table_state[0], table_state[0], [], None)
     fingerprints = source.sql.fingerprints()

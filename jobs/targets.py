@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
 
 from extract.records import RecordSpec
 from extract.sources import SourcePlan
@@ -46,7 +47,9 @@ class TargetRun(Protocol):
 
     source: SourcePlan  # what the pipeline reads
     skipped: int  # source rows known unchanged without reading them
+    skipped_failures: Counter  # source rows not read whose error rows stand, by reason
     needs_pipeline: bool
+    surely_embeds: bool  # known before reading: the run has texts to embed (its collection is empty)
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
         """``claims``: the run's bookkeeping actor (text and id claims, progress)."""
@@ -94,6 +97,7 @@ class CollectionTarget:
         from vectorize.store.batch_work import forget_waiting
         from vectorize.store.finishing import clear_dead_pending
         from vectorize.store.registry import prepare_collection
+        from vectorize.store.source_state import forget_source_state
 
         storage = prepare_collection(
             self.dsn, self.collection, inputs.identity, inputs.origin, self.storage, inputs.provider_record
@@ -102,6 +106,8 @@ class CollectionTarget:
             refuse_open_batches(store, self.collection)
             forget_waiting(store, self.collection)  # what waited to be sent again, this run embeds
         run = self._run(store, inputs, storage, exists=True)
+        if run.needs_pipeline:
+            forget_source_state(store, self.collection)
         clear_dead_pending(store, self.collection, summary.run_id)
         return run
 
@@ -119,16 +125,22 @@ class CollectionTarget:
             return self._run(conn, inputs, storage, exists=exists)
 
     def _run(self, conn: psycopg.Connection, inputs: Inputs, storage: Storage, *, exists: bool) -> CollectionRun:
-        """What to read: a Postgres source's new and changed rows where the collection exists."""
+        """What to read where the collection exists: a Postgres source's new and changed rows,
+        nothing of files the last complete run read as they are."""
+        from jobs.file_state import FILE_KINDS, plan_file_reads
         from jobs.sql_delta import plan_sql_reads, source_signature
 
         signature = source_signature(inputs.id_field, inputs.template, inputs.long_text)
-        source, reads = inputs.source, None
+        source, reads, files = inputs.source, None, None
         if source.kind == "sql" and exists:
             reads = plan_sql_reads(conn, self.collection, source, signature, self.sync)
             if reads.only_ids is not None:
                 source = replace(source, only_ids=reads.only_ids)
-        return CollectionRun(self, inputs, storage, source, signature, reads, exists)
+        elif source.kind in FILE_KINDS and exists and self.complete:
+            files = plan_file_reads(conn, self.collection, source, signature, self.sync)
+        empty = not exists or conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {t})").format(
+            t=self.collection.table)).fetchone()[0]  # fmt: skip
+        return CollectionRun(self, inputs, storage, source, signature, reads, exists, empty, files)
 
 
 def refuse_open_batches(conn, collection: Collection) -> None:
@@ -155,13 +167,27 @@ class CollectionRun:
     signature: str
     reads: Any  # jobs.sql_delta.SqlReadPlan of a Postgres source; None for others
     exists: bool = True  # False: the collection is not made yet (a dry run's), nothing to look up
+    empty: bool = False  # the collection holds no row yet
+    files: Any = None  # jobs.file_state.FileReadPlan of a file source; None for others
 
     @property
     def skipped(self) -> int:
+        if self.files is not None:
+            return self.files.unchanged_rows
         return self.reads.skipped if self.reads is not None else 0
 
     @property
+    def surely_embeds(self) -> bool:
+        return self.empty
+
+    @property
+    def skipped_failures(self) -> Counter:
+        return Counter(self.files.failed_by_reason) if self.files is not None else Counter()
+
+    @property
     def needs_pipeline(self) -> bool:
+        if self.files is not None:
+            return self.files.state is not None
         return self.reads is None or self.reads.skipped < self.reads.rows
 
     def _write(self, summary: RunSummary) -> Any:
@@ -212,6 +238,7 @@ class CollectionRun:
         return resolved
 
     def end(self, store: psycopg.Connection, summary: RunSummary) -> None:
+        from jobs.file_state import recorded_files_state
         from vectorize.store.finishing import delete_ids, delete_unseen
         from vectorize.store.source_state import record_source_state
 
@@ -219,11 +246,17 @@ class CollectionRun:
         if self.target.sync:
             if reads is not None:
                 summary.deleted = delete_ids(store, collection, reads.gone)
+            elif not self.needs_pipeline:  # files as the last synced run read them: nothing is gone
+                summary.deleted = 0
             else:
                 summary.deleted = delete_unseen(store, collection, summary.run_id)
-        waiting = summary.batch_api is not None and summary.batch_api.waiting_rows > 0
-        if reads is not None and reads.state is not None and self.target.complete and not waiting:
+        if not self.target.complete or (summary.batch_api is not None and summary.batch_api.waiting_rows > 0):
+            return
+        if reads is not None and reads.state is not None:
             record_source_state(store, collection, reads.state, synced=self.target.sync)
+        elif self.files is not None and self.files.state is not None:
+            state = recorded_files_state(self.files.state, summary.rows_read, summary.failed_by_reason)
+            record_source_state(store, collection, state, synced=self.target.sync)
 
 
 @dataclass(frozen=True)
@@ -253,7 +286,9 @@ class ColumnRun:
     column: Any  # the VectorColumn with its id column's type
     source: SourcePlan
     skipped: int = 0
+    skipped_failures: Counter = field(default_factory=Counter)
     needs_pipeline: bool = True
+    surely_embeds: bool = False  # the column's vectors are compared row by row as they are read
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
         from jobs.backfill import BackfillContext, ColumnDatasink, prepare_backfill_batch

@@ -95,3 +95,49 @@ def test_two_runs_at_once_end_as_one(tmp_path, tiny_model, pg_dsn, table_name):
     assert failures == [] and len(summaries) == 2
     assert sorted(s.embedded for s in summaries) == [0, 80]
     assert query(pg_dsn, "SELECT count(*), count(DISTINCT id) FROM {t}", table=table_name) == [(80, 80)]
+
+
+def test_an_unchanged_file_is_not_read_again_until_it_or_the_collection_changes(
+    tmp_path, tiny_model, pg_dsn, table_name, caplog
+):
+    rows = [{"id": f"r{i}", "text": f"file row {i} about topic {i % 5}"} for i in range(20)]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows, extra_lines=["{not json"])
+    first = run(source, table_name, tiny_model, pg_dsn)
+    assert (first.rows_read, first.embedded, first.failed) == (21, 20, 1)
+
+    with caplog.at_level(logging.INFO, logger="jobs.file_state"):
+        again = run(source, table_name, tiny_model, pg_dsn)
+    assert (again.rows_read, again.unchanged, again.embedded) == (21, 20, 0)
+    assert again.failed_by_reason == {"malformed_json": 1}  # its error row stands, as a run reading it would say
+    assert again.batch_metrics is None and "has not changed since the last run" in caplog.text  # Ray not used
+
+    execute(pg_dsn, f"DELETE FROM {table_name} WHERE id = 'r3'")  # the collection changed: every row read
+    restored = run(source, table_name, tiny_model, pg_dsn)
+    assert (restored.embedded, restored.embedded_new, restored.unchanged) == (1, 1, 19)
+    assert "r3" in stored(pg_dsn, table_name)
+
+    rows[7]["text"] += " (edited)"
+    write_jsonl(source, rows, extra_lines=["{not json"])  # the same size would not hide it: the digest differs
+    edited = run(source, table_name, tiny_model, pg_dsn)
+    assert (edited.embedded, edited.unchanged) == (1, 19)
+
+    assert run(source, table_name, tiny_model, pg_dsn).batch_metrics is None  # the state the edited run recorded
+    limited = run(source, table_name, tiny_model, pg_dsn, limit=5)  # reads part of the source: no state stands
+    assert (limited.batch_metrics is not None, limited.rows_read) == (True, 5)
+    assert run(source, table_name, tiny_model, pg_dsn).batch_metrics is not None
+
+    assert run(source, table_name, tiny_model, pg_dsn, sync=True).batch_metrics is not None  # not read in sync yet
+    synced_again = run(source, table_name, tiny_model, pg_dsn, sync=True)
+    assert (synced_again.batch_metrics, synced_again.deleted, synced_again.unchanged) == (None, 0, 20)
+    assert len(stored(pg_dsn, table_name)) == 20
+
+
+def test_a_run_from_another_source_leaves_no_state_to_skip_by(tmp_path, tiny_model, pg_dsn, table_name):
+    rows = [{"id": f"r{i}", "text": f"row {i}"} for i in range(6)]
+    source = write_jsonl(tmp_path / "rows.jsonl", rows)
+    run(source, table_name, tiny_model, pg_dsn)
+    other = write_jsonl(tmp_path / "other.jsonl", [{"id": "r1", "text": "row 1, told again by another file"}])
+    run(other, table_name, tiny_model, pg_dsn, limit=1)  # an incomplete run changes a row, not the count
+    again = run(source, table_name, tiny_model, pg_dsn)
+    assert (again.embedded, again.unchanged) == (1, 5)
+    assert stored(pg_dsn, table_name)["r1"][0] == "row 1"

@@ -10,6 +10,8 @@ from vectorize.console import stderr_is_terminal
 
 logger = logging.getLogger(__name__)
 
+BLOCK_BYTES = 16 << 20
+
 # Ray's own processes take CPU from the model on a small machine: no dashboard, no usage
 # stats, no metrics export unless asked for, and Ray Data's progress bars only on a terminal.
 _QUIET_ENV = {
@@ -45,6 +47,9 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
                 handler.addFilter(_below_error)
 
     ctx = DataContext.get_current()
+    # Ray Data joins a stage's outputs into blocks up to this size: at its default (128 MiB) one
+    # block of vectors is tens of thousands of rows, held whole by the stage after it
+    ctx.target_max_block_size = BLOCK_BYTES
     ctx.enable_progress_bars = terminal
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False

@@ -15,11 +15,12 @@ _REGISTRY = sql.Identifier(REGISTRY_TABLE)
 
 
 def collection_state(conn, collection: Collection) -> tuple[int, int]:
-    """(stored rows, error rows a rerun should retry): those not from preparing the row's text."""
+    """(stored rows, error rows a rerun should retry): those not from reading the record or
+    preparing its text, which the same source gives again."""
     return conn.execute(
         sql.SQL(
             """SELECT (SELECT count(*) FROM {t} WHERE chunk = 0),
-                      (SELECT count(*) FROM {e} WHERE stage <> 'prepare')"""
+                      (SELECT count(*) FROM {e} WHERE stage NOT IN ('read', 'prepare'))"""
         ).format(t=collection.table, e=collection.errors)
     ).fetchone()
 
@@ -40,6 +41,23 @@ def stored_fingerprints(conn, collection: Collection) -> tuple[dict[str, str], s
     )
     failed = {key for (key,) in conn.execute(sql.SQL("SELECT DISTINCT id FROM {e}").format(e=collection.errors))}
     return stored, failed
+
+
+def unchanged_since_last_run(conn, collection: Collection, state: dict, sync: bool) -> bool:
+    """The source's ``state`` is the one the last complete run recorded, and the collection is as
+    that run left it: the same stored rows, no error row a rerun should retry."""
+    recorded = recorded_source_state(conn, collection)
+    if not recorded or (sync and not recorded.get("synced")):
+        return False
+    stored, to_retry = collection_state(conn, collection)
+    same = all(recorded.get(k) == v for k, v in state.items())
+    return same and recorded.get("stored") == stored and to_retry == 0
+
+
+def forget_source_state(conn, collection: Collection) -> None:
+    """A run that reads rows may change the collection: until it completes, no state stands."""
+    conn.execute(sql.SQL("UPDATE {r} SET source_state = NULL WHERE collection = %s").format(r=_REGISTRY),
+                 (collection.name,))  # fmt: skip
 
 
 def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:
