@@ -28,6 +28,7 @@ from vectorize.text import TextTemplate
 logger = logging.getLogger(__name__)
 
 _SAMPLE_RECORDS = 200
+SLICES_PER_BLOCK = 16  # of a read block (up to vectorize.ray_runtime.BLOCK_BYTES)
 _KINDS = {
     ".parquet": "parquet",
     ".csv": "csv",
@@ -88,11 +89,12 @@ class SourcePlan:
         if self.kind in ("json", "jira", "github"):
             from extract.json_source import JsonRecordsDatasource
 
-            # a read task per file, its blocks as it makes them: asked for more, Ray Data would
-            # slice every block into that many pieces, each a round trip in preparation
-            return ray.data.read_datasource(
-                JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus, override_num_blocks=len(self.paths)
-            )
+            # a read task per file, each block it makes cut in SLICES_PER_BLOCK: pieces enough for
+            # every embedding actor on a small file, and no smaller than about a MiB on a big one
+            # (Ray Data's own count cuts a big file's blocks into pieces of a hundred rows, each a
+            # round trip in preparation)
+            return ray.data.read_datasource(JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus,
+                                            override_num_blocks=len(self.paths) * SLICES_PER_BLOCK)  # fmt: skip
         if self.kind == "parquet":
             return ray.data.read_parquet(self.paths, num_cpus=num_cpus)
         return ray.data.read_csv(self.paths, num_cpus=num_cpus)

@@ -1,4 +1,5 @@
-"""An embedding actor whose batches hold nothing to embed never imports a model library."""
+"""An embedding actor whose batches hold nothing to embed never imports a model library; one
+whose run surely embeds (an empty collection) opens its model as it starts."""
 
 from __future__ import annotations
 
@@ -43,3 +44,25 @@ def test_a_batch_with_nothing_to_embed_imports_no_model_library_and_the_next_one
     assert seen["after_stored"] == []
     assert set(seen["after_embed"]) == {"torch", "transformers", "sentence_transformers"}
     assert seen["vector_length"] > 0
+
+
+EARLY_SCRIPT = """
+import json, sys, time
+from jobs.batch_events import RunContext
+from jobs.embedder import EmbedBatches
+from vectorize.providers.base import ActorRequest, ProviderRequest, provider_spec
+
+spec = provider_spec(ProviderRequest("local", sys.argv[1]))
+actor = EmbedBatches(spec, spec.plan_actors({"CPU": 1.0}, ActorRequest()), run=RunContext("r", "c", open_early=True))
+deadline = time.monotonic() + 90
+while actor._provider is None and actor._open_error is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"opened": actor._provider is not None, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_into_an_empty_collection_the_actor_opens_its_model_before_any_batch(tiny_model):
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_SCRIPT, tiny_model], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"opened": True, "torch": True}
