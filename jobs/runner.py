@@ -22,7 +22,7 @@ from vectorize.providers.base import ActorRequest, is_deferred
 from vectorize.settings import RunSettings
 from vectorize.store.run_lock import run_lock
 from vectorize.store.runs import mark_abandoned, plain_error, record_end, record_failure, record_start
-from vectorize.summary import BatchMetrics, RunSummary, WriteCounts
+from vectorize.summary import ApiUsage, BatchApiFigures, BatchMetrics, RunSummary, WriteCounts
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,22 @@ def execute(plan: RunPlan, started: float | None = None) -> RunSummary:
         totals, reused, orphans = WriteCounts(), 0, Counter()
         if job.needs_pipeline:
             totals, (reused, orphans) = _embed(plan, job, summary)
+        else:
+            _no_requests(plan, summary)
         _tally(summary, totals, reused, orphans, job)
         job.end(store, summary)
         return _finished(store, summary, started)
+
+
+def _no_requests(plan: RunPlan, summary: RunSummary) -> None:
+    """A run that reads nothing still tells what it asked of a remote model: nothing."""
+    remote = plan.settings.embedding.remote
+    if remote is None:
+        return
+    summary.api_usage = ApiUsage(usd_per_million=remote.usd_per_million())
+    if remote.batch is not None:
+        summary.batch_api = BatchApiFigures(usd_per_million=remote.batch_usd_per_million(),
+                                            sync_usd_per_million=remote.usd_per_million())  # fmt: skip
 
 
 def _tally(summary: RunSummary, totals: WriteCounts, reused: int, orphans: Counter, job: TargetRun) -> None:
@@ -90,7 +103,8 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     ensure_ray(runtime.ray_address, progress=runtime.progress, worker_logs=runtime.worker_logs)
     if plan.target.embedded_database:
         check_embedded_database_reach()
-    asked = ActorRequest(runtime.actors, runtime.cpus_per_actor, runtime.gpus_per_actor)
+    asked = ActorRequest(runtime.actors, runtime.cpus_per_actor, runtime.gpus_per_actor,
+                         source_blocks=job.source.blocks())  # fmt: skip
     actors = provider.plan_actors(ray.cluster_resources(), asked)
     logger.info(
         "run %s: %s -> %s with %s, actors %s",
