@@ -28,7 +28,6 @@ from vectorize.text import TextTemplate
 logger = logging.getLogger(__name__)
 
 _SAMPLE_RECORDS = 200
-GZIP_RATIO = 4  # about what gzip gives on JSON: a compressed file's read size is guessed from it
 _KINDS = {
     ".parquet": "parquet",
     ".csv": "csv",
@@ -76,15 +75,6 @@ class SourcePlan:
                     + f" (its fields: {', '.join(self.fields) or 'none'})"
                 )
 
-    def blocks(self) -> int | None:
-        """How many blocks the read makes, where the source says (JSON files: their size)."""
-        if self.kind not in ("json", "jira", "github"):
-            return None
-        from vectorize.ray_runtime import BLOCK_BYTES
-
-        sizes = [os.path.getsize(path) * (GZIP_RATIO if path.endswith(".gz") else 1) for path in self.paths]
-        return sum(max(1, -(-size // BLOCK_BYTES)) for size in sizes)
-
     def read(self, num_cpus: float):  # -> ray.data.Dataset
         """A Ray dataset of the source; each read task takes ``num_cpus``."""
         import ray.data
@@ -98,12 +88,9 @@ class SourcePlan:
         if self.kind in ("json", "jira", "github"):
             from extract.json_source import JsonRecordsDatasource
 
-            # a read task per file, its blocks whole: asked for more, Ray Data would cut each into
-            # as many pieces, prepared apart (each a round trip, and a line's duplicate id could
-            # be claimed before the line itself); the actor pool takes no more actors than blocks
-            return ray.data.read_datasource(
-                JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus, override_num_blocks=len(self.paths)
-            )
+            # Ray Data cuts each read block into pieces (its count of blocks for the file's size):
+            # small tasks, so that every embedding actor has work and rows are written as they go
+            return ray.data.read_datasource(JsonRecordsDatasource(self.paths, self.envelope), num_cpus=num_cpus)
         if self.kind == "parquet":
             return ray.data.read_parquet(self.paths, num_cpus=num_cpus)
         return ray.data.read_csv(self.paths, num_cpus=num_cpus)

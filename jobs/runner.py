@@ -103,8 +103,7 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     ensure_ray(runtime.ray_address, progress=runtime.progress, worker_logs=runtime.worker_logs)
     if plan.target.embedded_database:
         check_embedded_database_reach()
-    asked = ActorRequest(runtime.actors, runtime.cpus_per_actor, runtime.gpus_per_actor,
-                         source_blocks=job.source.blocks())  # fmt: skip
+    asked = ActorRequest(runtime.actors, runtime.cpus_per_actor, runtime.gpus_per_actor)
     actors = provider.plan_actors(ray.cluster_resources(), asked)
     logger.info(
         "run %s: %s -> %s with %s, actors %s",

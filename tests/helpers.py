@@ -35,7 +35,8 @@ def run(source: Path | str, table: str, model: str, dsn: str, **settings) -> Run
 
 def query(dsn: str, statement: str, *params, table: str | None = None) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
-        register_vector(conn)
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+            register_vector(conn)  # a fresh database has no vector type until a run creates it
         text = sql.SQL(statement).format(t=sql.Identifier(table)) if table else statement
         return conn.execute(text, params).fetchall()
 

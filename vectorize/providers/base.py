@@ -72,7 +72,6 @@ class ActorRequest:
     cpus_per_actor: float | None = None
     gpus_per_actor: float | None = None
     encode_batch_size: int | None = None
-    source_blocks: int | None = None  # the blocks the source reads as, where known: more actors would wait idle
 
 
 class Provider(Protocol):

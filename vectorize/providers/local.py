@@ -193,9 +193,7 @@ class LocalSpec:
     def plan_actors(self, cluster: dict[str, float], asked: ActorRequest) -> ActorPlan:
         """One actor per GPU in fp16 when the cluster has GPUs. Otherwise a fixed pool of CPU
         actors, one per core up to 8 (single-threaded actors keep each core busy without the
-        intra-op barriers of a multi-threaded one), and no more than the source has blocks (the
-        pool hands out whole blocks: a small file's one block goes to one actor, which then
-        takes every core's thread), whose torch threads match the cores each owns."""
+        intra-op barriers of a multi-threaded one), whose torch threads match the cores each owns."""
         cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
         gpus_per_actor = asked.gpus_per_actor
         if gpus_per_actor is None:
@@ -205,7 +203,7 @@ class LocalSpec:
             low, high = asked.actors or (1, count)
             return ActorPlan(low, high, asked.cpus_per_actor or 1.0, gpus_per_actor, None)
         if asked.actors is None:
-            count = max(1, min(MAX_CPU_ACTORS, int(cpus), asked.source_blocks or MAX_CPU_ACTORS))
+            count = max(1, min(MAX_CPU_ACTORS, int(cpus)))
             low, high = count, count
         else:
             low, high = asked.actors
