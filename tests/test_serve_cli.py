@@ -28,6 +28,13 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _deaf_to_ctrl_c() -> None:
+    """The disposition a parent may leave its children (a test runner's thread, a shell's
+    background job): SIGINT ignored and blocked. The server must stop on Ctrl-C all the same."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def _serve(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     """Its output goes to ``log``: a pipe nobody reads while it runs could fill and block it."""
     with log.open("w") as out:
@@ -39,6 +46,7 @@ def _serve(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=_deaf_to_ctrl_c,
         )
 
 

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    """SIGTERM (a service manager's stop) stops the server as Ctrl-C does."""
+    """SIGTERM (a service manager's stop) and SIGINT stop the server as Ctrl-C does."""
     raise KeyboardInterrupt
 
 
@@ -76,6 +76,9 @@ def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
             worker_logs=args.debug,
         )  # fmt: skip
         signal.signal(signal.SIGTERM, _interrupt)  # after Ray's start, whose own handler dumps a stack
+        # a server started with Ctrl-C ignored or blocked (a parent's disposition, inherited) still stops on it
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
