@@ -253,8 +253,10 @@ def batch_row(rows: list[dict], work: Path, dsn: str, texts: int) -> None:
     stored = {r[0] for r in query(dsn, "SELECT id FROM bench_batch")}
     failed = {r[0] for r in query(dsn, "SELECT id FROM bench_batch_errors")}
     lost = sum(1 for r in chosen if r["id"] not in stored and r["id"] not in failed)
-    print(f"\n--batch-api, killed {killed_after:.1f} s in (its first accepted batch just made), then run again; "
-          f"each batch {3 * BATCH_STEP_S:g} s of the server's clock; the organisation queues {tokens // 3:,} tokens")
+    print(
+        f"\n--batch-api, killed {killed_after:.1f} s in (its first accepted batch just made), then run again; "
+        f"each batch {3 * BATCH_STEP_S:g} s of the server's clock; the organisation queues {tokens // 3:,} tokens"
+    )
     print("| rows | tokens | batches made | of them refused (queue full) | texts billed | billed twice | seconds "
           "| rows stored | rows lost |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")

@@ -156,8 +156,11 @@ class DryRunReport:
             f"collection   {self.collection}  ({self.model}){'' if self.exists else ', new'}",
             f"rows read    {self.rows_read}",
             f"to embed     {self.to_embed}  ({self.new} new, {self.changed} changed)",
-            *([f"in batches   {self.in_open_batches}  (submitted earlier: this run collects them, paid already)"]
-              if self.in_open_batches else []),
+            *(
+                [f"in batches   {self.in_open_batches}  (submitted earlier: this run collects them, paid already)"]
+                if self.in_open_batches
+                else []
+            ),
             f"reused       {self.reused}  (same text already stored or repeated in this run)",
             f"unchanged    {self.unchanged}",
             f"failed       {self.failed}" + (f"  ({reasons})" if reasons else ""),

@@ -14,7 +14,7 @@ from vectorize.embedded_pg import database_dsn, given_dsn
 from vectorize.errors import ConfigError
 from vectorize.providers.base import ProviderRequest, ProviderSpec, is_deferred, provider_spec
 from vectorize.settings import RunSettings
-from vectorize.store.collection import Collection
+from vectorize.store.collection import LIVE_SCHEMA, NEXT_SCHEMA, Collection
 from vectorize.store.storage import StorageRequest
 from vectorize.text import TextTemplate
 
@@ -35,7 +35,7 @@ def plan_run(settings: RunSettings) -> RunPlan:
         return _column_plan(settings)
     if not wanted.table:
         raise ConfigError("--table is required: the collection to write (or --dest column)")
-    collection = Collection(wanted.table)
+    collection = Collection(wanted.table, NEXT_SCHEMA if wanted.migration else LIVE_SCHEMA)
     if wanted.sync and settings.source.limit is not None:
         raise ConfigError("--sync leaves the collection holding exactly the source's rows: it cannot take --limit")
     inputs, provider = _checked_inputs(settings)

@@ -91,7 +91,7 @@ class CollectionTarget:
 
     @property
     def name(self) -> str:
-        return self.collection.name
+        return self.collection.key
 
     def begin(self, store: psycopg.Connection, inputs: Inputs, summary: RunSummary) -> CollectionRun:
         from vectorize.store.batch_work import forget_waiting
@@ -117,7 +117,7 @@ class CollectionTarget:
         from vectorize.store.registry import prepare_collection
 
         with connect(self.dsn, vector=False) as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f'public."{self.name}"',)).fetchone()[0] is not None
+            exists = conn.execute("SELECT to_regclass(%s)", (self.collection.regclass(),)).fetchone()[0] is not None
             storage = prepare_collection(self.dsn, self.collection, inputs.identity, inputs.origin, self.storage,
                                          inputs.provider_record, commit=False)  # fmt: skip
             if exists and not inputs.deferred:

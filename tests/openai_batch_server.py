@@ -181,8 +181,10 @@ class BatchApi:
         limit = self.state.enqueued_token_limit
         if problem is None and limit is not None and enqueued + batch.tokens > limit:
             model = requests[0]["body"].get("model") if requests else "the model"
-            message = (f"Enqueued token limit reached for {model} in organization org-test. Limit: {limit:,} "
-                       "enqueued tokens. Please try again once some in_progress batches have been completed.")
+            message = (
+                f"Enqueued token limit reached for {model} in organization org-test. Limit: {limit:,} "
+                "enqueued tokens. Please try again once some in_progress batches have been completed."
+            )
             problem = {"code": "token_limit_exceeded", "line": None, "param": None, "message": message}
         if problem is None and self.state.fail_next > 0:
             self.state.fail_next -= 1

@@ -258,9 +258,7 @@ def test_options_that_do_not_go_together_are_one_line(tmp_path, capsys, extra, s
     assert len(err) == 1 and err[0].startswith("vectorize: error: ") and says in err[0], err
 
 
-def test_hostile_records_through_the_batch_api_each_stored_or_an_error_row(
-    tmp_path, pg_dsn, table_name, openai_server
-):
+def test_hostile_records_through_the_batch_api_each_stored_or_an_error_row(tmp_path, pg_dsn, table_name, openai_server):
     corpus = write_poison_corpus(tmp_path / "poison.jsonl", [r["text"] for r in commit_rows(60)])
     summary = batch_run(corpus.path, table_name, pg_dsn, openai_server)
     stored = {key for (key,) in query(pg_dsn, "SELECT DISTINCT id FROM {t}", table=table_name)}
@@ -272,8 +270,26 @@ def test_hostile_records_through_the_batch_api_each_stored_or_an_error_row(
 
 
 def _batch_cli(source, table: str, dsn: str, server, address: str, *extra: str) -> subprocess.Popen:
-    args = ["run", str(source), "--table", table, "--dsn", dsn, "--provider", "openai", "--base-url", server.base_url,
-            "--api-key", server.state.api_key, "--batch-api", "--poll-interval", "0.5", "--address", address, *extra]
+    args = [
+        "run",
+        str(source),
+        "--table",
+        table,
+        "--dsn",
+        dsn,
+        "--provider",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "--api-key",
+        server.state.api_key,
+        "--batch-api",
+        "--poll-interval",
+        "0.5",
+        "--address",
+        address,
+        *extra,
+    ]
     return subprocess.Popen([sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
 

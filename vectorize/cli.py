@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 
+from vectorize.cli_migrate import add_migrate_command, run_migrate
 from vectorize.cli_quality import add_quality_commands, run_check, run_nearest, run_report
 from vectorize.cli_search import add_search_command, run_search
 from vectorize.console import own_output
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     add_run_options(commands.add_parser("run", help="embed a source into a collection"))
+    add_migrate_command(commands)
 
     add_search_command(commands)
     served = commands.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible embeddings, search")
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {
             "run": _run,
+            "migrate": run_migrate,
             "search": run_search,
             "serve": _serve,
             "check": run_check,

@@ -60,8 +60,12 @@ def add_provider_options(parser: argparse.ArgumentParser) -> None:
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Batch API (--provider openai or azure)")
-    group.add_argument("--batch-api", action="store_true", help="embed through the provider's Batch API: half "
-                       "the price, no rate limits, answered within 24 hours; a rerun collects, never pays twice")
+    group.add_argument(
+        "--batch-api",
+        action="store_true",
+        help="embed through the provider's Batch API: half "
+        "the price, no rate limits, answered within 24 hours; a rerun collects, never pays twice",
+    )
     option(group, "--poll-interval", BatchApiSettings, "poll_interval_s", "seconds between looks at the batches, "
            "at most (the first looks come sooner)", type=float)  # fmt: skip
     group.add_argument("--no-wait", dest="wait", action="store_false", default=argparse.SUPPRESS,

@@ -62,6 +62,10 @@ class UnknownCollectionError(ConfigError):
     """No collection of that name is registered in the database."""
 
 
+class MigrationError(ConfigError):
+    """A migration step that the collection's versions do not allow (nothing was changed)."""
+
+
 class DatabaseConfigError(ConfigError):
     """The database cannot be reached or lacks what the run needs."""
 

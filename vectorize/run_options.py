@@ -31,10 +31,11 @@ _RUN_FIELDS = frozenset(
 )
 
 
-def add_run_options(run: argparse.ArgumentParser) -> None:
+def add_run_options(run: argparse.ArgumentParser, *, source_required: bool = True) -> None:
     source = run.add_argument_group("source")
     source.add_argument(
         "source",
+        nargs=None if source_required else "?",
         help="a file or folder (Parquet, CSV, JSON, JSONL, .gz), git:REPO, jira:EXPORT, github:EXPORT, "
         "or postgresql://... with --source-table or --query",
     )

@@ -10,6 +10,7 @@ from vectorize.identity import ModelIdentity
 from vectorize.store.collection import Collection
 from vectorize.store.registry import Registered, registered
 from vectorize.store.search import SEARCH_MODES, Hit, nearest
+from vectorize.store.versions import search_lock
 
 MAX_K = 1000
 
@@ -58,7 +59,10 @@ def search(
     text, in keyword and hybrid modes); ``where``: metadata key: value pairs every hit must have."""
     check_k(k)
     check_mode(mode)
-    collection, found = collection_model(conn, name)
-    if not found.identity.same_model(model):
-        raise ModelMismatchError(f"collection {name!r} holds vectors of {found.identity.name}, not {model.name}")
-    return nearest(conn, collection, found.storage, vector, k, where, mode, words)
+    Collection(name)
+    with conn.transaction():  # the collection's model and vectors, as no migration's swap can change them
+        search_lock(conn, name)
+        collection, found = collection_model(conn, name)
+        if not found.identity.same_model(model):
+            raise ModelMismatchError(f"collection {name!r} holds vectors of {found.identity.name}, not {model.name}")
+        return nearest(conn, collection, found.storage, vector, k, where, mode, words)

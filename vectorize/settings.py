@@ -44,6 +44,7 @@ class TargetSettings:
     table: str = ""  # the collection
     column: str = "embedding"  # the column, with dest column
     sync: bool = False  # delete what the source no longer has
+    migration: bool = False  # into the collection's next version, which `vectorize migrate` builds
     dsn: str | None = None  # None: $VECTORIZE_DSN, else the embedded server
     data_dir: Path | None = None  # the embedded server's
     # a collection's storage (vectorize.store.storage); None: as recorded, or the default

@@ -16,6 +16,7 @@ from vectorize.errors import ConfigError
 from vectorize.search import check_k, collection_model
 from vectorize.store.lookups import is_empty
 from vectorize.store.search import Hit, nearest
+from vectorize.store.versions import search_lock
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,11 @@ def nearest_for_vectors(conn, table: str, values: object, k: int, what: str) -> 
     against collection ``table`` (which must exist and hold vectors), then queried. ``conn``
     need not have pgvector's types yet: a database without any collection has no extension."""
     check_k(k)
-    collection, found = collection_model(conn, table)
-    vectors = check_vectors(as_matrix(values, what), found.identity.dimensions, table, what)
-    if is_empty(conn, collection):
-        raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
     register_vector_types(conn)
-    return NearestTexts([nearest(conn, collection, found.storage, vector, k) for vector in vectors])
+    with conn.transaction():  # one version of the collection throughout (``vectorize.store.versions``)
+        search_lock(conn, table)
+        collection, found = collection_model(conn, table)
+        vectors = check_vectors(as_matrix(values, what), found.identity.dimensions, table, what)
+        if is_empty(conn, collection):
+            raise ConfigError(f"collection {table!r} holds no vectors yet: nothing to compare with")
+        return NearestTexts([nearest(conn, collection, found.storage, vector, k) for vector in vectors])

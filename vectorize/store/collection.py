@@ -13,13 +13,23 @@ from vectorize.store.storage import Storage
 REGISTRY_TABLE = "vectorize_collections"
 RUNS_TABLE = "vectorize_runs"
 _VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+# A collection's versions besides the one searched (``vectorize.store.versions``): the one a
+# migration builds, and the one the last migration replaced. Each is the same set of tables
+# under the same names in a schema of its own, so that a swap moves tables and renames nothing.
+LIVE_SCHEMA = "public"
+NEXT_SCHEMA = "vectorize_next"
+PREVIOUS_SCHEMA = "vectorize_previous"
+# each table of a collection, by the suffix of its name
+TABLE_SUFFIXES = ("", "_errors", "_pending", "_seen", "_batches", "_batch_inputs")
 
 
 @dataclass(frozen=True)
 class Collection:
-    """Target table ``name`` with its errors table and its pending-reuse table beside it."""
+    """Target table ``name`` with its errors table and its pending-reuse table beside it, in
+    ``schema``: the live collection, or a version of it that a migration keeps."""
 
     name: str
+    schema: str = LIVE_SCHEMA
 
     def __post_init__(self) -> None:
         if not _VALID_NAME.match(self.name):
@@ -28,41 +38,67 @@ class Collection:
             )
 
     @property
+    def key(self) -> str:
+        """Its name in the registry, the run history and the run lock: a version other than the
+        live one is ``schema.name``."""
+        return self.name if self.schema == LIVE_SCHEMA else f"{self.schema}.{self.name}"
+
+    def in_schema(self, schema: str) -> Collection:
+        return Collection(self.name, schema)
+
+    def regclass(self, suffix: str = "") -> str:
+        """The text ``to_regclass`` takes for one of its tables."""
+        return f'"{self.schema}"."{self.name}{suffix}"'
+
+    def _named(self, suffix: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, f"{self.name}{suffix}")
+
+    @property
     def table(self) -> sql.Identifier:
-        return sql.Identifier(self.name)
+        return self._named("")
 
     @property
     def errors(self) -> sql.Identifier:
-        return sql.Identifier(f"{self.name}_errors")
+        return self._named("_errors")
 
     @property
     def pending(self) -> sql.Identifier:
-        return sql.Identifier(f"{self.name}_pending")
+        return self._named("_pending")
 
     @property
     def seen(self) -> sql.Identifier:
         """The ids a --sync run read from its source; the others are deleted at its end."""
-        return sql.Identifier(f"{self.name}_seen")
+        return self._named("_seen")
 
     @property
     def batches(self) -> sql.Identifier:
         """The run's Batch API submissions (``vectorize.store.batch_work``)."""
-        return sql.Identifier(f"{self.name}_batches")
+        return self._named("_batches")
 
     @property
     def batch_inputs(self) -> sql.Identifier:
         """The texts in open Batch API submissions, or waiting to be sent again."""
-        return sql.Identifier(f"{self.name}_batch_inputs")
+        return self._named("_batch_inputs")
+
+    def tables(self) -> list[sql.Identifier]:
+        return [self._named(suffix) for suffix in TABLE_SUFFIXES]
 
     def index(self, suffix: str) -> sql.Identifier:
+        """An index's name: Postgres puts an index in its table's schema, so it takes no schema."""
         return sql.Identifier(f"{self.name}_{suffix}")
 
     def migrations(self, storage: Storage, dimensions: int) -> list[list[sql.Composed]]:
         """The collection's schema, one step a version (``vectorize.store.schema``)."""
         ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen, "b": self.batches,
                  "bi": self.batch_inputs}  # fmt: skip
+        own_schema = (
+            [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))]
+            if self.schema != LIVE_SCHEMA
+            else []
+        )
         return [
             [
+                *own_schema,
                 sql.SQL(
                     """CREATE TABLE IF NOT EXISTS {t} (
                         id text NOT NULL,

@@ -122,7 +122,7 @@ def _column_type(conn, collection: Collection) -> str:
     return conn.execute(
         """SELECT format_type(atttypid, atttypmod) FROM pg_attribute
            WHERE attrelid = to_regclass(%s) AND attname = 'embedding'""",
-        (f'public."{collection.name}"',),
+        (collection.regclass(),),
     ).fetchone()[0]
 
 

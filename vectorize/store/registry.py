@@ -56,7 +56,7 @@ def _storage_in_table(conn, collection: Collection, dimensions: int) -> Storage:
     column = conn.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
         "AND attname = 'embedding'",
-        (f'public."{collection.name}"',),
+        (collection.regclass(),),
     ).fetchone()
     vector_type = "halfvec" if column and column[0].startswith("halfvec") else "vector"
     fits = dimensions <= MAX_HNSW_DIMENSIONS[vector_type]
@@ -77,8 +77,8 @@ def prepare_collection(
     holds; the storage its vectors go to. ``provider``: a remote model's settings, remembered
     for searches (never a key). ``commit`` False: every check, nothing kept (a dry run)."""
     what = f"collection {collection.name!r}"
-    with register(dsn, what, collection.name, identity, model_source, "--table", commit=commit) as (conn, found):
-        scope = collection_scope(collection.name)
+    with register(dsn, what, collection.key, identity, model_source, "--table", commit=commit) as (conn, found):
+        scope = collection_scope(collection.key)
         if found is None:
             _refuse_foreign_table(conn, collection)
         recorded = None
@@ -94,9 +94,9 @@ def prepare_collection(
                 "UPDATE {r} SET storage = coalesce(storage, %s::jsonb), provider = coalesce(provider, %s::jsonb) "
                 "WHERE collection = %s"
             ).format(r=sql.Identifier(REGISTRY_TABLE)),
-            (chosen.to_json(), json.dumps(provider) if provider else None, collection.name),
+            (chosen.to_json(), json.dumps(provider) if provider else None, collection.key),
         )
-        if conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0] is None:
+        if conn.execute("SELECT to_regclass(%s)", (collection.regclass(),)).fetchone()[0] is None:
             forget(conn, scope)
         migrate(conn, scope, collection.migrations(chosen, identity.dimensions))
     return chosen
@@ -146,7 +146,7 @@ def _check_text_search(conn, name: str) -> None:
 
 
 def _refuse_foreign_table(conn, collection: Collection) -> None:
-    exists = conn.execute("SELECT to_regclass(%s)", (f'public."{collection.name}"',)).fetchone()[0]
+    exists = conn.execute("SELECT to_regclass(%s)", (collection.regclass(),)).fetchone()[0]
     if exists is not None:
         raise ConfigError(
             f"table {collection.name!r} already exists and is not a vectorize collection: choose another --table"
@@ -156,7 +156,7 @@ def _refuse_foreign_table(conn, collection: Collection) -> None:
 def _lookup(conn, collection: Collection) -> Registered | None:
     """Like ``_registered``, also in a database where no collection was ever made."""
     exists = conn.execute("SELECT to_regclass(%s)", (f"public.{REGISTRY_TABLE}",)).fetchone()[0]
-    return _registered(conn, collection.name) if exists else None
+    return _registered(conn, collection.key) if exists else None
 
 
 def registered(conn, collection: Collection) -> Registered | None:

@@ -139,7 +139,7 @@ def _has_keyword_index(conn, collection: Collection) -> bool:
     return (
         conn.execute(
             "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'text_search'",
-            (f'public."{collection.name}"',),
+            (collection.regclass(),),
         ).fetchone()
         is not None
     )

@@ -27,7 +27,7 @@ def collection_state(conn, collection: Collection) -> tuple[int, int]:
 
 def recorded_source_state(conn, collection: Collection) -> dict | None:
     found = conn.execute(
-        sql.SQL("SELECT source_state FROM {r} WHERE collection = %s").format(r=_REGISTRY), (collection.name,)
+        sql.SQL("SELECT source_state FROM {r} WHERE collection = %s").format(r=_REGISTRY), (collection.key,)
     ).fetchone()
     return found[0] if found else None
 
@@ -57,7 +57,7 @@ def unchanged_since_last_run(conn, collection: Collection, state: dict, sync: bo
 def forget_source_state(conn, collection: Collection) -> None:
     """A run that reads rows may change the collection: until it completes, no state stands."""
     conn.execute(sql.SQL("UPDATE {r} SET source_state = NULL WHERE collection = %s").format(r=_REGISTRY),
-                 (collection.name,))  # fmt: skip
+                 (collection.key,))  # fmt: skip
 
 
 def record_source_state(store: str | psycopg.Connection, collection: Collection, state: dict, synced: bool) -> None:
@@ -66,5 +66,5 @@ def record_source_state(store: str | psycopg.Connection, collection: Collection,
         stored, _ = collection_state(conn, collection)
         conn.execute(
             sql.SQL("UPDATE {r} SET source_state = %s WHERE collection = %s").format(r=_REGISTRY),
-            (json.dumps({**state, "stored": stored, "synced": synced}), collection.name),
+            (json.dumps({**state, "stored": stored, "synced": synced}), collection.key),
         )

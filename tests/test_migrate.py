@@ -1,0 +1,297 @@
+"""`vectorize migrate`: a collection moved to another model or storage while searches go on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from jobs.migrate import migrate
+from tests.corpus import ROOT, commit_rows, write_jsonl
+from tests.helpers import query, run
+from vectorize.cli import main as cli_main
+from vectorize.errors import ModelMismatchError
+from vectorize.providers.base import ProviderRequest, embed_blocking, provider_spec
+from vectorize.search import search
+from vectorize.settings import RunSettings
+from vectorize.store.collection import Collection
+from vectorize.store.registry import registered
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def rows_of(count: int) -> list[dict]:
+    return [{"id": r["id"], "text": r["text"][:300]} for r in commit_rows(count)]
+
+
+def migration(source, table: str, model: str, dsn: str, min_coverage: float = 1.0, **settings):
+    settings.setdefault("batch_size", 16)
+    settings.setdefault("actors", (1, 1))
+    return migrate(RunSettings.of(source=str(source), table=table, model=model, dsn=dsn, **settings), min_coverage)
+
+
+def models_of(dsn: str, table: str, schema: str = "public") -> set[str]:
+    return {m for (m,) in query(dsn, f'SELECT DISTINCT model FROM "{schema}"."{table}"')}
+
+
+def identity_of(dsn: str, table: str):
+    with psycopg.connect(dsn) as conn:
+        return registered(conn, Collection(table)).identity
+
+
+class SearchLoop:
+    """Searches one collection without pause, as a client that reads the collection's model and
+    embeds its query with it: each answer is checked to come from one model (a stored text found
+    by its own vector has a similarity near 1; the two test models' vectors are unrelated)."""
+
+    def __init__(self, dsn: str, table: str, queries: dict[str, list[np.ndarray]]) -> None:
+        self.dsn, self.table, self.queries = dsn, table, queries
+        self.answers: list[tuple[str, float]] = []  # (model key, best similarity)
+        self.failures: list[str] = []
+        self.retried = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> SearchLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _loop(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            register_vector(conn)
+            turn = 0
+            while not self._stop.is_set():
+                turn += 1
+                self._one(conn, turn)
+
+    def _one(self, conn, turn: int) -> None:
+        for _attempt in range(2):
+            identity = registered(conn, Collection(self.table)).identity
+            vectors = self.queries[identity.key]
+            try:
+                hits = search(conn, self.table, vectors[turn % len(vectors)], 3, identity)
+            except ModelMismatchError:  # swapped between reading the model and searching: ask again
+                self.retried += 1
+                continue
+            except Exception as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                return
+            self.answers.append((identity.key, hits[0].similarity if hits else float("nan")))
+            return
+        self.failures.append("the collection's model changed twice under one search")
+
+
+def query_vectors(model: str, texts: list[str]) -> tuple[str, list[np.ndarray]]:
+    provider = provider_spec(ProviderRequest("local", model))
+    return provider.identity.key, list(embed_blocking(provider.open(), texts).vectors)
+
+
+def test_a_migration_under_searches_swaps_in_one_step_and_rolls_back(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    rows = rows_of(120)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    first = run(source, table_name, tiny_model, pg_dsn)
+    assert first.embedded == 120
+    old_key, old_vectors = query_vectors(tiny_model, [r["text"] for r in rows[:10]])
+    new_key, new_vectors = query_vectors(other_tiny_model, [r["text"] for r in rows[:10]])
+
+    with SearchLoop(pg_dsn, table_name, {old_key: old_vectors, new_key: new_vectors}) as loop:
+        time.sleep(0.5)
+        report = migration(source, table_name, other_tiny_model, pg_dsn)
+        time.sleep(0.5)
+    assert loop.failures == []
+    assert report.swapped and report.figures.coverage == 1.0 and report.build.embedded == 120
+    assert {key for key, _ in loop.answers} == {old_key, new_key}  # answers before and after the swap
+    assert all(similarity > 0.9 for _, similarity in loop.answers)  # never one model's query on the other's vectors
+    assert models_of(pg_dsn, table_name) == {new_key}
+    assert models_of(pg_dsn, table_name, "vectorize_previous") == {old_key}
+    assert identity_of(pg_dsn, table_name).key == new_key
+    assert query(pg_dsn, f'SELECT count(*), count(DISTINCT id) FROM "public"."{table_name}"') == [(120, 120)]
+
+    # the swapped-in collection is an ordinary one: a run with its new model reads and embeds nothing new
+    after = run(source, table_name, other_tiny_model, pg_dsn)
+    assert (after.embedded, after.unchanged) == (0, 120)
+
+    assert cli_main(["migrate", "--table", table_name, "--rollback", "--dsn", pg_dsn]) == 0
+    assert identity_of(pg_dsn, table_name).key == old_key and models_of(pg_dsn, table_name) == {old_key}
+    assert models_of(pg_dsn, table_name, "vectorize_previous") == {new_key}
+    assert cli_main(["migrate", "--table", table_name, "--drop-previous", "--dsn", pg_dsn]) == 0
+    assert query(pg_dsn, "SELECT to_regclass(%s)", f'vectorize_previous."{table_name}"') == [(None,)]
+    assert query(pg_dsn, "SELECT count(*) FROM vectorize_collections WHERE collection LIKE %s", f"%.{table_name}") == [
+        (0,)
+    ]
+
+
+def test_a_storage_change_copies_the_vectors_instead_of_embedding_them(tmp_path, tiny_model, pg_dsn, table_name):
+    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(40))
+    run(source, table_name, tiny_model, pg_dsn)
+    before = query(pg_dsn, f'SELECT id, embedding::text FROM "{table_name}" ORDER BY id')
+    report = migration(source, table_name, tiny_model, pg_dsn, vector_type="halfvec")
+    assert report.swapped and report.copied == 40 and report.build.embedded == 0
+    column = query(pg_dsn, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+                   "AND attname = 'embedding'", f'"{table_name}"')  # fmt: skip
+    assert column == [("halfvec(32)",)]
+    after = dict(query(pg_dsn, f'SELECT id, embedding::vector::text FROM "{table_name}"'))
+    for key, text in before:
+        np.testing.assert_allclose(
+            np.array(after[key].strip("[]").split(","), float), np.array(text.strip("[]").split(","), float), atol=2e-3
+        )
+
+
+def _refused(capsys, *args: str) -> str:
+    code = cli_main(["migrate", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    return err[0]
+
+
+def registry_rows(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT collection, identity_key, storage::text FROM vectorize_collections ORDER BY collection")
+
+
+def test_what_a_migration_cannot_do_is_one_line_and_changes_nothing(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name, capsys
+):
+    from tests.tiny_model import build_tiny_model
+
+    third = str(build_tiny_model(tmp_path / "third", seed=2, hidden=48))
+    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(20))
+    dsn = ["--dsn", pg_dsn]
+    assert "no collection" in _refused(capsys, str(source), "--table", table_name, "--model", tiny_model, *dsn)
+    run(source, table_name, tiny_model, pg_dsn)
+    before = registry_rows(pg_dsn)
+    line = _refused(capsys, str(source), "--table", table_name, "--model", tiny_model, *dsn)
+    assert "already holds vectors of" in line and "nothing to migrate" in line
+    assert "no previous version to roll back" in _refused(capsys, "--table", table_name, "--rollback", *dsn)
+    assert "no previous version" in _refused(capsys, "--table", table_name, "--drop-previous", *dsn)
+    assert "no migration in progress" in _refused(capsys, "--table", table_name, "--abort", *dsn)
+    assert "drop --limit" in _refused(capsys, str(source), "--table", table_name, "--model", third, "--limit", "5",
+                                      *dsn)  # fmt: skip
+    assert registry_rows(pg_dsn) == before
+
+    # a build in progress (coverage below the bar leaves it unswapped) refuses another model
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"id": r["id"], "text": " "} for r in rows_of(20)])
+    report = migration(empty, table_name, other_tiny_model, pg_dsn)
+    assert not report.swapped and report.figures.coverage == 0.0
+    building = registry_rows(pg_dsn)
+    line = _refused(capsys, str(source), "--table", table_name, "--model", third, *dsn)
+    assert "in progress" in line and "--abort" in line
+    assert registry_rows(pg_dsn) == building
+    assert cli_main(["migrate", "--table", table_name, "--status", *dsn]) == 0
+    status = capsys.readouterr().out
+    assert "live" in status and "next" in status and "0 ids" in status
+    assert cli_main(["migrate", "--table", table_name, "--abort", *dsn]) == 0
+    assert registry_rows(pg_dsn) == before
+
+
+def test_a_remote_model_collection_moves_to_a_local_model(tmp_path, tiny_model, pg_dsn, table_name, openai_server):
+    from tests.test_openai_job import remote
+
+    rows = [{**r, "text": r["text"][:60]} for r in rows_of(30)]
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    first = run_job_remote(source, table_name, pg_dsn, remote(openai_server))
+    assert first.embedded == 30
+    report = migration(source, table_name, tiny_model, pg_dsn)
+    assert report.swapped and report.build.embedded == 30
+    assert identity_of(pg_dsn, table_name).dimensions == 32
+    assert query(pg_dsn, "SELECT provider FROM vectorize_collections WHERE collection = %s", table_name) == [(None,)]
+    previous = query(pg_dsn, "SELECT identity->>'revision' FROM vectorize_collections WHERE collection = %s",
+                     f"vectorize_previous.{table_name}")  # fmt: skip
+    assert previous[0][0].startswith("api:")
+
+
+def run_job_remote(source, table, dsn, settings):
+    from jobs.launch import run_job
+
+    return run_job(RunSettings.of(source=str(source), table=table, dsn=dsn, remote=settings, batch_size=16,
+                                  actors=(1, 1)))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_migration_continues_where_it_stopped(tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name,
+                                                      ray_cluster):  # fmt: skip
+    total = 1500
+    rows = [{"id": f"m{i}", "text": f"migrated row {i} " + "padding words " * (i % 13)} for i in range(total)]
+    source = write_jsonl(tmp_path / "big.jsonl", rows)
+    run(source, table_name, tiny_model, pg_dsn, batch_size=64)
+    address = ray_cluster.get_runtime_context().gcs_address
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.migrate", str(source), "--table", table_name, "--model", other_tiny_model,
+         "--dsn", pg_dsn, "--batch-size", "8", "--writers", "1", "--address", address, "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    shadow = f'vectorize_next."{table_name}"'
+    deadline = time.monotonic() + 300
+    stored_when_killed = 0
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            made = query(pg_dsn, "SELECT to_regclass(%s)", shadow)[0][0]
+            stored_when_killed = query(pg_dsn, f"SELECT count(*) FROM {shadow}")[0][0] if made else 0
+            if stored_when_killed >= 16:
+                break
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert 0 < stored_when_killed < total, (stored_when_killed, driver.stderr.read()[-2000:])
+    old_key = identity_of(pg_dsn, table_name).key
+    assert models_of(pg_dsn, table_name) == {old_key}  # the live version untouched by the killed build
+
+    report = migration(source, table_name, other_tiny_model, pg_dsn, batch_size=64)
+    assert report.swapped
+    assert report.build.unchanged >= stored_when_killed
+    assert report.build.embedded + report.build.unchanged == total
+    assert query(pg_dsn, f'SELECT count(*), count(DISTINCT id) FROM "{table_name}"') == [(total, total)]
+    assert models_of(pg_dsn, table_name) != {old_key}
+    history = query(pg_dsn, "SELECT status FROM vectorize_runs WHERE collection = %s ORDER BY started_at",
+                    f"vectorize_next.{table_name}")  # fmt: skip
+    assert history == [("abandoned",), ("succeeded",)]
+
+
+def test_the_swap_waits_for_a_search_in_progress_and_searches_after_it_see_the_new_model(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    from jobs.launch import run_job
+    from jobs.migrate import swap
+    from vectorize.store.versions import search_lock
+
+    rows = rows_of(30)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    run(source, table_name, tiny_model, pg_dsn)
+    run_job(RunSettings.of(source=str(source), table=table_name, model=other_tiny_model, dsn=pg_dsn, migration=True,
+                           batch_size=16, actors=(1, 1)))  # fmt: skip
+    old_key, old_vectors = query_vectors(tiny_model, [rows[0]["text"]])
+    new_key, new_vectors = query_vectors(other_tiny_model, [rows[0]["text"]])
+    old, new = identity_of(pg_dsn, table_name), None
+
+    with psycopg.connect(pg_dsn, autocommit=True) as slow:
+        register_vector(slow)
+        with slow.transaction():  # a search that has begun: it holds the collection's version
+            search_lock(slow, table_name)
+            swapping = threading.Thread(target=swap, args=(pg_dsn, table_name))
+            swapping.start()
+            swapping.join(2.0)
+            assert swapping.is_alive()  # the swap waits for the search
+            hits = search(slow, table_name, old_vectors[0], 3, old)
+            assert hits[0].similarity > 0.9 and models_of(pg_dsn, table_name) == {old_key}
+        swapping.join(30)
+        assert not swapping.is_alive()
+        new = identity_of(pg_dsn, table_name)
+        assert new.key == new_key
+        with pytest.raises(ModelMismatchError):
+            search(slow, table_name, old_vectors[0], 3, old)
+        assert search(slow, table_name, new_vectors[0], 3, new)[0].similarity > 0.9

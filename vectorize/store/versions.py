@@ -1,0 +1,160 @@
+"""A collection's versions: the live one that runs write and searches read, the next one that a
+migration builds beside it with another model or storage, and the previous one that the last
+swap replaced (kept for a rollback until it is dropped).
+
+Each version is the same set of tables under the same names in a schema of its own
+(``vectorize.store.collection``), with a registry row of its own (key ``schema.name``). A swap
+moves tables between schemas and registry rows between keys in one transaction, renaming
+nothing, so indexes and constraints keep their names. Searches take a shared lock on the
+collection's name for their transaction and the swap the exclusive one: a search runs wholly
+before the swap or wholly after it, on one model's vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from vectorize.store.collection import (
+    LIVE_SCHEMA,
+    NEXT_SCHEMA,
+    PREVIOUS_SCHEMA,
+    REGISTRY_TABLE,
+    TABLE_SUFFIXES,
+    Collection,
+)
+from vectorize.store.registry import Registered, registered
+from vectorize.store.schema import SCHEMA_TABLE, collection_scope
+
+logger = logging.getLogger(__name__)
+
+SWAP_SCHEMA = "vectorize_swap"  # where the live tables wait for a moment while a rollback exchanges them
+
+
+def search_lock(conn: psycopg.Connection, name: str) -> None:
+    """Inside a transaction: hold collection ``name`` in its version until the transaction ends
+    (a swap waits for it, and it for a swap)."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"vectorize-versions:{name}",))
+
+
+def _swap_lock(conn: psycopg.Connection, name: str) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize-versions:{name}",))
+
+
+@dataclass(frozen=True)
+class Versions:
+    live: Registered | None
+    next: Registered | None
+    previous: Registered | None
+
+
+def read_versions(conn: psycopg.Connection, name: str) -> Versions:
+    live = Collection(name)
+    return Versions(
+        registered(conn, live),
+        registered(conn, live.in_schema(NEXT_SCHEMA)),
+        registered(conn, live.in_schema(PREVIOUS_SCHEMA)),
+    )
+
+
+@dataclass(frozen=True)
+class VersionFigures:
+    rows: int  # stored rows (chunks count one each)
+    ids: int  # distinct ids stored
+    failed_ids: int  # distinct ids with an error row and nothing stored
+
+    @property
+    def coverage(self) -> float:
+        """The share of the ids read that are stored."""
+        read = self.ids + self.failed_ids
+        return self.ids / read if read else 0.0
+
+
+def version_figures(conn: psycopg.Connection, collection: Collection) -> VersionFigures:
+    if conn.execute("SELECT to_regclass(%s)", (collection.regclass(),)).fetchone()[0] is None:
+        return VersionFigures(0, 0, 0)
+    rows, ids, failed = conn.execute(
+        sql.SQL(
+            """SELECT (SELECT count(*) FROM {t}), (SELECT count(DISTINCT id) FROM {t}),
+                      (SELECT count(DISTINCT e.id) FROM {e} e WHERE NOT EXISTS (SELECT FROM {t} t WHERE t.id = e.id))"""
+        ).format(t=collection.table, e=collection.errors)
+    ).fetchone()
+    return VersionFigures(int(rows), int(ids), int(failed))
+
+
+def _move(conn: psycopg.Connection, source: Collection, schema: str) -> None:
+    """Collection ``source``'s tables, registry row and schema version into ``schema``."""
+    target = source.in_schema(schema)
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    for suffix in TABLE_SUFFIXES:
+        conn.execute(
+            sql.SQL("ALTER TABLE IF EXISTS {} SET SCHEMA {}").format(
+                sql.Identifier(source.schema, f"{source.name}{suffix}"), sql.Identifier(schema)
+            )
+        )
+    conn.execute(
+        sql.SQL("UPDATE {r} SET collection = %s WHERE collection = %s").format(r=sql.Identifier(REGISTRY_TABLE)),
+        (target.key, source.key),
+    )
+    conn.execute(
+        sql.SQL("UPDATE {s} SET scope = %s WHERE scope = %s").format(s=sql.Identifier(SCHEMA_TABLE)),
+        (collection_scope(target.key), collection_scope(source.key)),
+    )
+
+
+def swap_in_next(conn: psycopg.Connection, name: str) -> None:
+    """In one transaction: the live version becomes the previous one, the next one live. The
+    caller holds both versions' run locks and has checked that there is no previous version."""
+    live = Collection(name)
+    with conn.transaction():
+        _swap_lock(conn, name)
+        _move(conn, live, PREVIOUS_SCHEMA)
+        _move(conn, live.in_schema(NEXT_SCHEMA), LIVE_SCHEMA)
+    logger.info("collection %s: the next version is live, the one it replaced kept as previous", name)
+
+
+def roll_back(conn: psycopg.Connection, name: str) -> None:
+    """In one transaction: the live and the previous version change places."""
+    live = Collection(name)
+    with conn.transaction():
+        _swap_lock(conn, name)
+        _move(conn, live, SWAP_SCHEMA)
+        _move(conn, live.in_schema(PREVIOUS_SCHEMA), LIVE_SCHEMA)
+        _move(conn, live.in_schema(SWAP_SCHEMA), PREVIOUS_SCHEMA)
+    logger.info("collection %s: the previous version is live again", name)
+
+
+def drop_version(conn: psycopg.Connection, collection: Collection) -> None:
+    """A version other than the live one, gone: its tables, registry row and schema version."""
+    if collection.schema == LIVE_SCHEMA:
+        raise ValueError("the live version is never dropped here")
+    with conn.transaction():
+        for table in collection.tables():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        conn.execute(
+            sql.SQL("DELETE FROM {r} WHERE collection = %s").format(r=sql.Identifier(REGISTRY_TABLE)),
+            (collection.key,),
+        )
+        conn.execute(
+            sql.SQL("DELETE FROM {s} WHERE scope = %s").format(s=sql.Identifier(SCHEMA_TABLE)),
+            (collection_scope(collection.key),),
+        )
+
+
+def copy_vectors(conn: psycopg.Connection, source: Collection, target: Collection, column_type: sql.Composed) -> int:
+    """The rows of ``source`` into ``target`` (made already, for the same model), their vectors
+    cast to ``column_type``; rows ``target`` has are left as they are. How many were copied."""
+    with conn.transaction():
+        copied = conn.execute(
+            sql.SQL(
+                """INSERT INTO {d} (id, chunk, text, text_sha256, model, embedding, metadata, embedded_at,
+                                    source_fingerprint)
+                   SELECT id, chunk, text, text_sha256, model, embedding::{ct}, metadata, embedded_at,
+                          source_fingerprint
+                   FROM {s} ON CONFLICT (id, chunk) DO NOTHING"""
+            ).format(d=target.table, s=source.table, ct=column_type)
+        ).rowcount
+    return int(copied or 0)
