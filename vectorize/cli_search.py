@@ -10,7 +10,7 @@ import json
 from dataclasses import replace
 
 from vectorize.cli_provider import add_provider_options, remote_settings
-from vectorize.errors import ConfigError
+from vectorize.errors import ConfigError, ModelMismatchError
 from vectorize.options import add_database_options
 from vectorize.store.search import SEARCH_MODES
 
@@ -52,11 +52,17 @@ def run_search(args: argparse.Namespace) -> int:
         raise ConfigError("the query is empty")
     collection = Collection(args.table)
     dsn = database_dsn(args.dsn, args.data_dir)
-    found = registered_model(dsn, collection)
-    provider = _query_provider(args, collection, found)
-    vector = embed_blocking(provider, [query]).vectors[0]
-    with connect(dsn) as conn:
-        hits = search(conn, collection.name, vector, args.k, provider.identity, filters, args.mode, query)
+    for attempt in (1, 2):
+        found = registered_model(dsn, collection)
+        provider = _query_provider(args, collection, found)
+        vector = embed_blocking(provider, [query]).vectors[0]
+        try:
+            with connect(dsn) as conn:
+                hits = search(conn, collection.name, vector, args.k, provider.identity, filters, args.mode, query)
+            break
+        except ModelMismatchError:  # a migration's swap between reading the model and searching
+            if attempt == 2:
+                raise
     if args.json:
         print(json.dumps([h.to_dict(digits=4) for h in hits]))
         return 0

@@ -120,7 +120,8 @@ def register(
                 f"{what} holds vectors of {existing.name} "
                 f"({existing.dimensions} dims); this run's model is {identity.name} "
                 f"({identity.dimensions} dims), differing in {'; '.join(identity.differences(existing))}. "
-                f"Use another {option}, or --model {existing.name}."
+                f"Use another {option}, or --model {existing.name}"
+                + (", or move it to this model with `vectorize migrate`." if option == "--table" else ".")
             )
         if existing is None:
             conn.execute(
