@@ -145,7 +145,7 @@ def main() -> None:
     from serve.launch import free_port, start_application
 
     url = start_application(
-        model=MODEL, dsn=None, host="127.0.0.1", port=free_port("127.0.0.1"), cpus_per_replica=args.cpus
+        models=[MODEL], dsn=None, host="127.0.0.1", port=free_port("127.0.0.1"), cpus_per_replica=args.cpus
     )
     python_proxy = f"http://127.0.0.1:{os.environ['RAY_SERVE_FALLBACK_PROXY_HTTP_PORT']}"
     rounds: list[Round] = []

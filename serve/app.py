@@ -16,6 +16,7 @@ import base64
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ray import serve
 from starlette.requests import Request
@@ -23,9 +24,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from serve.api_errors import ApiError
 from serve.auth import authorized, configured_keys
-from serve.collection_access import Collections
+from serve.collection_access import Collections, ModelChanged
 from serve.logs import log_to_replica_file
 from serve.metrics import ServiceMetrics
+from serve.model_catalog import CatalogEntry, ModelCatalog
 from serve.responses import FastJSONResponse
 from serve.schema import EmbeddingsRequest, NearestRequest, SearchRequest, parse_json
 from serve.served_model import ServedModel
@@ -84,21 +86,28 @@ class EmbeddingService:
         max_body_bytes: int = 4 * 1024 * 1024,
         threads: int | None = None,
         api_keys: list[str] | None = None,
+        models: dict[str, Any] | None = None,
     ) -> None:
+        """``models``: several models, each a ModelServer deployment (model -> its handle); else
+        ``model`` is served in this replica."""
         log_to_replica_file()
-        spec = provider_spec(ProviderRequest("local", model))
-        self.identity = spec.identity
-        # the names users know it by: its id, its short name ("all-MiniLM-L6-v2"), what serve was given
-        self.model_names = tuple(dict.fromkeys((self.identity.name, self.identity.name.rsplit("/", 1)[-1], model)))
         self.metrics = ServiceMetrics()
-        self.model = ServedModel(
-            spec,
-            threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
-            cache_size=DEFAULT_USER_CONFIG["cache_size"],
-            matryoshka=matryoshka,
-            metrics=self.metrics,
-        )
-        self.collections = Collections(dsn, self.identity)
+        self.model: ServedModel | None = None
+        if models:
+            entries = [CatalogEntry.of(provider_spec(ProviderRequest("local", given)).identity, given, handle)
+                       for given, handle in models.items()]  # fmt: skip
+        else:
+            spec = provider_spec(ProviderRequest("local", model))
+            self.model = ServedModel(
+                spec,
+                threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
+                cache_size=DEFAULT_USER_CONFIG["cache_size"],
+                matryoshka=matryoshka,
+                metrics=self.metrics,
+            )
+            entries = [CatalogEntry.of(spec.identity, model, self.model)]
+        self.catalog = ModelCatalog(entries, deployed=bool(models))
+        self.collections = Collections(dsn)
         self.max_body_bytes = max_body_bytes
         self.keys = [k.encode() for k in api_keys] if api_keys is not None else configured_keys()
         self.pending = 0
@@ -140,7 +149,9 @@ class EmbeddingService:
     def reconfigure(self, config: dict) -> None:
         merged = {**DEFAULT_USER_CONFIG, **(config or {})}
         self.max_pending = max(1, int(merged["max_pending_requests"]))
-        self.model.configure(int(merged["max_batch_texts"]), float(merged["batch_wait_s"]), int(merged["cache_size"]))
+        if self.model is not None:  # several models: each deployment takes its own user_config
+            self.model.configure(int(merged["max_batch_texts"]), float(merged["batch_wait_s"]),
+                                 int(merged["cache_size"]))  # fmt: skip
 
     async def _guard(self, request: Request, route: str) -> None:
         if route not in OPEN_ROUTES and not authorized(request.headers.get("authorization"), self.keys):
@@ -168,8 +179,8 @@ class EmbeddingService:
     async def embeddings(self, request: Request) -> Response:
         async def handle() -> dict:
             parsed = EmbeddingsRequest.parse(await self._body(request, "/v1/embeddings"))
-            self._check_model(parsed.model)
-            vectors, tokens = await self.model.embed(parsed.texts, parsed.dimensions)
+            entry = self.catalog.find(parsed.model)
+            vectors, tokens = await self.catalog.embed(entry, parsed.texts, parsed.dimensions)
             data = []
             for i, vector in enumerate(vectors):
                 if parsed.encoding_format == "base64":
@@ -180,7 +191,7 @@ class EmbeddingService:
             return {
                 "object": "list",
                 "data": data,
-                "model": self.identity.name,
+                "model": entry.identity.name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
 
@@ -189,11 +200,30 @@ class EmbeddingService:
     async def search(self, request: Request) -> Response:
         async def handle() -> dict:
             parsed = SearchRequest.parse(await self._body(request, "/v1/search"))
-            vectors, _ = await self.model.embed([parsed.query])
-            hits = await asyncio.to_thread(self.collections.search, parsed, vectors[0])
+            hits = await self._search(parsed)
             return {"object": "list", "collection": parsed.collection, "data": hits}
 
         return await self._answer(request, "/v1/search", handle)
+
+    async def _search(self, parsed: SearchRequest) -> list[dict]:
+        """The query embedded with the collection's own model; once more with the new one where
+        a migration swapped it in between."""
+        for _attempt in range(2):
+            identity = await asyncio.to_thread(self.collections.model_of, parsed.collection)
+            entry = self.catalog.serving(identity)
+            if entry is None:
+                raise ApiError(
+                    400, f"collection {parsed.collection!r} holds vectors of {identity.name}, which this server does "
+                    f"not serve (it serves {self.catalog.names()}): serve that model too (--model)",
+                    param="collection", code="model_not_served",
+                )  # fmt: skip
+            vectors, _ = await self.catalog.embed(entry, [parsed.query])
+            try:
+                return await asyncio.to_thread(self.collections.search, parsed, vectors[0], entry.identity)
+            except ModelChanged:
+                continue
+        raise ApiError(503, "the collection's model changed twice during this search; retry", "server_error",
+                       retry_after_s=1)  # fmt: skip
 
     async def nearest(self, request: Request) -> Response:
         """The stored texts nearest to given vectors, and a summary over their nearest hits."""
@@ -208,39 +238,59 @@ class EmbeddingService:
 
     async def models(self, request: Request) -> Response:
         async def handle() -> dict:
-            model = {"id": self.identity.name, "object": "model", "owned_by": "vectorize"}
-            aliases = [name for name in self.model_names if name != self.identity.name]
-            return {"object": "list", "data": [{**model, "dimensions": self.identity.dimensions, "aliases": aliases}]}
+            return {"object": "list", "data": [entry.describe() for entry in self.catalog.entries]}
 
         return await self._answer(request, "/v1/models", handle)
 
     async def healthz(self, _request: Request) -> JSONResponse:
         database = await asyncio.to_thread(self.collections.reachable)
         healthy = database is not False
-        body = {"model": self.identity.name, "model_loaded": True, "database": database}
+        names = [entry.identity.name for entry in self.catalog.entries]
+        body = {"model": names[0], "models": names, "model_loaded": True, "database": database}
         self._count("/healthz", 200 if healthy else 503)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics_text(self, _request: Request) -> PlainTextResponse:
-        cache = self.model.cache
-        text = self.metrics.render(cache.hits, cache.misses, len(cache))
+        cache = self.model.cache if self.model is not None else None  # several models: each deployment has its own
+        text = self.metrics.render(cache.hits if cache else 0, cache.misses if cache else 0, len(cache) if cache else 0)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    def _check_model(self, model: str | None) -> None:
-        if model not in (None, "") and model not in self.model_names:
-            raise ApiError(
-                404, f"the model {model!r} is not served here; GET /v1/models lists those that are", param="model",
-                code="model_not_found",
-            )  # fmt: skip
+
+def compose(
+    models: list[str],
+    *,
+    dsn: str | None,
+    matryoshka: bool = False,
+    threads: int | None = None,
+    replicas: int | None = None,
+    actor_options: dict | None = None,
+) -> serve.Application:
+    """The application serving ``models``: one model in the ingress's own replicas; several, each
+    in a ``ModelServer`` deployment of its own (``replicas`` and ``actor_options`` each), behind
+    an ingress that takes no CPU of its own reservation."""
+    from serve.model_server import ModelServer, deployment_names
+
+    per_model = {k: v for k, v in (("num_replicas", replicas), ("ray_actor_options", actor_options)) if v}
+    if len(models) == 1:
+        return EmbeddingService.options(**per_model).bind(
+            model=models[0], dsn=dsn, matryoshka=matryoshka, threads=threads
+        )
+    servers = {
+        model: ModelServer.options(name=name, **per_model).bind(model=model, matryoshka=matryoshka, threads=threads)
+        for model, name in zip(models, deployment_names(models), strict=True)
+    }
+    runtime_env = (actor_options or {}).get("runtime_env")
+    ingress = {"num_cpus": 0, **({"runtime_env": runtime_env} if runtime_env else {})}
+    return EmbeddingService.options(ray_actor_options=ingress).bind(model=models[0], dsn=dsn, models=servers)
 
 
 def build_app(args: dict | None = None) -> serve.Application:
-    """The application with settings from ``args`` (a Serve config's ``args``) or the environment."""
+    """The application with settings from ``args`` (a Serve config's ``args``: ``model``, or
+    ``models`` for several) or the environment."""
     args = args or {}
-    return EmbeddingService.bind(
-        model=args.get("model") or os.environ.get("VECTORIZE_MODEL") or DEFAULT_MODEL,
-        dsn=args.get("dsn") or os.environ.get("VECTORIZE_DSN"),
-        matryoshka=bool(args.get("matryoshka", False)),
+    models = list(args.get("models") or [args.get("model") or os.environ.get("VECTORIZE_MODEL") or DEFAULT_MODEL])
+    return compose(
+        models, dsn=args.get("dsn") or os.environ.get("VECTORIZE_DSN"), matryoshka=bool(args.get("matryoshka", False))
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,32 +23,62 @@ from vectorize.errors import (
 )
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import Collection
+from vectorize.store.registry import registered
 
 logger = logging.getLogger(__name__)
 
 
+MODEL_CACHE_S = 2.0  # how long a collection's model, read from the registry, is taken as known
+
+
+class ModelChanged(Exception):
+    """The collection's model is not the one its query was embedded with: a migration swapped it."""
+
+
 class Collections:
-    def __init__(self, dsn: str | None, identity: ModelIdentity) -> None:
+    def __init__(self, dsn: str | None) -> None:
         self.dsn = dsn
-        self.identity = identity  # the model served: a collection of another is not searched
         self._db: psycopg.Connection | None = None
         self._vector_types = False  # pgvector's types registered on self._db
         self._lock = threading.Lock()
+        self._models: dict[str, tuple[float, ModelIdentity]] = {}  # collection -> (when read, its model)
 
-    def search(self, parsed: SearchRequest, vector) -> list[dict]:
+    def model_of(self, name: str) -> ModelIdentity:
+        """The model of collection ``name`` as the registry had it at most MODEL_CACHE_S ago."""
+        self._check_name(name)
+        known = self._models.get(name)
+        if known is not None and time.monotonic() - known[0] < MODEL_CACHE_S:
+            return known[1]
+        try:
+            with self._database() as conn:
+                found = registered(conn, Collection(name))
+        except UnknownCollectionError:
+            found = None
+        if found is None:
+            raise ApiError(404, f"no collection named {name!r}", param="collection", code="not_found")
+        self._models[name] = (time.monotonic(), found.identity)
+        return found.identity
+
+    def forget_model(self, name: str) -> None:
+        self._models.pop(name, None)
+
+    def search(self, parsed: SearchRequest, vector, identity: ModelIdentity) -> list[dict]:
+        """The hits for ``vector``, a query embedded with ``identity``; ModelChanged where the
+        collection holds another model's vectors now."""
         from vectorize.search import search
 
         self._check_name(parsed.collection)
         try:
             with self._database() as conn:
                 hits = search(
-                    conn, parsed.collection, vector, parsed.k, self.identity, parsed.filter, parsed.mode, parsed.query
+                    conn, parsed.collection, vector, parsed.k, identity, parsed.filter, parsed.mode, parsed.query
                 )
         except UnknownCollectionError:
             message = f"no collection named {parsed.collection!r}"
             raise ApiError(404, message, param="collection", code="not_found") from None
-        except ModelMismatchError as exc:
-            raise ApiError(400, str(exc), param="collection") from None
+        except ModelMismatchError:
+            self.forget_model(parsed.collection)
+            raise ModelChanged(parsed.collection) from None
         except ConfigError as exc:  # a collection made before keyword search, asked for it
             raise ApiError(400, str(exc), param="mode") from None
         return [h.to_dict() for h in hits]

@@ -72,7 +72,7 @@ def apply_serve_environment() -> None:
 
 def start_application(
     *,
-    model: str,
+    models: list[str],
     dsn: str | None,
     host: str,
     port: int,
@@ -82,7 +82,8 @@ def start_application(
     address: str | None = None,
     worker_logs: bool = False,
 ) -> str:
-    """Start Ray (or join ``address``), Serve and the application; the base URL it answers on."""
+    """Start Ray (or join ``address``), Serve and the application serving ``models`` (several:
+    one deployment each, ``replicas`` of ``cpus_per_replica``); the base URL it answers on."""
     require_free(host, port)
     if address is None and not os.environ.get("RAY_ADDRESS"):
         apply_serve_environment()
@@ -91,14 +92,13 @@ def start_application(
     ensure_ray(address, worker_logs=worker_logs)
     from ray import serve
 
-    from serve.app import EmbeddingService
+    from serve.app import compose
 
     serve.start(http_options={"host": host, "port": port})
     actor_options: dict = {"num_cpus": cpus_per_replica}
     if worker_logs:  # the replicas' own log lines keep their tracebacks
         actor_options["runtime_env"] = {"env_vars": {"VECTORIZE_DEBUG": "1"}}
-    application = EmbeddingService.options(num_replicas=replicas, ray_actor_options=actor_options).bind(
-        model=model, dsn=dsn, matryoshka=matryoshka, threads=max(1, int(cpus_per_replica))
-    )
+    application = compose(models, dsn=dsn, matryoshka=matryoshka, threads=max(1, int(cpus_per_replica)),
+                          replicas=replicas, actor_options=actor_options)  # fmt: skip
     serve.run(application, name="vectorize", route_prefix="/")
     return f"http://{host}:{port}"

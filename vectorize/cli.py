@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     served = commands.add_parser("serve", help="serve the model over HTTP: OpenAI-compatible embeddings, search")
     served.add_argument("--host", default="127.0.0.1")
     served.add_argument("--port", type=int, default=8000)
-    served.add_argument("--model", default=DEFAULT_MODEL, help="the model to serve (that of the collections searched)")
+    served.add_argument("--model", action="append", dest="models", metavar="MODEL",
+                        help="a model to serve; repeat for several, each a deployment of its own "
+                        f"(default {DEFAULT_MODEL})")  # fmt: skip
     add_database_options(served)
     served.add_argument("--replicas", type=int, default=1)
     served.add_argument("--cpus-per-replica", type=float, default=1.0, help="also the torch threads of a replica")
@@ -59,7 +61,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.replicas < 1 or args.cpus_per_replica <= 0:
         raise ConfigError("--replicas must be at least 1 and --cpus-per-replica more than 0")
-    read_identity(args.model)  # an unknown model stops here, before Ray starts
+    args.models = args.models or [DEFAULT_MODEL]
+    identities = [read_identity(model) for model in args.models]  # an unknown model stops here, before Ray starts
+    keys = [identity.key for identity in identities]
+    if len(set(keys)) < len(keys):
+        raise ConfigError("--model names the same model twice: give each model once")
     dsn = database_dsn(args.dsn, args.data_dir)
     with own_output(json_mode=False, show_ray=args.debug):
         return _serve_until_stopped(args, dsn)
@@ -73,7 +79,7 @@ def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
 
     try:  # Ctrl-C stops the server cleanly, also while it is still starting
         url = start_application(
-            model=args.model, dsn=dsn, host=args.host, port=args.port, replicas=args.replicas,
+            models=args.models, dsn=dsn, host=args.host, port=args.port, replicas=args.replicas,
             cpus_per_replica=args.cpus_per_replica, matryoshka=args.matryoshka, address=args.address,
             worker_logs=args.debug,
         )  # fmt: skip
@@ -81,7 +87,7 @@ def _serve_until_stopped(args: argparse.Namespace, dsn: str) -> int:
         # a server started with Ctrl-C ignored or blocked (a parent's disposition, inherited) still stops on it
         signal.signal(signal.SIGINT, _interrupt)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        print(f"vectorize: serving {args.model} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
+        print(f"vectorize: serving {', '.join(args.models)} on {url}/v1 (Ctrl-C stops)", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
