@@ -12,7 +12,7 @@ again; vectors are never copied between models.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 from vectorize.db import connect
 from vectorize.embedded_pg import database_dsn
@@ -38,6 +38,7 @@ class MigrationReport:
     min_coverage: float
     swapped: bool
     copied: int = 0  # rows whose vectors were copied from the live version (same model)
+    waiting: int = 0  # rows still in Batch API batches: not swapped until they are collected
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +52,7 @@ class MigrationReport:
             "ids": self.figures.ids,
             "failed_ids": self.figures.failed_ids,
             "copied": self.copied,
+            "waiting": self.waiting,
             "build": self.build.to_dict(),
         }
 
@@ -59,7 +61,12 @@ class MigrationReport:
         lines = [self.build.render(), ""]
         if self.copied:
             lines.append(f"copied       {self.copied} vectors of the same model from the live version")
-        if self.swapped:
+        if self.waiting:
+            lines.append(
+                f"not swapped  {self.waiting} rows still wait in Batch API batches: run the same command again "
+                "to collect them (it swaps once every row is stored or failed)"
+            )
+        elif self.swapped:
             lines.append(
                 f"swapped      collection {name!r} now answers with {self.to_model} ({figures.rows} rows); "
                 f"its {self.from_model} version is kept: `vectorize migrate --table {name} --rollback` goes "
@@ -82,20 +89,17 @@ def _live_or_refuse(versions: Versions, name: str) -> Registered:
     return versions.live
 
 
-def _storage_request(asked: StorageRequest, live: Storage) -> StorageRequest:
-    """What the new version is stored as: the options given, the live version's for the rest."""
-    return StorageRequest(
-        *(
-            given if given is not None else getattr(live, name)
-            for name, given in (
-                ("vector_type", asked.vector_type),
-                ("index", asked.index),
-                ("hnsw_m", asked.hnsw_m),
-                ("hnsw_ef_construction", asked.hnsw_ef_construction),
-                ("text_search", asked.text_search),
-            )
-        )
-    )
+def _storage_request(asked: StorageRequest, live: Storage, dimensions: int, name: str) -> StorageRequest:
+    """What the new version is stored as: the options given, the live version's for the rest,
+    except a vector type and index that do not fit the new model's dimensions (then the default
+    a new collection of that model gets)."""
+    given = asdict(asked)
+    inherited = StorageRequest(**{key: getattr(live, key) if value is None else value for key, value in given.items()})
+    try:
+        storage_for(inherited, None, dimensions, name)
+    except ConfigError:
+        return replace(inherited, vector_type=asked.vector_type, index=asked.index)
+    return inherited
 
 
 def _describe(identity: ModelIdentity, storage: Storage) -> str:
@@ -145,41 +149,32 @@ def migrate(settings: RunSettings, min_coverage: float = 1.0) -> MigrationReport
     with connect(dsn, vector=False) as conn:
         versions = read_versions(conn, name)
     current = _live_or_refuse(versions, name)
-    request = _storage_request(settings.target.storage, current.storage)
-    settings = replace(settings, target=replace(settings.target, migration=True, **_request_fields(request)))
-    plan = plan_run(settings)  # the source, the model and its identity checked
+    plan = plan_run(replace(settings, target=replace(settings.target, migration=True)))  # source and model checked
     identity = plan.inputs.identity
+    request = _storage_request(settings.target.storage, current.storage, identity.dimensions, name)
     storage = storage_for(request, None, identity.dimensions, name)
     check_migration(versions, name, identity, storage)
-    copied = _copy_same_model(dsn, live, current, plan) if current.identity.same_model(identity) else 0
+    settings = replace(settings, target=replace(settings.target, migration=True, **asdict(request)))
+    copied = _copy_same_model(dsn, live, current, plan, request) if current.identity.same_model(identity) else 0
     build = run_job(settings)
     assert isinstance(build, RunSummary)
     with connect(dsn, vector=False) as conn:
         figures = version_figures(conn, live.in_schema(NEXT_SCHEMA))
-    swapped = figures.coverage >= min_coverage
+    waiting = build.batch_api.waiting_rows if build.batch_api is not None else 0
+    swapped = waiting == 0 and figures.coverage >= min_coverage
     if swapped:
         swap(dsn, name)
-    return MigrationReport(name, current.identity.name, identity.name, build, figures, min_coverage, swapped, copied)
+    return MigrationReport(name, current.identity.name, identity.name, build, figures, min_coverage, swapped, copied,
+                           waiting)  # fmt: skip
 
 
-def _request_fields(request: StorageRequest) -> dict:
-    return {
-        "vector_type": request.vector_type,
-        "index": request.index,
-        "hnsw_m": request.hnsw_m,
-        "hnsw_ef_construction": request.hnsw_ef_construction,
-        "text_search": request.text_search,
-    }
-
-
-def _copy_same_model(dsn: str, live: Collection, current: Registered, plan) -> int:
+def _copy_same_model(dsn: str, live: Collection, current: Registered, plan, request: StorageRequest) -> int:
     """Same model, other storage: the next version made, and the live vectors copied into it."""
     from vectorize.store.registry import prepare_collection
     from vectorize.store.versions import copy_vectors
 
-    target = plan.target
     shadow = live.in_schema(NEXT_SCHEMA)
-    chosen = prepare_collection(dsn, shadow, plan.inputs.identity, plan.inputs.origin, target.storage,
+    chosen = prepare_collection(dsn, shadow, plan.inputs.identity, plan.inputs.origin, request,
                                 plan.inputs.provider_record)  # fmt: skip
     with connect(dsn, vector=False) as conn:
         copied = copy_vectors(conn, live, shadow, chosen.column_type(current.identity.dimensions))
@@ -224,9 +219,11 @@ def roll_back(dsn: str, name: str) -> str:
 
 
 def drop_previous(dsn: str, name: str) -> str:
+    """The previous version dropped, under the live run lock (which a rollback takes too)."""
+    from vectorize.store.run_lock import run_lock
     from vectorize.store.versions import drop_version
 
-    with connect(dsn, vector=False) as conn:
+    with run_lock(dsn, Collection(name).key) as conn:
         versions = read_versions(conn, name)
         _live_or_refuse(versions, name)
         if versions.previous is None:

@@ -295,3 +295,73 @@ def test_the_swap_waits_for_a_search_in_progress_and_searches_after_it_see_the_n
         with pytest.raises(ModelMismatchError):
             search(slow, table_name, old_vectors[0], 3, old)
         assert search(slow, table_name, new_vectors[0], 3, new)[0].similarity > 0.9
+
+
+def test_a_build_with_rows_still_in_batch_api_batches_is_not_swapped(
+    tmp_path, tiny_model, pg_dsn, table_name, openai_server
+):
+    from tests.test_openai_job import remote
+    from vectorize.remote_settings import BatchApiSettings
+
+    rows = [{**r, "text": r["text"][:100]} for r in rows_of(40)]
+    source = write_jsonl(tmp_path / "docs.jsonl", rows[:30])
+    run(source, table_name, tiny_model, pg_dsn)
+    openai_server.state.batch.step_s = 0.5
+
+    def build(wait: bool):
+        settings = remote(openai_server, batch=BatchApiSettings(wait=wait, poll_interval_s=0.1))
+        return migrate(RunSettings.of(source=str(source), table=table_name, dsn=pg_dsn, remote=settings), 1.0)
+
+    first = build(wait=False)
+    assert not first.swapped and first.waiting == 30
+    time.sleep(2.0)
+    write_jsonl(source, rows)  # ten more rows: the next build collects the thirty and submits the ten
+    second = build(wait=False)
+    assert second.figures.ids == 30 and second.figures.failed_ids == 0 and second.waiting == 10
+    assert not second.swapped and "still wait in Batch API batches" in second.render()
+    assert identity_of(pg_dsn, table_name).dimensions == 32  # the live version answers as before
+    time.sleep(2.0)
+    third = build(wait=True)
+    assert third.swapped and third.figures.ids == 40
+    assert identity_of(pg_dsn, table_name).dimensions == 1536
+
+
+def test_the_swap_gives_way_to_a_reader_without_the_lock_and_tries_again(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    from jobs.launch import run_job
+    from jobs.migrate import swap
+
+    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(20))
+    run(source, table_name, tiny_model, pg_dsn)
+    run_job(RunSettings.of(source=str(source), table=table_name, model=other_tiny_model, dsn=pg_dsn, migration=True,
+                           batch_size=16, actors=(1, 1)))  # fmt: skip
+    old = identity_of(pg_dsn, table_name)
+    _, vectors = query_vectors(tiny_model, ["a query"])
+    with psycopg.connect(pg_dsn, autocommit=True) as reader:
+        reader.execute("BEGIN")
+        reader.execute(f'LOCK TABLE "{table_name}" IN ACCESS SHARE MODE')  # as a long check or pg_dump holds it
+        swapping = threading.Thread(target=swap, args=(pg_dsn, table_name))
+        swapping.start()
+        time.sleep(6.0)  # past the swap's first wait for the tables: it let go, and searches go on
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            register_vector(conn)
+            started = time.monotonic()
+            assert search(conn, table_name, vectors[0], 3, old)
+            assert time.monotonic() - started < 5.5
+        reader.execute("COMMIT")
+        swapping.join(30)
+    assert not swapping.is_alive()
+    assert identity_of(pg_dsn, table_name).key != old.key
+
+
+def test_a_wider_model_gets_the_storage_its_dimensions_need():
+    from jobs.migrate import _storage_request
+    from vectorize.store.storage import Storage, StorageRequest, storage_for
+
+    live = Storage(vector_type="vector", index="hnsw", hnsw_m=24, text_search="english")
+    wide = _storage_request(StorageRequest(), live, 3072, "docs")
+    assert storage_for(wide, None, 3072, "docs") == Storage(vector_type="halfvec", index="hnsw", hnsw_m=24,
+                                                             text_search="english")  # fmt: skip
+    narrow = _storage_request(StorageRequest(), Storage(vector_type="halfvec", index="none"), 384, "docs")
+    assert storage_for(narrow, None, 384, "docs").vector_type == "halfvec"  # kept where it fits

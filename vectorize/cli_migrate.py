@@ -33,6 +33,23 @@ def add_migrate_command(commands) -> None:
 
 
 def run_migrate(args: argparse.Namespace) -> int:
+    """The command; a database error on any of its steps is one line (each step is one
+    transaction, so a failed one leaves the versions as they were)."""
+    import psycopg
+
+    from vectorize.errors import StoreError
+    from vectorize.store.runs import plain_error
+
+    try:
+        return _migrate_command(args)
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"the database failed during the migration ({plain_error(exc)}); the step that "
+            "failed changed nothing: run the same command again"
+        ) from exc
+
+
+def _migrate_command(args: argparse.Namespace) -> int:
     from vectorize.embedded_pg import database_dsn
 
     action = next((name for name in ACTIONS if getattr(args, name)), None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from vectorize.errors import MigrationError
 from vectorize.store.collection import (
     LIVE_SCHEMA,
     NEXT_SCHEMA,
@@ -32,6 +33,8 @@ from vectorize.store.schema import SCHEMA_TABLE, collection_scope
 logger = logging.getLogger(__name__)
 
 SWAP_SCHEMA = "vectorize_swap"  # where the live tables wait for a moment while a rollback exchanges them
+SWAP_LOCK_TIMEOUT = "5s"
+SWAP_TRIES = 12
 
 
 def search_lock(conn: psycopg.Connection, name: str) -> None:
@@ -105,25 +108,39 @@ def _move(conn: psycopg.Connection, source: Collection, schema: str) -> None:
     )
 
 
-def swap_in_next(conn: psycopg.Connection, name: str) -> None:
-    """In one transaction: the live version becomes the previous one, the next one live. The
-    caller holds both versions' run locks and has checked that there is no previous version."""
+def _exchange(conn: psycopg.Connection, name: str, moves: list[tuple[str, str]]) -> None:
+    """The moves (from schema, to schema) of collection ``name``'s versions in one transaction,
+    under the exclusive versions lock. Each try waits at most SWAP_LOCK_TIMEOUT for the tables: a
+    reader without the lock (``vectorize check``, a long query, ``pg_dump``) would otherwise hold
+    the swap, and every search queued behind it, for as long as it reads."""
     live = Collection(name)
-    with conn.transaction():
-        _swap_lock(conn, name)
-        _move(conn, live, PREVIOUS_SCHEMA)
-        _move(conn, live.in_schema(NEXT_SCHEMA), LIVE_SCHEMA)
+    for attempt in range(1, SWAP_TRIES + 1):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
+                _swap_lock(conn, name)
+                for source, target in moves:
+                    _move(conn, live.in_schema(source), target)
+            return
+        except psycopg.errors.LockNotAvailable:
+            logger.warning("the swap of %s waited %s for its tables (try %d of %d)", name, SWAP_LOCK_TIMEOUT,
+                           attempt, SWAP_TRIES)  # fmt: skip
+    raise MigrationError(
+        f"the swap of collection {name!r} found its tables held by another reader {SWAP_TRIES} times "
+        f"({SWAP_LOCK_TIMEOUT} each): nothing was swapped; run the same command again when it is done"
+    )
+
+
+def swap_in_next(conn: psycopg.Connection, name: str) -> None:
+    """The live version becomes the previous one, the next one live. The caller holds both
+    versions' run locks and has checked that there is no previous version."""
+    _exchange(conn, name, [(LIVE_SCHEMA, PREVIOUS_SCHEMA), (NEXT_SCHEMA, LIVE_SCHEMA)])
     logger.info("collection %s: the next version is live, the one it replaced kept as previous", name)
 
 
 def roll_back(conn: psycopg.Connection, name: str) -> None:
-    """In one transaction: the live and the previous version change places."""
-    live = Collection(name)
-    with conn.transaction():
-        _swap_lock(conn, name)
-        _move(conn, live, SWAP_SCHEMA)
-        _move(conn, live.in_schema(PREVIOUS_SCHEMA), LIVE_SCHEMA)
-        _move(conn, live.in_schema(SWAP_SCHEMA), PREVIOUS_SCHEMA)
+    """The live and the previous version change places."""
+    _exchange(conn, name, [(LIVE_SCHEMA, SWAP_SCHEMA), (PREVIOUS_SCHEMA, LIVE_SCHEMA), (SWAP_SCHEMA, PREVIOUS_SCHEMA)])
     logger.info("collection %s: the previous version is live again", name)
 
 
