@@ -233,7 +233,8 @@ def drop_previous(dsn: str, name: str) -> str:
 
 
 def abort(dsn: str, name: str) -> str:
-    """The migration in progress dropped, unless its build is running."""
+    """The migration in progress dropped, unless its build is running or has batches open."""
+    from vectorize.store.batch_work import open_submissions
     from vectorize.store.versions import drop_version
 
     shadow = Collection(name, NEXT_SCHEMA)
@@ -245,6 +246,11 @@ def abort(dsn: str, name: str) -> str:
         if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()[0]:
             raise MigrationError(f"the migration of {name!r} is building now: stop it first, then --abort")
         try:
+            if open_submissions(conn, shadow):  # paid for already: collect or cancel them first
+                raise MigrationError(
+                    f"the migration of {name!r} has Batch API batches open: run it again to collect them (or with "
+                    "--batch-api --cancel to cancel them), then --abort"
+                )
             drop_version(conn, shadow)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

@@ -91,21 +91,16 @@ class EmbeddingService:
         """``models``: several models, each a ModelServer deployment (model -> its handle); else
         ``model`` is served in this replica."""
         log_to_replica_file()
-        self.metrics = ServiceMetrics()
         self.model: ServedModel | None = None
         if models:
+            self.metrics = ServiceMetrics()
             entries = [CatalogEntry.of(provider_spec(ProviderRequest("local", given)).identity, given, handle)
                        for given, handle in models.items()]  # fmt: skip
         else:
-            spec = provider_spec(ProviderRequest("local", model))
-            self.model = ServedModel(
-                spec,
-                threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
-                cache_size=DEFAULT_USER_CONFIG["cache_size"],
-                matryoshka=matryoshka,
-                metrics=self.metrics,
-            )
-            entries = [CatalogEntry.of(spec.identity, model, self.model)]
+            self.model = ServedModel.for_replica(model, threads=threads, matryoshka=matryoshka,
+                                                 cache_size=DEFAULT_USER_CONFIG["cache_size"])  # fmt: skip
+            self.metrics = self.model.metrics
+            entries = [CatalogEntry.of(self.model.identity, model, self.model)]
         self.catalog = ModelCatalog(entries, deployed=bool(models))
         self.collections = Collections(dsn)
         self.max_body_bytes = max_body_bytes

@@ -4,15 +4,11 @@ are the single-model application's (``serve.served_model``)."""
 
 from __future__ import annotations
 
-import os
-
 from ray import serve
 
 from serve.api_errors import ApiError
-from serve.metrics import ServiceMetrics
 from serve.model_catalog import error_fields
 from serve.served_model import ServedModel
-from vectorize.providers.base import ProviderRequest, provider_spec
 
 MODEL_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000}
 
@@ -23,15 +19,8 @@ class ModelServer:
         from serve.logs import log_to_replica_file
 
         log_to_replica_file()
-        spec = provider_spec(ProviderRequest("local", model))
-        self.metrics = ServiceMetrics()
-        self.model = ServedModel(
-            spec,
-            threads=threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1")))),
-            cache_size=MODEL_USER_CONFIG["cache_size"],
-            matryoshka=matryoshka,
-            metrics=self.metrics,
-        )
+        self.model = ServedModel.for_replica(model, threads=threads, matryoshka=matryoshka,
+                                             cache_size=MODEL_USER_CONFIG["cache_size"])  # fmt: skip
 
     def reconfigure(self, config: dict) -> None:
         merged = {**MODEL_USER_CONFIG, **(config or {})}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,16 @@ class ServedModel:
         self.cache = VectorCache(cache_size)
         self.matryoshka = matryoshka
         self.metrics = metrics
+
+    @classmethod
+    def for_replica(cls, model: str, *, threads: int | None, cache_size: int, matryoshka: bool) -> ServedModel:
+        """The local ``model`` in a Serve replica: torch threads as given, else the CPUs the
+        replica was given (``VECTORIZE_REPLICA_CPUS``), its own metrics."""
+        from vectorize.providers.base import ProviderRequest, provider_spec
+
+        threads = threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1"))))
+        spec = provider_spec(ProviderRequest("local", model))
+        return cls(spec, threads=threads, cache_size=cache_size, matryoshka=matryoshka, metrics=ServiceMetrics())
 
     max_batch_texts = 64
     batch_wait_s = 0.0

@@ -56,3 +56,26 @@ def errors(dsn: str, table: str) -> dict[str, tuple[str, str]]:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def kill_once_stored(driver, dsn: str, table: str, rows: int = 16, within_s: float = 300) -> int:
+    """Kill ``driver`` (a process started in a session of its own) and its group once table
+    ``table`` (a quoted, possibly schema-qualified name) holds ``rows`` rows; the rows it held."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + within_s
+    held = 0
+    try:
+        while time.monotonic() < deadline and driver.poll() is None:
+            made = query(dsn, "SELECT to_regclass(%s)", table)[0][0]
+            held = query(dsn, f"SELECT count(*) FROM {table}")[0][0] if made else 0
+            if held >= rows:
+                break
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    return held

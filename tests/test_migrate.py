@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +14,7 @@ from pgvector.psycopg import register_vector
 
 from jobs.migrate import migrate
 from tests.corpus import ROOT, commit_rows, write_jsonl
-from tests.helpers import query, run
+from tests.helpers import kill_once_stored, query, run
 from vectorize.cli import main as cli_main
 from vectorize.errors import ModelMismatchError
 from vectorize.providers.base import ProviderRequest, embed_blocking, provider_spec
@@ -234,19 +232,7 @@ def test_a_killed_migration_continues_where_it_stopped(tmp_path, tiny_model, oth
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     shadow = f'vectorize_next."{table_name}"'
-    deadline = time.monotonic() + 300
-    stored_when_killed = 0
-    try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            made = query(pg_dsn, "SELECT to_regclass(%s)", shadow)[0][0]
-            stored_when_killed = query(pg_dsn, f"SELECT count(*) FROM {shadow}")[0][0] if made else 0
-            if stored_when_killed >= 16:
-                break
-            time.sleep(0.2)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    stored_when_killed = kill_once_stored(driver, pg_dsn, shadow)
     assert 0 < stored_when_killed < total, (stored_when_killed, driver.stderr.read()[-2000:])
     old_key = identity_of(pg_dsn, table_name).key
     assert models_of(pg_dsn, table_name) == {old_key}  # the live version untouched by the killed build
@@ -257,9 +243,11 @@ def test_a_killed_migration_continues_where_it_stopped(tmp_path, tiny_model, oth
     assert report.build.embedded + report.build.unchanged == total
     assert query(pg_dsn, f'SELECT count(*), count(DISTINCT id) FROM "{table_name}"') == [(total, total)]
     assert models_of(pg_dsn, table_name) != {old_key}
-    history = query(pg_dsn, "SELECT status FROM vectorize_runs WHERE collection = %s ORDER BY started_at",
-                    f"vectorize_next.{table_name}")  # fmt: skip
-    assert history == [("abandoned",), ("succeeded",)]
+    history = query(pg_dsn, "SELECT collection, status FROM vectorize_runs WHERE collection LIKE %s "
+                    "ORDER BY started_at", f"%{table_name}")  # fmt: skip
+    # each version's runs went with it: the old one's to the previous version, the build's to the collection
+    assert history == [(f"vectorize_previous.{table_name}", "succeeded"), (table_name, "abandoned"),
+                       (table_name, "succeeded")]  # fmt: skip
 
 
 def test_the_swap_waits_for_a_search_in_progress_and_searches_after_it_see_the_new_model(
@@ -320,6 +308,11 @@ def test_a_build_with_rows_still_in_batch_api_batches_is_not_swapped(
     assert second.figures.ids == 30 and second.figures.failed_ids == 0 and second.waiting == 10
     assert not second.swapped and "still wait in Batch API batches" in second.render()
     assert identity_of(pg_dsn, table_name).dimensions == 32  # the live version answers as before
+    from jobs.migrate import abort
+    from vectorize.errors import MigrationError
+
+    with pytest.raises(MigrationError, match="has Batch API batches open"):  # paid for: not thrown away
+        abort(pg_dsn, table_name)
     time.sleep(2.0)
     third = build(wait=True)
     assert third.swapped and third.figures.ids == 40

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.corpus import ROOT, write_jsonl
-from tests.helpers import query, run
+from tests.helpers import kill_once_stored, query, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -46,19 +43,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, tiny_model, pg_dsn, tab
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
-    stored_when_killed = 0
-    try:
-        while time.monotonic() < deadline and driver.poll() is None:
-            registered = query(pg_dsn, "SELECT to_regclass(%s)", table_name)[0][0]
-            stored_when_killed = query(pg_dsn, "SELECT count(*) FROM {t}", table=table_name)[0][0] if registered else 0
-            if stored_when_killed >= 16:
-                break
-            time.sleep(0.2)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    stored_when_killed = kill_once_stored(driver, pg_dsn, f'"{table_name}"')
     assert 0 < stored_when_killed < total, (stored_when_killed, driver.stderr.read()[-2000:])
 
     resumed = run(source, table_name, tiny_model, pg_dsn)

@@ -4,7 +4,7 @@ swap replaced (kept for a rollback until it is dropped).
 
 Each version is the same set of tables under the same names in a schema of its own
 (``vectorize.store.collection``), with a registry row of its own (key ``schema.name``). A swap
-moves tables between schemas and registry rows between keys in one transaction, renaming
+moves tables between schemas and registry rows (and run history) between keys in one transaction, renaming
 nothing, so indexes and constraints keep their names. Searches take a shared lock on the
 collection's name for their transaction and the swap the exclusive one: a search runs wholly
 before the swap or wholly after it, on one model's vectors.
@@ -24,6 +24,7 @@ from vectorize.store.collection import (
     NEXT_SCHEMA,
     PREVIOUS_SCHEMA,
     REGISTRY_TABLE,
+    RUNS_TABLE,
     TABLE_SUFFIXES,
     Collection,
 )
@@ -106,6 +107,10 @@ def _move(conn: psycopg.Connection, source: Collection, schema: str) -> None:
         sql.SQL("UPDATE {s} SET scope = %s WHERE scope = %s").format(s=sql.Identifier(SCHEMA_TABLE)),
         (collection_scope(target.key), collection_scope(source.key)),
     )
+    conn.execute(  # a version's run history goes with it
+        sql.SQL("UPDATE {r} SET collection = %s WHERE collection = %s").format(r=sql.Identifier(RUNS_TABLE)),
+        (target.key, source.key),
+    )
 
 
 def _exchange(conn: psycopg.Connection, name: str, moves: list[tuple[str, str]]) -> None:
@@ -158,6 +163,9 @@ def drop_version(conn: psycopg.Connection, collection: Collection) -> None:
         conn.execute(
             sql.SQL("DELETE FROM {s} WHERE scope = %s").format(s=sql.Identifier(SCHEMA_TABLE)),
             (collection_scope(collection.key),),
+        )
+        conn.execute(
+            sql.SQL("DELETE FROM {r} WHERE collection = %s").format(r=sql.Identifier(RUNS_TABLE)), (collection.key,)
         )
 
 
