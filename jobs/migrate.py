@@ -51,6 +51,7 @@ class MigrationReport:
             "rows": self.figures.rows,
             "ids": self.figures.ids,
             "failed_ids": self.figures.failed_ids,
+            "source_failed_ids": self.figures.source_failed_ids,
             "copied": self.copied,
             "waiting": self.waiting,
             "build": self.build.to_dict(),
@@ -68,7 +69,13 @@ class MigrationReport:
             )
         elif self.swapped:
             lines.append(
-                f"swapped      collection {name!r} now answers with {self.to_model} ({figures.rows} rows); "
+                f"swapped      collection {name!r} now answers with {self.to_model} ({figures.rows} rows"
+                + (
+                    f"; {figures.source_failed_ids} ids the source cannot give stay error rows, as in every run"
+                    if figures.source_failed_ids
+                    else ""
+                )
+                + "); "
                 f"its {self.from_model} version is kept: `vectorize migrate --table {name} --rollback` goes "
                 "back to it, --drop-previous frees it"
             )

@@ -25,9 +25,12 @@ class VersionStatus:
     rows: int
     ids: int
     failed_ids: int
+    source_failed_ids: int  # ids the source cannot give (read and prepare errors)
 
     def render(self) -> str:
         failed = f", {self.failed_ids} ids failed" if self.failed_ids else ""
+        if self.source_failed_ids:
+            failed += f", {self.source_failed_ids} records the source cannot give"
         return (f"{self.role:<9} {self.model} ({self.dimensions} dims, {self.vector_type}, index {self.index}): "
                 f"{self.rows} rows, {self.ids} ids{failed}")  # fmt: skip
 
@@ -68,7 +71,7 @@ def _status(role: str, found: Registered, conn, collection: Collection) -> Versi
     figures = version_figures(conn, collection)
     identity, storage = found.identity, found.storage
     return VersionStatus(role, identity.name, identity.dimensions, storage.vector_type, storage.index,
-                         figures.rows, figures.ids, figures.failed_ids)  # fmt: skip
+                         figures.rows, figures.ids, figures.failed_ids, figures.source_failed_ids)  # fmt: skip
 
 
 def migration_status(dsn: str, name: str) -> MigrationStatus:

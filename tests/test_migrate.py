@@ -358,3 +358,24 @@ def test_a_wider_model_gets_the_storage_its_dimensions_need():
                                                              text_search="english")  # fmt: skip
     narrow = _storage_request(StorageRequest(), Storage(vector_type="halfvec", index="none"), 384, "docs")
     assert storage_for(narrow, None, 384, "docs").vector_type == "halfvec"  # kept where it fits
+
+
+def test_hostile_records_do_not_hold_the_swap_and_every_line_is_stored_or_an_error_row(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    import json
+
+    good = [{"id": f"g{i}", "text": f"a good record number {i}"} for i in range(12)]
+    hostile = [json.dumps(r) for r in good] + [
+        json.dumps({"id": "nul", "text": "a\u0000b"}), '{"id": "sur", "text": "half \\ud800 a pair"}',
+        json.dumps({"id": "x" * 5000, "text": "an absurd id"}), json.dumps({"id": "g3", "text": "a duplicate id"}),
+        '{"id": "broken", "text": ', json.dumps({"id": "blank", "text": "   "}),
+    ]  # fmt: skip
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("\n".join(hostile) + "\n")
+    run(source, table_name, tiny_model, pg_dsn)
+    report = migration(source, table_name, other_tiny_model, pg_dsn)
+    assert report.swapped and report.figures.failed_ids == 0 and report.figures.source_failed_ids >= 3
+    stored = query(pg_dsn, f'SELECT count(*) FROM "{table_name}"')[0][0]
+    failed = query(pg_dsn, f'SELECT count(*) FROM "{table_name}_errors"')[0][0]
+    assert stored == 14 and stored + failed == len(hostile)  # every line of the file is in one or the other

@@ -23,6 +23,9 @@ REUSE = "reuse"
 UNCHANGED = "unchanged"
 REFRESH = "refresh"
 ERROR = "error"
+# the stages of errors the source itself causes (a record unread, a text that cannot be made):
+# the same source gives them again, whatever the model
+SOURCE_ERROR_STAGES = ("read", "prepare")
 
 PREPARED_SCHEMA = pa.schema(
     [

@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from vectorize.db import using
+from vectorize.rows import SOURCE_ERROR_STAGES
 from vectorize.store.collection import REGISTRY_TABLE, Collection
 
 _REGISTRY = sql.Identifier(REGISTRY_TABLE)
@@ -20,8 +21,9 @@ def collection_state(conn, collection: Collection) -> tuple[int, int]:
     return conn.execute(
         sql.SQL(
             """SELECT (SELECT count(*) FROM {t} WHERE chunk = 0),
-                      (SELECT count(*) FROM {e} WHERE stage NOT IN ('read', 'prepare'))"""
-        ).format(t=collection.table, e=collection.errors)
+                      (SELECT count(*) FROM {e} WHERE stage <> ALL(%s))"""
+        ).format(t=collection.table, e=collection.errors),
+        (list(SOURCE_ERROR_STAGES),),
     ).fetchone()
 
 

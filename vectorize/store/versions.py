@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from vectorize.errors import MigrationError
+from vectorize.rows import SOURCE_ERROR_STAGES
 from vectorize.store.collection import (
     LIVE_SCHEMA,
     NEXT_SCHEMA,
@@ -68,11 +69,13 @@ def read_versions(conn: psycopg.Connection, name: str) -> Versions:
 class VersionFigures:
     rows: int  # stored rows (chunks count one each)
     ids: int  # distinct ids stored
-    failed_ids: int  # distinct ids with an error row and nothing stored
+    failed_ids: int  # distinct ids with an error row of the model's stages, and nothing stored
+    source_failed_ids: int = 0  # distinct ids the source itself cannot give (read, prepare errors)
 
     @property
     def coverage(self) -> float:
-        """The share of the ids read that are stored."""
+        """The share of the ids the source gives that are stored: a record the source cannot give
+        (malformed, empty, a duplicate id) fails the same way whatever the model, and is left out."""
         read = self.ids + self.failed_ids
         return self.ids / read if read else 0.0
 
@@ -80,13 +83,18 @@ class VersionFigures:
 def version_figures(conn: psycopg.Connection, collection: Collection) -> VersionFigures:
     if conn.execute("SELECT to_regclass(%s)", (collection.regclass(),)).fetchone()[0] is None:
         return VersionFigures(0, 0, 0)
-    rows, ids, failed = conn.execute(
+    rows, ids, failed, source_failed = conn.execute(
         sql.SQL(
-            """SELECT (SELECT count(*) FROM {t}), (SELECT count(DISTINCT id) FROM {t}),
-                      (SELECT count(DISTINCT e.id) FROM {e} e WHERE NOT EXISTS (SELECT FROM {t} t WHERE t.id = e.id))"""
-        ).format(t=collection.table, e=collection.errors)
+            """WITH unstored AS (
+                 SELECT e.id, bool_and(e.stage = ANY(%s)) AS source_only FROM {e} e
+                 WHERE NOT EXISTS (SELECT FROM {t} t WHERE t.id = e.id) GROUP BY e.id)
+               SELECT (SELECT count(*) FROM {t}), (SELECT count(DISTINCT id) FROM {t}),
+                      (SELECT count(*) FROM unstored WHERE NOT source_only),
+                      (SELECT count(*) FROM unstored WHERE source_only)"""
+        ).format(t=collection.table, e=collection.errors),
+        (list(SOURCE_ERROR_STAGES),),
     ).fetchone()
-    return VersionFigures(int(rows), int(ids), int(failed))
+    return VersionFigures(int(rows), int(ids), int(failed), int(source_failed))
 
 
 def _move(conn: psycopg.Connection, source: Collection, schema: str) -> None:
