@@ -3,19 +3,23 @@
 A collection of ``--rows`` commit messages of the shared corpus is made with the old model (by
 default a random-weight BERT of MiniLM's width, two layers: quick to build, and unrelated to
 the new model's vectors), then migrated to ``--new`` (all-MiniLM-L6-v2) through
-``jobs.migrate.migrate`` with the run's defaults, while client threads search it at ``--rate``
-searches a second through ``vectorize.search.search``, each on a connection of its own, as a
-Serve replica does: the client reads the collection's model, takes its query vector of that
-model and searches; a search refused because a swap changed the model in between is asked again
-with the new one (its time counts both).
+``jobs.migrate.migrate`` with the run's defaults (or ``--actors N``), while client threads
+search it at ``--rate`` searches a second through ``vectorize.search.search``, each on a
+connection of its own, in a process of their own, as a Serve replica does: the client reads the
+collection's model, takes its query vector of that model and searches; a search refused because
+a swap changed the model in between is asked again with the new one (its time counts both).
 
-Phases, one run: ``before`` (nothing else running), ``both cores busy`` (two processes spinning,
-the control: what CPU competition alone does to a search), ``build`` (the migration running, up
-to 1 s before the first answer of the new model), ``swap`` (1 s either side of that answer),
-``after``; the build is also split by whether Postgres was building an index then (seen in
-``pg_stat_progress_create_index``). Latency is per search, from its call to its answer.
+Phases, one run: ``before`` (nothing else running); two controls, ``both cores busy`` (a
+process per core spinning: what CPU competition alone does to a search) and ``the new model on
+both cores`` (the build's own compute without its pipeline: the new model encoding through the
+job's provider, a process per core at the nice Ray gives its workers; no Ray, no writes);
+``build`` (the migration running, up to 1 s before the first answer of the new model), ``swap``
+(1 s either side of that answer), ``after``. The build is also split by whether Postgres was
+building an index then (seen in ``pg_stat_progress_create_index``). Latency is per search, from
+its call to its answer.
 
-    python bench/migrate.py [--rows 20000] [--rate 20] [--phase-s 15] [--new all-MiniLM-L6-v2]
+    python bench/migrate.py [--rows 20000] [--rate 20] [--before-s 45] [--phase-s 15] [--new all-MiniLM-L6-v2]
+                            [--actors N]
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from corpus import CORPUS, load_rows, workspace
 
 CLIENTS = 2
 QUERIES = 200
+SETTLE_S = 3.0  # after the clients' first searches, before the "before" phase
+RAY_WORKER_NICE = 15  # Ray starts its worker processes at this nice (the raylet's worker_niceness)
+ENCODE_BATCH = 64
 
 
 def spin(seconds: float) -> None:
@@ -42,60 +49,99 @@ def spin(seconds: float) -> None:
         pass
 
 
+def encode_loop(model: str, texts: list[str], ready, go, seconds: float) -> None:
+    """The build's own compute without its pipeline: the new model, through the job's provider
+    on one thread, at the nice Ray gives its workers, encoding for ``seconds`` once every
+    process has loaded it."""
+    os.nice(RAY_WORKER_NICE)
+    from vectorize.providers.base import ProviderRequest, embed_blocking, provider_spec
+
+    provider = provider_spec(ProviderRequest("local", model)).open(1)
+    ready.wait(300)
+    go.wait(300)
+    end, turn = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        embed_blocking(provider, texts[turn : turn + ENCODE_BATCH] or texts[:ENCODE_BATCH])
+        turn = (turn + ENCODE_BATCH) % len(texts)
+
+
 class Clients:
+    """The searching clients in a process of their own, as a Serve replica or ``vectorize search``
+    is: never in the migrating driver's process, whose threads would share their GIL."""
+
     def __init__(self, dsn: str, table: str, vectors: dict, rate: float) -> None:
-        self.dsn, self.table, self.vectors, self.rate = dsn, table, vectors, rate
+        context = multiprocessing.get_context("spawn")
+        self.ready, self.stop, self.results = context.Barrier(CLIENTS + 1), context.Event(), context.Queue()
+        self.process = context.Process(
+            target=search_loops, args=(dsn, table, vectors, rate, self.ready, self.stop, self.results)
+        )
         self.records: list[tuple[float, float, str | None, bool]] = []  # (start, seconds, model key, ok)
         self.retried = 0
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(CLIENTS)]
-        self.lock = threading.Lock()
 
     def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+        """Once every client has made one search (untimed: its imports and connection)."""
+        self.process.start()
+        self.ready.wait(120)
 
     def join(self) -> None:
         self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
+        self.records, self.retried = self.results.get(timeout=120)
+        self.process.join(60)
 
-    def _loop(self, number: int) -> None:
+
+def search_loops(dsn: str, table: str, vectors: dict, rate: float, ready, stop, results) -> None:
+    """``CLIENTS`` threads searching at ``rate`` in all until ``stop``; their records and
+    retries go back on ``results``. Monotonic time is the machine's, the same in both processes."""
+    records: list[tuple[float, float, str | None, bool]] = []
+    retried = [0]
+    lock = threading.Lock()
+
+    def loop(number: int) -> None:
         import psycopg
         from pgvector.psycopg import register_vector
 
-        interval = CLIENTS / self.rate
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        interval = CLIENTS / rate
+        with psycopg.connect(dsn, autocommit=True) as conn:
             register_vector(conn)
+            one_search(conn, table, vectors, number, [0])
+            ready.wait(120)
             due, turn = time.monotonic() + number * interval / CLIENTS, number
-            while not self.stop.is_set():
+            while not stop.is_set():
                 time.sleep(max(0.0, due - time.monotonic()))
                 due += interval
                 turn += CLIENTS
                 started = time.monotonic()
-                key, ok = self._search(conn, turn)
-                with self.lock:
-                    self.records.append((started, time.monotonic() - started, key, ok))
+                key, ok = one_search(conn, table, vectors, turn, retried)
+                with lock:
+                    records.append((started, time.monotonic() - started, key, ok))
 
-    def _search(self, conn, turn: int) -> tuple[str | None, bool]:
-        from vectorize.errors import ModelMismatchError
-        from vectorize.search import search
-        from vectorize.store.collection import Collection
-        from vectorize.store.registry import registered
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results.put((records, retried[0]))
 
-        for _attempt in range(2):
-            identity = registered(conn, Collection(self.table)).identity
-            queries = self.vectors[identity.key]
-            try:
-                hits = search(conn, self.table, queries[turn % len(queries)], 10, identity)
-            except ModelMismatchError:
-                self.retried += 1
-                continue
-            except Exception as exc:  # a failed search is what this bench counts
-                print(f"search failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                return identity.key, False
-            return identity.key, len(hits) == 10
-        return None, False
+
+def one_search(conn, table: str, vectors: dict, turn: int, retried: list[int]) -> tuple[str | None, bool]:
+    from vectorize.errors import ModelMismatchError
+    from vectorize.search import search
+    from vectorize.store.collection import Collection
+    from vectorize.store.registry import registered
+
+    for _attempt in range(2):
+        identity = registered(conn, Collection(table)).identity
+        queries = vectors[identity.key]
+        try:
+            hits = search(conn, table, queries[turn % len(queries)], 10, identity)
+        except ModelMismatchError:
+            retried[0] += 1
+            continue
+        except Exception as exc:  # a failed search is what this bench counts
+            print(f"search failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return identity.key, False
+        return identity.key, len(hits) == 10
+    return None, False
 
 
 class IndexBuilds:
@@ -125,6 +171,20 @@ class IndexBuilds:
         return any(start <= moment <= end for start, end in self.spans)
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far, in ticks: user, nice, system, idle, iowait, irq, softirq, steal."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
+def cpu_shares(start: list[int], end: list[int]) -> str:
+    """Busy, of it at nice (Ray's workers), iowait and stolen by the host, as shares of the span."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (b - a for a, b in zip(start, end, strict=True))
+    total = max(1, user + nice + system + idle + iowait + irq + softirq + steal)
+    busy = user + nice + system + irq + softirq
+    return f"{busy / total:.0%} | {nice / total:.0%} | {iowait / total:.1%} | {steal / total:.1%}"
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -143,9 +203,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=20.0, help="searches a second, all clients together")
-    parser.add_argument("--phase-s", type=float, default=15.0)
+    parser.add_argument("--phase-s", type=float, default=15.0, help="the controls and after")
+    parser.add_argument("--before-s", type=float, default=45.0, help="the baseline: its p99 wants many searches")
     parser.add_argument("--old", default="random", help="the collection's model: random (a random BERT) or a model")
     parser.add_argument("--new", default="all-MiniLM-L6-v2")
+    parser.add_argument("--actors", type=int, default=None, help="the migration's embedding actors (default: a run's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -173,18 +235,40 @@ def main() -> None:
     indexes = IndexBuilds(dsn)
     indexes.thread.start()
     clients.start()
+    time.sleep(SETTLE_S)
     marks = {"start": time.monotonic()}
-    time.sleep(args.phase_s)
+    ticks = {"start": cpu_times()}
+    time.sleep(args.before_s)
+    cores = os.cpu_count() or 2
     marks["busy"] = time.monotonic()
-    burners = [multiprocessing.Process(target=spin, args=(args.phase_s,)) for _ in range(os.cpu_count() or 2)]
+    ticks["busy"] = cpu_times()
+    burners = [multiprocessing.Process(target=spin, args=(args.phase_s,)) for _ in range(cores)]
     for burner in burners:
         burner.start()
     for burner in burners:
         burner.join()
+    marks["loading"] = time.monotonic()
+    ticks["loading"] = cpu_times()
+    spawn = multiprocessing.get_context("spawn")
+    ready, go = spawn.Barrier(cores + 1), spawn.Event()
+    work = (args.new, texts, ready, go, args.phase_s)
+    encoders = [spawn.Process(target=encode_loop, args=work) for _ in range(cores)]
+    for encoder in encoders:
+        encoder.start()
+    ready.wait(300)  # the models loaded: that time is in no phase
+    marks["encode"] = time.monotonic()
+    ticks["encode"] = cpu_times()
+    go.set()
+    for encoder in encoders:
+        encoder.join()
     marks["migrate"] = time.monotonic()
-    report = migrate(RunSettings.of(source=str(source), table=table, model=args.new, dsn=dsn))
+    ticks["migrate"] = cpu_times()
+    actors = {"actors": (args.actors, args.actors)} if args.actors else {}
+    report = migrate(RunSettings.of(source=str(source), table=table, model=args.new, dsn=dsn, **actors))
     marks["migrated"] = time.monotonic()
+    ticks["migrated"] = cpu_times()
     time.sleep(args.phase_s)
+    ticks["end"] = cpu_times()
     clients.join()
     indexes.stop.set()
     server_rows = report.figures.rows
@@ -193,7 +277,8 @@ def main() -> None:
     first_new = min((start for start, _, key, ok in records if ok and key != old_key), default=float("nan"))
     phases = {
         "before": lambda t: marks["start"] <= t < marks["busy"],
-        "both cores busy (control)": lambda t: marks["busy"] <= t < marks["migrate"],
+        "both cores busy (control)": lambda t: marks["busy"] <= t < marks["loading"],
+        "the new model on both cores (control)": lambda t: marks["encode"] <= t < marks["migrate"],
         "build": lambda t: marks["migrate"] <= t < first_new - 1.0,
         "build: embedding and writing": lambda t: marks["migrate"] <= t < first_new - 1.0 and not indexes.during(t),
         "build: its HNSW index": lambda t: marks["migrate"] <= t < first_new - 1.0 and indexes.during(t),
@@ -216,12 +301,18 @@ def main() -> None:
     swap_times = [1000 * s for start, s, _, _ in records if phases["swap (1 s either side)"](start)]
     print(f"\nlongest search at the swap: {max(swap_times, default=0):.1f} ms; searches asked again after a swap: "
           f"{clients.retried}; failed in all: {sum(not ok for *_, ok in records)}")  # fmt: skip
+    print("\n| span | CPU busy | at nice | iowait | stolen by the host |\n|---|---|---|---|---|")
+    for name, (start, end) in {"before": ("start", "busy"), "both cores busy (control)": ("busy", "loading"),
+                               "the new model on both cores (control)": ("encode", "migrate"),
+                               "build and swap": ("migrate", "migrated"), "after": ("migrated", "end")}.items():
+        print(f"| {name} | {cpu_shares(ticks[start], ticks[end])} |")
     built = sum(end - start for start, end in indexes.spans)
     print(f"index builds seen: {len(indexes.spans)}, {built:.1f} s in all")
     print(
         f"p99 during the build / before: {p99['build'] / p99['before']:.2f}x; "
         f"its embedding and writing / before: {p99['build: embedding and writing'] / p99['before']:.2f}x; "
-        f"both cores busy / before: {p99['both cores busy (control)'] / p99['before']:.2f}x"
+        f"both cores busy / before: {p99['both cores busy (control)'] / p99['before']:.2f}x; "
+        f"the new model on both cores / before: {p99['the new model on both cores (control)'] / p99['before']:.2f}x"
     )
     server.cleanup()
 

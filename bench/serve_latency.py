@@ -203,7 +203,7 @@ def model_calls(url: str) -> int:
     import httpx
 
     metrics = httpx.get(f"{url}/metrics").text
-    return int(float(re.search(r"^vectorize_model_calls_total (\S+)", metrics, re.M).group(1)))
+    return int(float(re.search(r"^vectorize_model_calls_total\{[^}]*\} (\S+)", metrics, re.M).group(1)))
 
 
 if __name__ == "__main__":

@@ -92,14 +92,13 @@ class EmbeddingService:
         ``model`` is served in this replica."""
         log_to_replica_file()
         self.model: ServedModel | None = None
+        self.metrics = ServiceMetrics()
         if models:
-            self.metrics = ServiceMetrics()
             entries = [CatalogEntry.of(provider_spec(ProviderRequest("local", given)).identity, given, handle)
                        for given, handle in models.items()]  # fmt: skip
         else:
             self.model = ServedModel.for_replica(model, threads=threads, matryoshka=matryoshka,
                                                  cache_size=DEFAULT_USER_CONFIG["cache_size"])  # fmt: skip
-            self.metrics = self.model.metrics
             entries = [CatalogEntry.of(self.model.identity, model, self.model)]
         self.catalog = ModelCatalog(entries, deployed=bool(models))
         self.collections = Collections(dsn)
@@ -238,17 +237,19 @@ class EmbeddingService:
         return await self._answer(request, "/v1/models", handle)
 
     async def healthz(self, _request: Request) -> JSONResponse:
-        database = await asyncio.to_thread(self.collections.reachable)
-        healthy = database is not False
+        """200 when the database answers (or none is set) and every model does; else 503."""
+        database, figures = await asyncio.gather(asyncio.to_thread(self.collections.reachable), self.catalog.figures())
         names = [entry.identity.name for entry in self.catalog.entries]
-        body = {"model": names[0], "models": names, "model_loaded": True, "database": database}
+        loaded = {name: found is not None for name, found in zip(names, figures, strict=True)}
+        healthy = database is not False and all(loaded.values())
+        body = {"model": names[0], "models": names, "model_loaded": all(loaded.values()), "loaded": loaded,
+                "database": database}  # fmt: skip
         self._count("/healthz", 200 if healthy else 503)
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     async def metrics_text(self, _request: Request) -> PlainTextResponse:
-        cache = self.model.cache if self.model is not None else None  # several models: each deployment has its own
-        text = self.metrics.render(cache.hits if cache else 0, cache.misses if cache else 0, len(cache) if cache else 0)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        figures = [found for found in await self.catalog.figures() if found is not None]
+        return PlainTextResponse(self.metrics.render(figures), media_type="text/plain; version=0.0.4")
 
 
 def compose(

@@ -4,6 +4,8 @@ ingress replica itself (one model: no hop between deployments), or one deploymen
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -11,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from serve.api_errors import ApiError
+from serve.metrics import ModelFigures
 from vectorize.identity import ModelIdentity
+
+logger = logging.getLogger(__name__)
+
+FIGURES_TIMEOUT_S = 2.0  # a model deployment that does not answer in this time counts as not loaded
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,29 @@ class ModelCatalog:
     ) -> tuple[np.ndarray, int]:
         if not self.deployed:
             return await entry.embedder.embed(texts, dimensions)
-        vectors, tokens, error = await entry.embedder.embed.remote(list(texts), dimensions)
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            vectors, tokens, error = await entry.embedder.embed.remote(list(texts), dimensions)
+        except BackPressureError:
+            raise ApiError(
+                503, f"the replicas of {entry.identity.name} hold as many requests as they queue; retry",
+                "server_error", retry_after_s=1,
+            ) from None  # fmt: skip
         if error is not None:
             raise ApiError(**error)
         return vectors, tokens
+
+    async def figures(self) -> list[ModelFigures | None]:
+        """Each model's calls and cache, in the order served (of one replica of its deployment);
+        None for a model whose deployment did not answer."""
+        if not self.deployed:
+            return [entry.embedder.figures() for entry in self.entries]
+        return list(await asyncio.gather(*(self._asked(entry) for entry in self.entries)))
+
+    async def _asked(self, entry: CatalogEntry) -> ModelFigures | None:
+        try:
+            return await asyncio.wait_for(entry.embedder.figures.remote(), FIGURES_TIMEOUT_S)
+        except Exception as exc:  # unreachable, or not started yet: health says so
+            logger.warning("the deployment of %s did not answer: %s", entry.identity.name, type(exc).__name__)
+            return None

@@ -7,13 +7,22 @@ from __future__ import annotations
 from ray import serve
 
 from serve.api_errors import ApiError
+from serve.metrics import ModelFigures
 from serve.model_catalog import error_fields
 from serve.served_model import ServedModel
 
 MODEL_USER_CONFIG = {"max_batch_texts": 64, "batch_wait_s": 0.01, "cache_size": 10_000}
+# Calls the ingress may queue for the model's replicas beyond those they hold: past it the
+# handle refuses at once and the ingress answers 503 with Retry-After, as for its own bound.
+MAX_QUEUED_CALLS = 256
 
 
-@serve.deployment(max_ongoing_requests=384, user_config=MODEL_USER_CONFIG, ray_actor_options={"num_cpus": 1})
+@serve.deployment(
+    max_ongoing_requests=384,
+    max_queued_requests=MAX_QUEUED_CALLS,
+    user_config=MODEL_USER_CONFIG,
+    ray_actor_options={"num_cpus": 1},
+)
 class ModelServer:
     def __init__(self, model: str, matryoshka: bool = False, threads: int | None = None) -> None:
         from serve.logs import log_to_replica_file
@@ -33,6 +42,10 @@ class ModelServer:
         except ApiError as exc:
             return None, 0, error_fields(exc)
         return vectors, tokens, None
+
+    async def figures(self) -> ModelFigures:
+        """This replica's model calls and cache."""
+        return self.model.figures()
 
 
 def deployment_names(models: list[str]) -> list[str]:

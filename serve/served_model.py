@@ -15,7 +15,7 @@ from ray import serve
 
 from serve.api_errors import ApiError
 from serve.cache import VectorCache
-from serve.metrics import ServiceMetrics
+from serve.metrics import ModelFigures
 from vectorize.providers.base import ProviderSpec, as_float32_rows
 
 logger = logging.getLogger(__name__)
@@ -42,23 +42,27 @@ class ServedModel:
         threads: int | None,
         cache_size: int,
         matryoshka: bool,
-        metrics: ServiceMetrics,
     ) -> None:
         self.identity = spec.identity
         self.provider = spec.open(threads)
         self.cache = VectorCache(cache_size)
         self.matryoshka = matryoshka
-        self.metrics = metrics
+        self.calls, self.texts_embedded, self.model_seconds = 0, 0, 0.0
 
     @classmethod
     def for_replica(cls, model: str, *, threads: int | None, cache_size: int, matryoshka: bool) -> ServedModel:
         """The local ``model`` in a Serve replica: torch threads as given, else the CPUs the
-        replica was given (``VECTORIZE_REPLICA_CPUS``), its own metrics."""
+        replica was given (``VECTORIZE_REPLICA_CPUS``)."""
         from vectorize.providers.base import ProviderRequest, provider_spec
 
         threads = threads or max(1, int(float(os.environ.get("VECTORIZE_REPLICA_CPUS", "1"))))
         spec = provider_spec(ProviderRequest("local", model))
-        return cls(spec, threads=threads, cache_size=cache_size, matryoshka=matryoshka, metrics=ServiceMetrics())
+        return cls(spec, threads=threads, cache_size=cache_size, matryoshka=matryoshka)
+
+    def figures(self) -> ModelFigures:
+        cache = self.cache
+        return ModelFigures(self.identity.name, self.calls, self.texts_embedded, self.model_seconds, cache.hits,
+                            cache.misses, len(cache))  # fmt: skip
 
     max_batch_texts = 64
     batch_wait_s = 0.0
@@ -99,16 +103,13 @@ class ServedModel:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=lambda items: sum(len(i) for i in items))
     async def _embed_batched(self, requests: list[list[str]]) -> list[dict[str, tuple[np.ndarray, int]] | ModelFailure]:
         texts = list(dict.fromkeys(t for request in requests for t in request))
-        self.metrics.model_calls += 1
-        self.metrics.texts_embedded += len(texts)
+        self.calls += 1
+        self.texts_embedded += len(texts)
         started = time.perf_counter()
         # On the event loop, not in a thread: the loop then parses the requests that arrive
         # meanwhile only after the call, as the next batch, instead of taking the interpreter
-        # lock from the model between its operations (which made each call twice as slow).
-        # On the event loop, not in a thread: the loop then parses the requests that arrive
-        # meanwhile only after the call, as the next batch, instead of taking the interpreter
-        # lock from the model between its operations (in a thread, 32 clients got 97 requests/s
-        # instead of 136).
+        # lock from the model between its operations (a third fewer requests a second in a
+        # thread, measured with bench/serve_latency.py).
         try:
             result = await self.provider.embed(texts)
         except Exception as exc:  # one request's input: answer each alone, so only that one fails
@@ -119,7 +120,7 @@ class ServedModel:
             if len(answers) > 1 and all(isinstance(a, ModelFailure) for a in answers):  # the model, not an input
                 return [ModelFailure(a.message, server=True) for a in answers]
             return answers
-        self.metrics.model_seconds += time.perf_counter() - started
+        self.model_seconds += time.perf_counter() - started
         # A lone request is answered at once; when requests arrive together, the next batch
         # waits up to batch_wait_s for the others (the requests answered now come back then).
         self._embed_batched.set_batch_wait_timeout_s(self.batch_wait_s if len(requests) > 1 else 0.0)

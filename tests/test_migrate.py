@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from jobs.migrate import migrate
 from tests.corpus import ROOT, commit_rows, write_jsonl
@@ -147,6 +148,47 @@ def test_a_storage_change_copies_the_vectors_instead_of_embedding_them(tmp_path,
         np.testing.assert_allclose(
             np.array(after[key].strip("[]").split(","), float), np.array(text.strip("[]").split(","), float), atol=2e-3
         )
+
+
+def _reader_searches(dsn: str, role: str, table: str, vector: np.ndarray) -> str:
+    """The key of the model that answered a search made as ``role``."""
+    with psycopg.connect(dsn, user=role) as conn:
+        register_vector(conn)
+        identity = registered(conn, Collection(table)).identity
+        assert search(conn, table, vector, 3, identity)
+        return identity.key
+
+
+def _may(dsn: str, role: str, table: str, privilege: str) -> bool:
+    return query(dsn, "SELECT has_table_privilege(%s, %s, %s)", role, f'"{table}"', privilege)[0][0]
+
+
+def test_a_role_that_reads_the_collection_reads_it_after_the_swap_and_the_rollback(
+    tmp_path, tiny_model, pg_dsn, table_name
+):
+    rows = rows_of(20)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    run(source, table_name, tiny_model, pg_dsn)
+    key, vectors = query_vectors(tiny_model, [rows[0]["text"]])
+    role = f"reader_{table_name}"[:63]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON vectorize_collections, {} TO {}").format(
+            sql.Identifier(table_name), sql.Identifier(role)))  # fmt: skip
+    try:
+        assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key
+        assert migration(source, table_name, tiny_model, pg_dsn, vector_type="halfvec").swapped
+        assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key  # the halfvec version, as before
+        assert not _may(pg_dsn, role, table_name, "UPDATE")
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:  # given to the version swapped in
+            conn.execute(sql.SQL("GRANT UPDATE ON {} TO {}").format(sql.Identifier(table_name), sql.Identifier(role)))
+        assert cli_main(["migrate", "--table", table_name, "--dsn", pg_dsn, "--rollback"]) == 0
+        assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key
+        assert _may(pg_dsn, role, table_name, "UPDATE")  # carried back to the version rolled back to
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def _refused(capsys, *args: str) -> str:

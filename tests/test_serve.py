@@ -139,7 +139,7 @@ def test_forty_concurrent_requests_are_answered_in_fewer_model_calls(served):
 
     def model_calls() -> int:
         text = httpx.get(f"{base}/metrics").text
-        return int(re.search(r"^vectorize_model_calls_total (\d+)$", text, re.M).group(1))
+        return int(re.search(r'^vectorize_model_calls_total\{model="[^"]+"\} (\d+)$', text, re.M).group(1))
 
     async def fire() -> list[dict]:
         async with httpx.AsyncClient(timeout=60) as http:

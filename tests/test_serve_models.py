@@ -4,6 +4,8 @@ new model without a restart."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -65,6 +67,25 @@ def test_each_model_answers_by_any_of_its_names_and_an_unknown_one_is_404(two_mo
     assert unknown.status_code == 404
     message = unknown.json()["error"]["message"]
     assert "gpt-9" in message and "all-MiniLM-L6-v2" in message
+
+
+def _series(metrics: str, name: str) -> dict[str, float]:
+    return {model: float(value) for model, value in re.findall(rf'^{name}{{model="([^"]+)"}} (\S+)$', metrics, re.M)}
+
+
+def test_health_and_metrics_tell_of_each_models_deployment(two_models):
+    base = two_models[0]
+    ids = [m["id"] for m in httpx.get(f"{base}/v1/models").json()["data"]]
+    health = httpx.get(f"{base}/healthz", timeout=30)
+    assert health.status_code == 200
+    assert health.json()["loaded"] == dict.fromkeys(ids, True) and health.json()["model_loaded"] is True
+    before = _series(httpx.get(f"{base}/metrics").text, "vectorize_cache_hits_total")
+    for _ in range(2):  # the second time from the model's cache
+        assert embed(base, ids[1], "the same text twice").status_code == 200
+    metrics = httpx.get(f"{base}/metrics").text
+    assert set(_series(metrics, "vectorize_model_calls_total")) == set(ids)
+    assert _series(metrics, "vectorize_cache_hits_total")[ids[1]] == before.get(ids[1], 0) + 1
+    assert _series(metrics, "vectorize_texts_embedded_total")[ids[1]] >= 1
 
 
 def test_search_uses_each_collections_model_and_refuses_one_not_served(two_models):

@@ -5,7 +5,8 @@ swap replaced (kept for a rollback until it is dropped).
 Each version is the same set of tables under the same names in a schema of its own
 (``vectorize.store.collection``), with a registry row of its own (key ``schema.name``). A swap
 moves tables between schemas and registry rows (and run history) between keys in one transaction, renaming
-nothing, so indexes and constraints keep their names. Searches take a shared lock on the
+nothing, so indexes and constraints keep their names; the version swapped in gets the live one's
+table privileges. Searches take a shared lock on the
 collection's name for their transaction and the swap the exclusive one: a search runs wholly
 before the swap or wholly after it, on one model's vectors.
 """
@@ -121,9 +122,37 @@ def _move(conn: psycopg.Connection, source: Collection, schema: str) -> None:
     )
 
 
-def _exchange(conn: psycopg.Connection, name: str, moves: list[tuple[str, str]]) -> None:
+def _carry_privileges(conn: psycopg.Connection, source: Collection, target: Collection) -> int:
+    """What roles may do with ``source``'s tables, granted on ``target``'s as well (never
+    revoking): a role that reads a collection (a Serve replica's, a read-only one) reads it on
+    after a swap. How many grants were given."""
+    given = 0
+    for suffix in TABLE_SUFFIXES:
+        held = conn.execute(
+            """SELECT a.privilege_type, a.grantee, a.is_grantable
+               FROM pg_class c, aclexplode(c.relacl) a
+               WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner""",
+            (source.regclass(suffix),),
+        ).fetchall()
+        if not held or conn.execute("SELECT to_regclass(%s)", (target.regclass(suffix),)).fetchone()[0] is None:
+            continue
+        for privilege, grantee, grantable in held:
+            role = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(_role_name(conn, grantee))
+            table = sql.Identifier(target.schema, f"{target.name}{suffix}")
+            option = sql.SQL(" WITH GRANT OPTION" if grantable else "")
+            conn.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(sql.SQL(privilege), table, role, option))
+            given += 1
+    return given
+
+
+def _role_name(conn: psycopg.Connection, oid: int) -> str:
+    return conn.execute("SELECT rolname FROM pg_roles WHERE oid = %s", (oid,)).fetchone()[0]
+
+
+def _exchange(conn: psycopg.Connection, name: str, incoming: str, moves: list[tuple[str, str]]) -> None:
     """The moves (from schema, to schema) of collection ``name``'s versions in one transaction,
-    under the exclusive versions lock. Each try waits at most SWAP_LOCK_TIMEOUT for the tables: a
+    under the exclusive versions lock, the version in schema ``incoming`` becoming live with the
+    live one's privileges. Each try waits at most SWAP_LOCK_TIMEOUT for the tables: a
     reader without the lock (``vectorize check``, a long query, ``pg_dump``) would otherwise hold
     the swap, and every search queued behind it, for as long as it reads."""
     live = Collection(name)
@@ -132,6 +161,7 @@ def _exchange(conn: psycopg.Connection, name: str, moves: list[tuple[str, str]])
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (SWAP_LOCK_TIMEOUT,))
                 _swap_lock(conn, name)
+                _carry_privileges(conn, live, live.in_schema(incoming))
                 for source, target in moves:
                     _move(conn, live.in_schema(source), target)
             return
@@ -147,13 +177,14 @@ def _exchange(conn: psycopg.Connection, name: str, moves: list[tuple[str, str]])
 def swap_in_next(conn: psycopg.Connection, name: str) -> None:
     """The live version becomes the previous one, the next one live. The caller holds both
     versions' run locks and has checked that there is no previous version."""
-    _exchange(conn, name, [(LIVE_SCHEMA, PREVIOUS_SCHEMA), (NEXT_SCHEMA, LIVE_SCHEMA)])
+    _exchange(conn, name, NEXT_SCHEMA, [(LIVE_SCHEMA, PREVIOUS_SCHEMA), (NEXT_SCHEMA, LIVE_SCHEMA)])
     logger.info("collection %s: the next version is live, the one it replaced kept as previous", name)
 
 
 def roll_back(conn: psycopg.Connection, name: str) -> None:
     """The live and the previous version change places."""
-    _exchange(conn, name, [(LIVE_SCHEMA, SWAP_SCHEMA), (PREVIOUS_SCHEMA, LIVE_SCHEMA), (SWAP_SCHEMA, PREVIOUS_SCHEMA)])
+    moves = [(LIVE_SCHEMA, SWAP_SCHEMA), (PREVIOUS_SCHEMA, LIVE_SCHEMA), (SWAP_SCHEMA, PREVIOUS_SCHEMA)]
+    _exchange(conn, name, PREVIOUS_SCHEMA, moves)
     logger.info("collection %s: the previous version is live again", name)
 
 
