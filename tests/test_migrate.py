@@ -134,22 +134,6 @@ def test_a_migration_under_searches_swaps_in_one_step_and_rolls_back(
     ]
 
 
-def test_a_storage_change_copies_the_vectors_instead_of_embedding_them(tmp_path, tiny_model, pg_dsn, table_name):
-    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(40))
-    run(source, table_name, tiny_model, pg_dsn)
-    before = query(pg_dsn, f'SELECT id, embedding::text FROM "{table_name}" ORDER BY id')
-    report = migration(source, table_name, tiny_model, pg_dsn, vector_type="halfvec")
-    assert report.swapped and report.copied == 40 and report.build.embedded == 0
-    column = query(pg_dsn, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
-                   "AND attname = 'embedding'", f'"{table_name}"')  # fmt: skip
-    assert column == [("halfvec(32)",)]
-    after = dict(query(pg_dsn, f'SELECT id, embedding::vector::text FROM "{table_name}"'))
-    for key, text in before:
-        np.testing.assert_allclose(
-            np.array(after[key].strip("[]").split(","), float), np.array(text.strip("[]").split(","), float), atol=2e-3
-        )
-
-
 def _reader_searches(dsn: str, role: str, table: str, vector: np.ndarray) -> str:
     """The key of the model that answered a search made as ``role``."""
     with psycopg.connect(dsn, user=role) as conn:
@@ -163,10 +147,10 @@ def _may(dsn: str, role: str, table: str, privilege: str) -> bool:
     return query(dsn, "SELECT has_table_privilege(%s, %s, %s)", role, f'"{table}"', privilege)[0][0]
 
 
-def test_a_role_that_reads_the_collection_reads_it_after_the_swap_and_the_rollback(
+def test_a_storage_change_copies_the_vectors_and_a_reading_role_follows_the_swap_and_rollback(
     tmp_path, tiny_model, pg_dsn, table_name
 ):
-    rows = rows_of(20)
+    rows = rows_of(40)
     source = write_jsonl(tmp_path / "docs.jsonl", rows)
     run(source, table_name, tiny_model, pg_dsn)
     key, vectors = query_vectors(tiny_model, [rows[0]["text"]])
@@ -177,8 +161,18 @@ def test_a_role_that_reads_the_collection_reads_it_after_the_swap_and_the_rollba
             sql.Identifier(table_name), sql.Identifier(role)))  # fmt: skip
     try:
         assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key
-        assert migration(source, table_name, tiny_model, pg_dsn, vector_type="halfvec").swapped
-        assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key  # the halfvec version, as before
+        before = query(pg_dsn, f'SELECT id, embedding::text FROM "{table_name}" ORDER BY id')
+        report = migration(source, table_name, tiny_model, pg_dsn, vector_type="halfvec")
+        assert report.swapped and report.copied == 40 and report.build.embedded == 0
+        column = query(pg_dsn, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                       "%s::regclass AND attname = 'embedding'", f'"{table_name}"')  # fmt: skip
+        assert column == [("halfvec(32)",)]
+        after = dict(query(pg_dsn, f'SELECT id, embedding::vector::text FROM "{table_name}"'))
+        for id_, text in before:
+            np.testing.assert_allclose(np.array(after[id_].strip("[]").split(","), float),
+                                       np.array(text.strip("[]").split(","), float), atol=2e-3)  # fmt: skip
+
+        assert _reader_searches(pg_dsn, role, table_name, vectors[0]) == key  # the swapped-in version's privileges
         assert not _may(pg_dsn, role, table_name, "UPDATE")
         with psycopg.connect(pg_dsn, autocommit=True) as conn:  # given to the version swapped in
             conn.execute(sql.SQL("GRANT UPDATE ON {} TO {}").format(sql.Identifier(table_name), sql.Identifier(role)))
