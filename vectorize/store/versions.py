@@ -129,7 +129,8 @@ def _carry_privileges(conn: psycopg.Connection, source: Collection, target: Coll
     given = 0
     for suffix in TABLE_SUFFIXES:
         held = conn.execute(
-            """SELECT a.privilege_type, a.grantee, a.is_grantable
+            """SELECT a.privilege_type, CASE a.grantee WHEN 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+                      a.is_grantable
                FROM pg_class c, aclexplode(c.relacl) a
                WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner""",
             (source.regclass(suffix),),
@@ -137,16 +138,12 @@ def _carry_privileges(conn: psycopg.Connection, source: Collection, target: Coll
         if not held or conn.execute("SELECT to_regclass(%s)", (target.regclass(suffix),)).fetchone()[0] is None:
             continue
         for privilege, grantee, grantable in held:
-            role = sql.SQL("PUBLIC") if grantee == 0 else sql.Identifier(_role_name(conn, grantee))
+            role = sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee)
             table = sql.Identifier(target.schema, f"{target.name}{suffix}")
             option = sql.SQL(" WITH GRANT OPTION" if grantable else "")
             conn.execute(sql.SQL("GRANT {} ON {} TO {}{}").format(sql.SQL(privilege), table, role, option))
             given += 1
     return given
-
-
-def _role_name(conn: psycopg.Connection, oid: int) -> str:
-    return conn.execute("SELECT rolname FROM pg_roles WHERE oid = %s", (oid,)).fetchone()[0]
 
 
 def _exchange(conn: psycopg.Connection, name: str, incoming: str, moves: list[tuple[str, str]]) -> None:
