@@ -59,7 +59,7 @@ class MigrationReport:
 
     def render(self) -> str:
         name, figures = self.collection, self.figures
-        lines = [self.build.render(), ""]
+        lines = [replace(self.build, collection=f"{name}, its next version").render(), ""]
         if self.copied:
             lines.append(f"copied       {self.copied} vectors of the same model from the live version")
         if self.waiting:

@@ -260,19 +260,24 @@ def compose(
     threads: int | None = None,
     replicas: int | None = None,
     actor_options: dict | None = None,
+    model_options: dict[str, dict] | None = None,
 ) -> serve.Application:
     """The application serving ``models``: one model in the ingress's own replicas; several, each
-    in a ``ModelServer`` deployment of its own (``replicas`` and ``actor_options`` each), behind
-    an ingress that takes no CPU of its own reservation."""
+    in a ``ModelServer`` deployment of its own (``replicas`` and ``actor_options`` each, and a
+    model's own deployment options in ``model_options``), behind an ingress that takes no CPU of
+    its own reservation."""
     from serve.model_server import ModelServer, deployment_names
 
     per_model = {k: v for k, v in (("num_replicas", replicas), ("ray_actor_options", actor_options)) if v}
+    own = model_options or {}
     if len(models) == 1:
-        return EmbeddingService.options(**per_model).bind(
+        return EmbeddingService.options(**{**per_model, **own.get(models[0], {})}).bind(
             model=models[0], dsn=dsn, matryoshka=matryoshka, threads=threads
         )
     servers = {
-        model: ModelServer.options(name=name, **per_model).bind(model=model, matryoshka=matryoshka, threads=threads)
+        model: ModelServer.options(name=name, **{**per_model, **own.get(model, {})}).bind(
+            model=model, matryoshka=matryoshka, threads=threads
+        )
         for model, name in zip(models, deployment_names(models), strict=True)
     }
     runtime_env = (actor_options or {}).get("runtime_env")

@@ -113,6 +113,7 @@ def test_a_migration_under_searches_swaps_in_one_step_and_rolls_back(
         time.sleep(0.5)
     assert loop.failures == []
     assert report.swapped and report.figures.coverage == 1.0 and report.build.embedded == 120
+    assert report.render().startswith(f"collection   {table_name}, its next version  ({new_key})")
     assert {key for key, _ in loop.answers} == {old_key, new_key}  # answers before and after the swap
     assert all(similarity > 0.9 for _, similarity in loop.answers)  # never one model's query on the other's vectors
     assert models_of(pg_dsn, table_name) == {new_key}

@@ -5,6 +5,8 @@ new model without a restart."""
 from __future__ import annotations
 
 import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -36,7 +38,10 @@ def two_models(ray_cluster, tiny_model, other_tiny_model, pg_dsn, tmp_path_facto
     run(source, "models_unserved", other_tiny_model, pg_dsn)
     port = free_port("127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    application = compose([tiny_model, DEFAULT_MODEL], dsn=pg_dsn, threads=1, actor_options={"num_cpus": 0.5})
+    # MiniLM's replica holds one call and its handle queues one more: a burst finds the bound
+    bounded = {DEFAULT_MODEL: {"max_ongoing_requests": 1, "max_queued_requests": 1}}
+    application = compose([tiny_model, DEFAULT_MODEL], dsn=pg_dsn, threads=1, actor_options={"num_cpus": 0.5},
+                          model_options=bounded)  # fmt: skip
     serve.run(application, name="vectorize-models", route_prefix="/")
     yield f"http://127.0.0.1:{port}", rows, source
     serve.shutdown()
@@ -86,6 +91,21 @@ def test_health_and_metrics_tell_of_each_models_deployment(two_models):
     assert set(_series(metrics, "vectorize_model_calls_total")) == set(ids)
     assert _series(metrics, "vectorize_cache_hits_total")[ids[1]] == before.get(ids[1], 0) + 1
     assert _series(metrics, "vectorize_texts_embedded_total")[ids[1]] >= 1
+
+
+def test_a_burst_past_a_models_queue_is_503_with_retry_after_and_the_rest_is_answered(two_models):
+    base = two_models[0]
+    text = " ".join(["a long commit message about the pipeline and its writers"] * 20)
+    with ThreadPoolExecutor(24) as pool:  # texts of their own: none is answered from the cache
+        answers = list(pool.map(lambda i: embed(base, DEFAULT_MODEL, f"{i} {text}"), range(24)))
+    codes = Counter(answer.status_code for answer in answers)
+    assert set(codes) == {200, 503}, codes
+    refused = next(answer for answer in answers if answer.status_code == 503)
+    message = refused.json()["error"]["message"]
+    assert refused.headers["retry-after"] == "1"
+    assert message.startswith("the replicas of sentence-transformers/all-MiniLM-L6-v2 hold as many"), message
+    assert all(len(a.json()["data"][0]["embedding"]) == 384 for a in answers if a.status_code == 200)
+    assert embed(base, DEFAULT_MODEL).status_code == 200  # the burst over, the model answers again
 
 
 def test_search_uses_each_collections_model_and_refuses_one_not_served(two_models):

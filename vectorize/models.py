@@ -144,7 +144,9 @@ def load_sentence_transformer(model_dir: Path, device: str):  # -> SentenceTrans
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from sentence_transformers import SentenceTransformer
+    from vectorize.st_import import import_sentence_transformers
+
+    SentenceTransformer = import_sentence_transformers().SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()

@@ -19,6 +19,12 @@ _QUIET_ENV = {
     "RAY_DEDUP_LOGS": "1",
 }
 
+# A Ray started here keeps its idle worker processes for a while instead of ending all but one
+# per CPU after a second: a process that runs one job after another (a notebook, a scheduler, the
+# test suite) then hands each run's actors and light tasks a started worker, where Ray would start
+# a new Python process for each.
+KEPT_WORKERS = {"num_workers_soft_limit": 16, "idle_worker_killing_time_threshold_ms": 300_000}
+
 
 def ensure_ray(address: str | None = None, *, progress: bool = False, worker_logs: bool = False) -> None:
     """Join ``address`` (or $RAY_ADDRESS) or start a local Ray. Workers' own output stays in
@@ -32,7 +38,7 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
         logging.getLogger("ray").setLevel(logging.ERROR)
         kwargs: dict = {"logging_level": logging.ERROR, "log_to_driver": worker_logs}
         if address is None:
-            kwargs.update(include_dashboard=False)
+            kwargs.update(include_dashboard=False, _system_config=KEPT_WORKERS)
         ray.init(address=address, **kwargs)
     from ray.data import DataContext
 
