@@ -195,3 +195,26 @@ def test_a_remote_run_through_ray_client_ships_its_key_and_dsn_out_of_the_dashbo
     shown = json.dumps([jobs, tasks], default=str)
     assert "_run_on_cluster" in shown  # the run's own task is among what was looked at
     assert password not in shown and key not in shown
+
+
+def test_vectorize_run_without_an_address_joins_the_cluster_ray_start_started_here(
+    cluster, tmp_path, pg_dsn, tiny_model, table_name
+):
+    """``ray start`` wrote the cluster's address in its temp folder; a run given no address joins
+    it, as ``ray.init()`` does, instead of failing on the options of a Ray it would start itself."""
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(cluster.dashboard_url)
+    drivers_before = len(jobs.list_jobs())
+    source = write_rows(tmp_path / "rows.jsonl", 12)
+    args = ["run", str(source), "--table", table_name, "--model", tiny_model, "--dsn", pg_dsn, "--json",
+            "--actors", "1", "--cpus-per-actor", "1"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(cluster.root)  # where this cluster's head keeps ray/ray_current_cluster
+    result = subprocess.run(
+        [sys.executable, "-m", "vectorize.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["embedded"] == 12
+    assert len(jobs.list_jobs()) == drivers_before + 1  # the run's driver is one of the cluster's jobs
+    assert_each_row_once(pg_dsn, table_name, 12)
