@@ -302,9 +302,13 @@ def main() -> None:
     print(f"\nlongest search at the swap: {max(swap_times, default=0):.1f} ms; searches asked again after a swap: "
           f"{clients.retried}; failed in all: {sum(not ok for *_, ok in records)}")  # fmt: skip
     print("\n| span | CPU busy | at nice | iowait | stolen by the host |\n|---|---|---|---|---|")
-    for name, (start, end) in {"before": ("start", "busy"), "both cores busy (control)": ("busy", "loading"),
-                               "the new model on both cores (control)": ("encode", "migrate"),
-                               "build and swap": ("migrate", "migrated"), "after": ("migrated", "end")}.items():
+    for name, (start, end) in {
+        "before": ("start", "busy"),
+        "both cores busy (control)": ("busy", "loading"),
+        "the new model on both cores (control)": ("encode", "migrate"),
+        "build and swap": ("migrate", "migrated"),
+        "after": ("migrated", "end"),
+    }.items():
         print(f"| {name} | {cpu_shares(ticks[start], ticks[end])} |")
     built = sum(end - start for start, end in indexes.spans)
     print(f"index builds seen: {len(indexes.spans)}, {built:.1f} s in all")

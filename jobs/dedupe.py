@@ -53,6 +53,22 @@ class Claims:
         owners = self._first_claimants("ids", [_digest(i, 16) for i in ids], [_blob(o) for o in origins])
         return [owner.decode("utf-8", "surrogatepass") for owner in owners]
 
+    def claim_batch(
+        self, ids: list[str], origins: list[str], hashes: list[str], keys: list[str], claimed_by: list[int]
+    ) -> tuple[list[str], list[bool]]:
+        """A batch's id claims, then its text claims: for each id, the origin of the record that
+        holds it; for each text hash, whether ``keys`` beside it owns the text. A text whose
+        record (its index in ``ids``, ``claimed_by``; -1: a record without an id) lost its id
+        claims nothing, and is answered False."""
+        holders = self.claim_ids(ids, origins) if ids else []
+        lost = {i for i, (holder, origin) in enumerate(zip(holders, origins, strict=True)) if holder != origin}
+        wanted = [j for j, record in enumerate(claimed_by) if record not in lost]
+        owned = [False] * len(hashes)
+        if wanted:
+            for j, mine in zip(wanted, self.claim([hashes[j] for j in wanted], [keys[j] for j in wanted]), strict=True):
+                owned[j] = mine
+        return holders, owned
+
     def _first_claimants(self, table: str, keys: list[bytes], claimants: list[bytes]) -> list[bytes]:
         db = self._db
         before = db.total_changes

@@ -72,11 +72,11 @@ class PreviewSink(Datasink[PreviewCounts]):
 
     def _in_open_batches(self, embed: pa.Table) -> pa.Table:
         """Which of the rows to embed have their text in an open batch: collected, not paid again."""
-        from jobs.prepare import task_connection
+        from vectorize.db import reused_connection
         from vectorize.store.batch_work import submitted_texts
 
         dsn, collection = self.batches
-        submitted = submitted_texts(task_connection(dsn), collection, embed.column("text_sha256").to_pylist())
+        submitted = submitted_texts(reused_connection(dsn), collection, embed.column("text_sha256").to_pylist())
         return pc.is_in(embed.column("text_sha256"), pa.array(sorted(submitted), pa.string()))
 
     def get_name(self) -> str:

@@ -1,8 +1,8 @@
 """Preparation: raw records to prepared rows, then what is already known is marked.
 
 Runs as Ray tasks over the read blocks. Each batch costs one database round trip for the
-keys and hashes it holds, and calls to the run's bookkeeping actor for its claims
-(:class:`jobs.dedupe.Claims`).
+keys and hashes it holds (none in a collection that was empty as the run began), and one call
+to the run's bookkeeping actor for its claims (:class:`jobs.dedupe.Claims`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from extract.records import RecordSpec, fallback_key, prepare_json_line, prepare
 from extract.sql_source import FINGERPRINT_COLUMN
 from vectorize import rows
 from vectorize.chunking import LongTextPolicy
-from vectorize.db import connect
+from vectorize.db import reused_connection
 from vectorize.store.collection import Collection
 from vectorize.store.lookups import known_rows
 from vectorize.text import content_hash
 
 logger = logging.getLogger(__name__)
-_connections: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,9 @@ class PrepareContext:
     claims: ray.actor.ActorHandle
     signature: str  # what besides the source row shapes the text: see jobs.sql_delta.source_signature
     long_text: LongTextPolicy
-    lookups: bool = True  # False: the collection does not exist yet (a dry run), nothing is stored
-
-
-def task_connection(dsn: str):
-    """This worker process's connection to ``dsn``, opened once and reused by its tasks."""
-    conn = _connections.get(dsn)
-    if conn is None or conn.closed or conn.broken:
-        conn = connect(dsn, vector=False)
-        _connections[dsn] = conn
-    return conn
+    # False where the collection held no row as the run began: every stored row is then the run's own,
+    # and the run's claims already answer what a lookup would
+    lookups: bool = True
 
 
 def to_prepared_rows(batch: pa.Table, spec: RecordSpec, signature: str) -> list[dict]:
@@ -86,85 +78,89 @@ def _digest_origins(raws: list[str]) -> list[str]:
     return origins
 
 
-def claim_ids(prepared: list[dict], claims: ray.actor.ActorHandle) -> None:
-    """One record per id in a run: a record whose id an earlier record already holds becomes
-    an error row (``duplicate_id``) keyed by its own origin, naming the record that holds it."""
-    keyed = [row for row in prepared if row.get("keyed")]
-    if not keyed:
-        return
-    holders = ray.get(claims.claim_ids.remote([r["id"] for r in keyed], [r["origin"] for r in keyed]))
-    for row, holder in zip(keyed, holders, strict=True):
-        if holder != row["origin"]:
-            where = holder if not holder.startswith("record:") else "another record"
-            row.update(
-                rows.error_row(
-                    row["origin"], "prepare", "duplicate_id",
-                    f"id {row['id']!r} is already the id of {where} in this run, which is the one stored: "
-                    "give each record its own id", row["record_raw"],
-                )
-            )  # fmt: skip
+def _duplicate_id(record: dict, holder: str) -> dict:
+    """A record whose id an earlier record of the run holds: an error row keyed by its own origin."""
+    where = holder if not holder.startswith("record:") else "another record"
+    message = (f"id {record['id']!r} is already the id of {where} in this run, which is the one stored: "
+               "give each record its own id")  # fmt: skip
+    return rows.error_row(record["origin"], "prepare", "duplicate_id", message, record["record_raw"])
 
 
 def _known(ctx: PrepareContext, keys: list[str], chunks: list[int], hashes: list[str]):
     if not ctx.lookups:
         return {}, set()
-    return known_rows(task_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
+    return known_rows(reused_connection(ctx.dsn), ctx.collection, ctx.model_key, keys, chunks, hashes)
 
 
 def split_long_texts(prepared: list[dict], policy: LongTextPolicy) -> list[dict]:
     """Each row whose text is past the window becomes its chunks (``chunk`` 0, 1, ...), or an
     error row when the policy refuses long texts."""
-    out = []
-    for row in prepared:
-        if row["status"] != rows.EMBED:
-            out.append(row)
-            continue
-        pieces = policy.split(row["text"])
-        if pieces is None:
-            out.append(
-                rows.error_row(
-                    row["id"], "prepare", "too_long", f"the text is longer than the model's {policy.window} tokens",
-                    row["text"],
-                )
-            )  # fmt: skip
-        elif len(pieces) == 1:
-            out.append(row)
-        else:
-            for number, piece in enumerate(pieces):
-                out.append(
-                    {**row, "chunk": number, "text": piece, "text_sha256": content_hash(piece), "chunks": len(pieces)}
-                )
-    return out
+    return [row for record in prepared for row in split_record(record, policy)]
+
+
+def split_record(row: dict, policy: LongTextPolicy) -> list[dict]:
+    """The rows of one prepared record: itself, its chunks, or its ``too_long`` error row."""
+    if row["status"] != rows.EMBED:
+        return [row]
+    pieces = policy.split(row["text"])
+    if pieces is None:
+        message = f"the text is longer than the model's {policy.window} tokens"
+        return [rows.error_row(row["id"], "prepare", "too_long", message, row["text"])]
+    if len(pieces) == 1:
+        return [row]
+    return [
+        {**row, "chunk": number, "text": piece, "text_sha256": content_hash(piece), "chunks": len(pieces)}
+        for number, piece in enumerate(pieces)
+    ]
 
 
 def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
-    prepared = to_prepared_rows(batch, ctx.spec, ctx.signature)
-    claim_ids(prepared, ctx.claims)
-    prepared = split_long_texts(prepared, ctx.long_text)
-    live = [row for row in prepared if row["status"] == rows.EMBED]
-    if live:
-        stored, present = _known(
-            ctx, [r["id"] for r in live], [r["chunk"] for r in live], [r["text_sha256"] for r in live]
-        )
-        to_claim = []
-        for row in live:
-            digest = row["text_sha256"]
-            stored_digest, stored_fingerprint = stored.get((row["id"], row["chunk"]), (None, None))
-            row["new"] = stored_digest is None  # counted as such even when a retried write finds it stored
-            if stored_digest == digest:
-                row["status"] = rows.UNCHANGED if stored_fingerprint == row["fingerprint"] else rows.REFRESH
-                row["text"] = None
-            elif digest in present:
-                row["status"] = rows.REUSE
-            else:
+    """The batch's rows prepared, the known ones marked, then one call to the run's bookkeeping
+    actor for the batch's id and text claims."""
+    records = to_prepared_rows(batch, ctx.spec, ctx.signature)
+    pieces = [split_record(record, ctx.long_text) for record in records]
+    live = [row for record_rows in pieces for row in record_rows if row["status"] == rows.EMBED]
+    stored, present = (
+        _known(ctx, [r["id"] for r in live], [r["chunk"] for r in live], [r["text_sha256"] for r in live])
+        if live
+        else ({}, set())
+    )
+    keyed = [i for i, record in enumerate(records) if record.get("keyed")]
+    claim_of = {record: number for number, record in enumerate(keyed)}
+    to_claim: list[dict] = []
+    claimed_by: list[int] = []  # for each text claim, its record's id claim (-1: none)
+    for i, record_rows in enumerate(pieces):
+        for row in record_rows:
+            if row["status"] == rows.EMBED and _mark_known(row, stored, present):
                 to_claim.append(row)
-        if to_claim:
-            owned = ray.get(
-                ctx.claims.claim.remote(
-                    [r["text_sha256"] for r in to_claim], [f"{r['id']}\x00{r['chunk']}" for r in to_claim]
-                )
+                claimed_by.append(claim_of.get(i, -1))
+    if keyed or to_claim:
+        holders, owned = ray.get(
+            ctx.claims.claim_batch.remote(
+                [records[i]["id"] for i in keyed], [records[i]["origin"] for i in keyed],
+                [r["text_sha256"] for r in to_claim], [f"{r['id']}\x00{r['chunk']}" for r in to_claim], claimed_by,
             )
-            for row, mine in zip(to_claim, owned, strict=True):
-                if not mine:
-                    row["status"] = rows.REUSE
-    return pa.Table.from_pylist(prepared, schema=rows.PREPARED_SCHEMA)
+        )  # fmt: skip
+        for row, mine in zip(to_claim, owned, strict=True):
+            if not mine:
+                row["status"] = rows.REUSE
+        for i, holder in zip(keyed, holders, strict=True):
+            if holder != records[i]["origin"]:
+                pieces[i] = [_duplicate_id(records[i], holder)]
+    return pa.Table.from_pylist([row for record_rows in pieces for row in record_rows], schema=rows.PREPARED_SCHEMA)
+
+
+def _mark_known(row: dict, stored: dict, present: set[str]) -> bool:
+    """Marks a row by what is stored (unchanged, its metadata to refresh, a vector to reuse);
+    True where its text is to be claimed for embedding."""
+    digest = row["text_sha256"]
+    stored_digest, stored_fingerprint = stored.get((row["id"], row["chunk"]), (None, None))
+    row["new"] = stored_digest is None  # counted as such even when a retried write finds it stored
+    if stored_digest == digest:
+        row["status"] = rows.UNCHANGED if stored_fingerprint == row["fingerprint"] else rows.REFRESH
+        row["text"] = None
+        return False
+    if digest in present:
+        row["status"] = rows.REUSE
+        return False
+    return True

@@ -1,5 +1,5 @@
-"""The pgvector Datasinks: each write task writes its blocks, each in one transaction, and
-counts them; the counts of all tasks add up in the driver."""
+"""The pgvector Datasinks: each write task writes its blocks, each in one transaction, on its
+worker process's connection, and counts them; the counts of all tasks add up in the driver."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from jobs.progress import report_counts
-from vectorize.db import connect
+from vectorize.db import reused_connection
 from vectorize.store.writer import CollectionWrite, write_block
 from vectorize.summary import WriteCounts, live_outcomes
 
@@ -32,12 +32,12 @@ class CountingDatasink(Datasink[WriteCounts]):
 
     def write(self, blocks: Iterable[Block], ctx) -> WriteCounts:
         counts = WriteCounts()
-        with connect(self.dsn) as conn:
-            for block in blocks:
-                if block.num_rows:
-                    written = self.write_block(conn, block)
-                    counts.add(written)
-                    report_counts(self.meter, {"rows written": block.num_rows, **live_outcomes(written)})
+        conn = reused_connection(self.dsn, vector=True)
+        for block in blocks:
+            if block.num_rows:
+                written = self.write_block(conn, block)
+                counts.add(written)
+                report_counts(self.meter, {"rows written": block.num_rows, **live_outcomes(written)})
         return counts
 
     def on_write_complete(self, write_result: WriteResult[WriteCounts]) -> None:

@@ -138,9 +138,11 @@ class CollectionTarget:
                 source = replace(source, only_ids=reads.only_ids)
         elif source.kind in FILE_KINDS and exists and self.complete:
             files = plan_file_reads(conn, self.collection, source, signature, self.sync)
-        empty = not exists or conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {t})").format(
-            t=self.collection.table)).fetchone()[0]  # fmt: skip
-        return CollectionRun(self, inputs, storage, source, signature, reads, exists, empty, files)
+        empty, no_errors = (True, True) if not exists else conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT FROM {t}), NOT EXISTS (SELECT FROM {e})").format(
+                t=self.collection.table, e=self.collection.errors)).fetchone()  # fmt: skip
+        return CollectionRun(self, inputs, storage, source, signature, reads, exists, empty, files,
+                             untouched=empty and no_errors)  # fmt: skip
 
 
 def refuse_open_batches(conn, collection: Collection) -> None:
@@ -169,6 +171,7 @@ class CollectionRun:
     exists: bool = True  # False: the collection is not made yet (a dry run's), nothing to look up
     empty: bool = False  # the collection holds no row yet
     files: Any = None  # jobs.file_state.FileReadPlan of a file source; None for others
+    untouched: bool = False  # nor does its errors table
 
     @property
     def skipped(self) -> int:
@@ -200,6 +203,7 @@ class CollectionRun:
             summary.run_id,
             sync=self.target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
             vector_type=self.storage.vector_type,
+            fresh=self.untouched,
         )
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:
@@ -215,7 +219,7 @@ class CollectionRun:
         target, inputs = self.target, self.inputs
         records = RecordSpec(inputs.id_field, inputs.template, self.source.flatten, self.source.metadata_fields)
         context = PrepareContext(target.dsn, target.collection, inputs.identity.key, records, claims, self.signature,
-                                 inputs.long_text, lookups=self.exists)  # fmt: skip
+                                 inputs.long_text, lookups=self.exists and not self.empty)  # fmt: skip
         return prepare_batch, context
 
     def embed_deferred(

@@ -28,6 +28,22 @@ def test_the_first_claimant_holds_a_text_or_an_id_and_a_retry_keeps_what_it_held
     ]  # fmt: skip
 
 
+def test_a_batch_claims_its_ids_then_only_the_texts_of_the_records_that_hold_their_id():
+    claims = Claims()
+    assert claims.claim_ids(["x"], ["f.jsonl:1"]) == ["f.jsonl:1"]
+    holders, owned = claims.claim_batch(
+        ["x", "y", "y"], ["f.jsonl:7", "f.jsonl:8", "f.jsonl:9"],
+        [sha("x's"), sha("y's"), sha("y's twin"), sha("unkeyed"), sha("y's")],
+        ["x\x000", "y\x000", "y\x000", "record:ab\x000", "y\x001"],
+        [0, 1, 2, -1, 1],
+    )  # fmt: skip
+    assert holders == ["f.jsonl:1", "f.jsonl:8", "f.jsonl:8"]  # x held before; the second y is late
+    assert owned == [False, True, False, True, False]  # x's record lost its id; y's chunk 1 repeats chunk 0's text
+    # the late records' texts were not claimed: a later record with them owns them
+    assert claims.claim([sha("x's"), sha("y's twin")], ["z\x000", "w\x000"]) == [True, True]
+    assert claims.claim_batch([], [], [sha("y's")], ["y\x000"], [-1]) == ([], [True])  # a retry keeps its text
+
+
 CLAIM_MANY = """
 import hashlib, sys
 from jobs.dedupe import Claims

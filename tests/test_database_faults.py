@@ -15,7 +15,7 @@ import pytest
 
 from tests.corpus import ROOT, write_jsonl
 from tests.helpers import query, run
-from tests.own_postgres import postmaster_pid, restart_server, send_signal, server_pids
+from tests.own_postgres import kill_server, postmaster_pid, restart_server, send_signal, server_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 TOTAL = 400
@@ -108,6 +108,20 @@ def test_database_frozen_mid_run_ends_within_the_stall_timeout_and_grace(
     assert len(lines) == 1 and "database" in lines[0], lines
     assert waited < stall_s + 45 + 15  # the stall timeout, the grace after it, and time to start
     # the rerun after a lost database is the killed server's test's
+
+
+def test_a_workers_reused_connection_is_opened_again_after_its_server_restarted(tmp_path, own_postgres):
+    from vectorize.db import reused_connection
+
+    dsn = own_postgres.get_uri()
+    first = reused_connection(dsn)
+    assert reused_connection(dsn) is first
+    restart_server(tmp_path / "pgdata", kill_server(tmp_path / "pgdata"))
+    again = reused_connection(dsn)  # the next task of a worker whose server went away
+    assert again is not first and again.execute("SELECT 1").fetchone() == (1,)
+    again.execute("BEGIN")  # a task that left its transaction open hands it to no other
+    third = reused_connection(dsn)
+    assert third is not again and third.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
 WAITS_ON_THE_DATABASE = """

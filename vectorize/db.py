@@ -49,6 +49,26 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True, what: str
     return conn
 
 
+_reused: dict[tuple[str, bool], psycopg.Connection] = {}
+
+
+def reused_connection(dsn: str, *, vector: bool = False) -> psycopg.Connection:
+    """This process's connection to ``dsn``, opened once and reused by the tasks a Ray worker runs
+    one after another; a new one where the last was left inside a transaction or no longer
+    answers (the server restarted since)."""
+    conn = _reused.get((dsn, vector))
+    if conn is not None and not conn.closed and not conn.broken:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.OperationalError:
+                pass
+        conn.close()
+    conn = _reused[(dsn, vector)] = connect(dsn, vector=vector)
+    return conn
+
+
 @contextmanager
 def using(where: str | psycopg.Connection) -> Iterator[psycopg.Connection]:
     """A connection: ``where`` itself, or a new one to the DSN ``where``, closed after."""

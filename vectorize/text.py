@@ -13,24 +13,32 @@ from vectorize.errors import ConfigError
 
 # C0/C1 control characters except the whitespace ones, which collapse instead.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"[^\S\n]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
-_LINE_EDGES = re.compile(r" *\n *")
 
 
 def clean_text(text: str) -> str:
     """Unicode NFC, control characters removed, runs of whitespace collapsed.
 
     Paragraph breaks survive as one blank line and line breaks as one newline, so that
-    commit messages and tickets keep their shape; everything else collapses to one space.
+    commit messages and tickets keep their shape; everything else collapses to one space:
+    each line's whitespace runs become one space, its edges none, and runs of blank lines one.
     """
     text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _LINE_EDGES.sub("\n", text)
-    text = _BLANK_LINES.sub("\n\n", text)
-    return text.strip()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.replace("\n", "").replace("\t", "").isprintable():  # printable text has no control character
+        text = _CONTROL.sub("", text)
+    kept: list[str] = []
+    blank = False
+    for line in text.split("\n"):
+        words = line.split()
+        if not words:
+            blank = True
+            continue
+        if blank and kept:
+            kept.append("")
+        kept.append(" ".join(words))
+        blank = False
+    return "\n".join(kept)
 
 
 def content_hash(text: str) -> str:
@@ -55,19 +63,7 @@ class TextTemplate:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        names: list[str] = []
-        try:
-            parsed = list(string.Formatter().parse(self.pattern))
-        except ValueError as exc:
-            raise ConfigError(f"--text {self.pattern!r} is not a valid template: {exc}") from None
-        for _, field, _, _ in parsed:
-            if field is None:
-                continue
-            if not field or not field.isidentifier():
-                raise ConfigError(f"--text {self.pattern!r}: use plain field names in braces, like {{title}}")
-            if field not in names:
-                names.append(field)
-        return tuple(names)
+        return _fields(self.pattern)
 
     def render(self, values: dict[str, str]) -> str:
         """The text; a line whose fields are all empty is left out, and so is a paragraph
@@ -80,6 +76,23 @@ class TextTemplate:
                 continue
             kept.append("\n".join(line for line, _ in lines))
         return "\n\n".join(kept).format_map(values)
+
+
+@lru_cache(maxsize=64)
+def _fields(pattern: str) -> tuple[str, ...]:
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise ConfigError(f"--text {pattern!r} is not a valid template: {exc}") from None
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        if not field or not field.isidentifier():
+            raise ConfigError(f"--text {pattern!r}: use plain field names in braces, like {{title}}")
+        if field not in names:
+            names.append(field)
+    return tuple(names)
 
 
 def _filled(value: object) -> bool:

@@ -22,7 +22,7 @@ from vectorize.errors import ConfigError
 from vectorize.identity import ModelIdentity
 from vectorize.store.collection import errors_table_statement
 from vectorize.store.registry import register
-from vectorize.store.staging import block_counts, by_status, stage_vectors
+from vectorize.store.staging import block_counts, by_status, stage_table, stage_vectors
 from vectorize.store.writer import upsert_errors
 from vectorize.summary import WriteCounts
 
@@ -99,9 +99,10 @@ def write_column_block(conn, target: VectorColumn, dimensions: int, run_id: str,
 
 
 def _update_vectors(conn, target: VectorColumn, dimensions: int, table: pa.Table) -> None:
-    stage = sql.Identifier(f"{target.table.replace('.', '_')}_{target.column}_stage"[:63])
+    fields = (("id", "text"), ("text_sha256", "text"))
+    stage = stage_table(target.name, dimensions, fields, "vector")
     with conn.cursor() as cur:
-        stage_vectors(cur, stage, dimensions, (("id", "text"), ("text_sha256", "text")), table)
+        stage_vectors(cur, stage, dimensions, fields, table)
         cur.execute(
             sql.SQL(
                 """UPDATE {t} t SET {c} = s.embedding, {h} = s.text_sha256 FROM {s} s

@@ -7,6 +7,7 @@ update of a source table's column), and the errors of the rows now stored are de
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 
@@ -44,6 +45,13 @@ def block_counts(block: pa.Table) -> WriteCounts:
         counts.tokens = int(pc.sum(embedded.column("tokens")).as_py() or 0)
         counts.truncated = int(pc.sum(pc.cast(embedded.column("truncated"), pa.int64())).as_py() or 0)
     return counts
+
+
+def stage_table(owner: str, dimensions: int, fields: Sequence[tuple[str, str]], vector_type: str) -> sql.Identifier:
+    """The staging table of ``owner``'s writes of this shape: a session that wrote one collection
+    (or column) goes on to another, or to the next version of the same one with other dimensions."""
+    shape = "|".join([owner, str(dimensions), vector_type, *(f"{name} {kind}" for name, kind in fields)])
+    return sql.Identifier(f"vectorize_stage_{hashlib.blake2b(shape.encode(), digest_size=12).hexdigest()}")
 
 
 def stage_vectors(

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from vectorize import rows
 from vectorize.store.collection import Collection
-from vectorize.store.staging import block_counts, by_status, columns_of, stage_vectors
+from vectorize.store.staging import block_counts, by_status, columns_of, stage_table, stage_vectors
 from vectorize.summary import WriteCounts
 
 _STAGED = (("id", "text"), ("chunk", "integer"), ("text", "text"), ("text_sha256", "text"), ("metadata", "text"),
@@ -62,6 +62,9 @@ class CollectionWrite:
     run_id: str
     sync: bool = False  # also note the block's ids as seen, for the run's deletion of the others
     vector_type: str = "vector"  # the collection's: vector or halfvec
+    # the collection held no row, error rows included, as the run began: every stored chunk is
+    # the run's, whose records come once each, so none is past its record's end
+    fresh: bool = False
 
 
 def write_block(conn, write: CollectionWrite, block: pa.Table) -> WriteCounts:
@@ -83,7 +86,8 @@ def write_block(conn, write: CollectionWrite, block: pa.Table) -> WriteCounts:
             counts.embedded_new = _new_rows(embedded, inserted)
         if refresh.num_rows:
             _refresh_metadata(conn, collection, refresh)
-        _drop_stale_chunks(conn, collection, block)
+        if not write.fresh:
+            _drop_stale_chunks(conn, collection, block)
         if write.sync:
             _note_seen(conn, collection, run_id, set(block.column("id").to_pylist()))
         if reuse.num_rows:
@@ -105,7 +109,7 @@ def _new_rows(embedded: pa.Table, inserted: int) -> int:
 def _upsert_vectors(conn, write: CollectionWrite, table: pa.Table) -> int:
     """Upsert the rows' vectors; how many of them are new to the collection."""
     collection = write.collection
-    stage = sql.Identifier(f"{collection.name}_stage")
+    stage = stage_table(collection.key, write.dimensions, _STAGED, write.vector_type)
     with conn.cursor() as cur:
         stage_vectors(cur, stage, write.dimensions, _STAGED, table, write.vector_type)
         # xmax is 0 on a row this statement inserted, set on one it updated
