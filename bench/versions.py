@@ -63,6 +63,11 @@ def main() -> None:
     script = [part for part in args.script if part != "--"]
     if not script:
         parser.error("name the bench script after --")
+    from vectorize.ray_runtime import starts_a_local_ray
+
+    if os.environ.get("RAY_ADDRESS") or not starts_a_local_ray():
+        sys.exit("bench: a Ray cluster runs here (or RAY_ADDRESS is set): both sides would join it, and its workers "
+                 "import one version of the code for both; stop it or unset RAY_ADDRESS")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vectorize-base-") as folder:
         base_tree = Path(folder) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), args.base], cwd=ROOT, check=True,

@@ -126,7 +126,7 @@ def prepare_batch(batch: pa.Table, ctx: PrepareContext) -> pa.Table:
         else ({}, set())
     )
     keyed = [i for i, record in enumerate(records) if record.get("keyed")]
-    claim_of = {record: number for number, record in enumerate(keyed)}
+    claim_of = {index: number for number, index in enumerate(keyed)}
     to_claim: list[dict] = []
     claimed_by: list[int] = []  # for each text claim, its record's id claim (-1: none)
     for i, record_rows in enumerate(pieces):

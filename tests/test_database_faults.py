@@ -112,6 +112,7 @@ def test_database_frozen_mid_run_ends_within_the_stall_timeout_and_grace(
 
 def test_a_workers_reused_connection_is_opened_again_after_its_server_restarted(tmp_path, own_postgres):
     from vectorize.db import reused_connection
+    from vectorize.errors import DatabaseConfigError
 
     dsn = own_postgres.get_uri()
     first = reused_connection(dsn)
@@ -122,6 +123,10 @@ def test_a_workers_reused_connection_is_opened_again_after_its_server_restarted(
     again.execute("BEGIN")  # a task that left its transaction open hands it to no other
     third = reused_connection(dsn)
     assert third is not again and third.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with pytest.raises(DatabaseConfigError, match="no pgvector extension"):  # a write task's needs it
+        reused_connection(dsn, vector=True)
+    third.execute("CREATE EXTENSION vector")
+    assert reused_connection(dsn, vector=True) is third and third.adapters.types.get("vector") is not None
 
 
 WAITS_ON_THE_DATABASE = """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,6 +14,8 @@ import psycopg
 from vectorize.errors import DatabaseConfigError, StoreError, causes, ray_wrapper
 
 logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10
 
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 _PASSWORD_KV = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
@@ -31,7 +35,7 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True, what: str
     """Open a connection; with ``vector`` the pgvector types are registered on it. The one
     place a failed connection becomes an error: ``what`` names the database in its message."""
     try:
-        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
+        conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.ProgrammingError as exc:
         raise DatabaseConfigError(f"bad DSN {redact_dsn(dsn)!r}: {_describe(exc, dsn)}") from None
     except psycopg.OperationalError as exc:
@@ -49,24 +53,60 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True, what: str
     return conn
 
 
-_reused: dict[tuple[str, bool], psycopg.Connection] = {}
+_reused: dict[str, psycopg.Connection] = {}
 
 
 def reused_connection(dsn: str, *, vector: bool = False) -> psycopg.Connection:
     """This process's connection to ``dsn``, opened once and reused by the tasks a Ray worker runs
-    one after another; a new one where the last was left inside a transaction or no longer
-    answers (the server restarted since)."""
-    conn = _reused.get((dsn, vector))
-    if conn is not None and not conn.closed and not conn.broken:
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            try:
-                conn.execute("SELECT 1")
-                return conn
-            except psycopg.OperationalError:
-                pass
+    one after another (one per database, whatever the tasks); a new one where the last was left
+    inside a transaction or no longer answers (its server restarted). A server that holds the
+    connection without answering is an error after as long as a new connection may take. With
+    ``vector`` the pgvector types are registered on it."""
+    conn = _reused.get(dsn)
+    if conn is not None and not _answers(conn, dsn):
         conn.close()
-    conn = _reused[(dsn, vector)] = connect(dsn, vector=vector)
+        conn = None
+    if conn is None:
+        conn = _reused[dsn] = connect(dsn, vector=vector)
+    elif vector and conn.adapters.types.get("vector") is None and not register_vector_types(conn):
+        raise DatabaseConfigError(
+            f"the database at {redact_dsn(dsn)} has no pgvector extension (CREATE EXTENSION vector)"
+        )
     return conn
+
+
+def _answers(conn: psycopg.Connection, dsn: str) -> bool:
+    """Whether the idle ``conn`` answers ``SELECT 1`` (False where the server closed it); a
+    DatabaseConfigError where no answer comes within CONNECT_TIMEOUT_S (a frozen server)."""
+    if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    pgconn, deadline = conn.pgconn, time.monotonic() + CONNECT_TIMEOUT_S
+    try:
+        pgconn.send_query(b"SELECT 1")
+        while pgconn.flush():
+            _wait_for(pgconn.socket, deadline, dsn, write=True)
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            _wait_for(pgconn.socket, deadline, dsn)
+            pgconn.consume_input()
+        answered = True
+        while (result := pgconn.get_result()) is not None:
+            answered = answered and result.status == psycopg.pq.ExecStatus.TUPLES_OK
+        return answered
+    except psycopg.OperationalError:
+        return False
+    except DatabaseConfigError:
+        conn.close()
+        raise
+
+
+def _wait_for(sock: int, deadline: float, dsn: str, *, write: bool = False) -> None:
+    left = deadline - time.monotonic()
+    ready = select.select([], [sock], [], max(left, 0)) if write else select.select([sock], [], [], max(left, 0))
+    if not any(ready):
+        raise DatabaseConfigError(
+            f"cannot connect to Postgres at {redact_dsn(dsn)}: it did not answer in {CONNECT_TIMEOUT_S} s"
+        )
 
 
 @contextmanager

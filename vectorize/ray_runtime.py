@@ -39,7 +39,7 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
         kwargs: dict = {"logging_level": logging.ERROR, "log_to_driver": worker_logs}
         if address is None:
             kwargs.update(include_dashboard=False)
-            if _starts_a_ray():  # Ray refuses a system config from a process joining a cluster
+            if starts_a_local_ray():  # Ray refuses a system config from a process joining a cluster
                 kwargs.update(_system_config=KEPT_WORKERS)
         ray.init(address=address, **kwargs)
     from ray.data import DataContext
@@ -64,7 +64,7 @@ def ensure_ray(address: str | None = None, *, progress: bool = False, worker_log
     warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
-def _starts_a_ray() -> bool:
+def starts_a_local_ray() -> bool:
     """Whether ``ray.init()`` without an address starts a Ray here: it joins the one that
     ``ray start`` started on this machine, if there is one."""
     from ray._private.services import canonicalize_bootstrap_address

@@ -100,7 +100,7 @@ def write_column_block(conn, target: VectorColumn, dimensions: int, run_id: str,
 
 def _update_vectors(conn, target: VectorColumn, dimensions: int, table: pa.Table) -> None:
     fields = (("id", "text"), ("text_sha256", "text"))
-    stage = stage_table(target.name, dimensions, fields, "vector")
+    stage = stage_table(dimensions, fields, "vector")
     with conn.cursor() as cur:
         stage_vectors(cur, stage, dimensions, fields, table)
         cur.execute(

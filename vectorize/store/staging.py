@@ -47,11 +47,12 @@ def block_counts(block: pa.Table) -> WriteCounts:
     return counts
 
 
-def stage_table(owner: str, dimensions: int, fields: Sequence[tuple[str, str]], vector_type: str) -> sql.Identifier:
-    """The staging table of ``owner``'s writes of this shape: a session that wrote one collection
-    (or column) goes on to another, or to the next version of the same one with other dimensions."""
-    shape = "|".join([owner, str(dimensions), vector_type, *(f"{name} {kind}" for name, kind in fields)])
-    return sql.Identifier(f"vectorize_stage_{hashlib.blake2b(shape.encode(), digest_size=12).hexdigest()}")
+def stage_table(dimensions: int, fields: Sequence[tuple[str, str]], vector_type: str) -> sql.Identifier:
+    """The session's staging table of this shape. A session holds one per shape it wrote (a
+    collection and then its next version with other dimensions, a column), not one per
+    collection: every commit of a write empties each of them."""
+    shape = "|".join([str(dimensions), vector_type, *(f"{name} {kind}" for name, kind in fields)])
+    return sql.Identifier(f"vectorize_stage_{hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()}")
 
 
 def stage_vectors(

@@ -109,7 +109,7 @@ def _new_rows(embedded: pa.Table, inserted: int) -> int:
 def _upsert_vectors(conn, write: CollectionWrite, table: pa.Table) -> int:
     """Upsert the rows' vectors; how many of them are new to the collection."""
     collection = write.collection
-    stage = stage_table(collection.key, write.dimensions, _STAGED, write.vector_type)
+    stage = stage_table(write.dimensions, _STAGED, write.vector_type)
     with conn.cursor() as cur:
         stage_vectors(cur, stage, write.dimensions, _STAGED, table, write.vector_type)
         # xmax is 0 on a row this statement inserted, set on one it updated
