@@ -142,7 +142,7 @@ class CollectionTarget:
             sql.SQL("SELECT NOT EXISTS (SELECT FROM {t}), NOT EXISTS (SELECT FROM {e})").format(
                 t=self.collection.table, e=self.collection.errors)).fetchone()  # fmt: skip
         return CollectionRun(self, inputs, storage, source, signature, reads, exists, empty, files,
-                             untouched=empty and no_errors)  # fmt: skip
+                             fresh=empty and no_errors)  # fmt: skip
 
 
 def refuse_open_batches(conn, collection: Collection) -> None:
@@ -171,7 +171,7 @@ class CollectionRun:
     exists: bool = True  # False: the collection is not made yet (a dry run's), nothing to look up
     empty: bool = False  # the collection holds no row yet
     files: Any = None  # jobs.file_state.FileReadPlan of a file source; None for others
-    untouched: bool = False  # nor does its errors table
+    fresh: bool = False  # nor does its errors table: nothing stored predates the run
 
     @property
     def skipped(self) -> int:
@@ -203,7 +203,7 @@ class CollectionRun:
             summary.run_id,
             sync=self.target.sync and self.source.kind != "sql",  # a SQL source's ids are known from its fingerprints
             vector_type=self.storage.vector_type,
-            fresh=self.untouched,
+            fresh=self.fresh,
         )
 
     def stage(self, summary: RunSummary, claims: Any) -> Stage:

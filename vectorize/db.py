@@ -47,9 +47,7 @@ def connect(dsn: str, *, autocommit: bool = True, vector: bool = True, what: str
             register_vector(conn)
         except psycopg.ProgrammingError:
             conn.close()
-            raise DatabaseConfigError(
-                f"the database at {redact_dsn(dsn)} has no pgvector extension (CREATE EXTENSION vector)"
-            ) from None
+            raise _no_pgvector(dsn) from None
     return conn
 
 
@@ -69,10 +67,12 @@ def reused_connection(dsn: str, *, vector: bool = False) -> psycopg.Connection:
     if conn is None:
         conn = _reused[dsn] = connect(dsn, vector=vector)
     elif vector and conn.adapters.types.get("vector") is None and not register_vector_types(conn):
-        raise DatabaseConfigError(
-            f"the database at {redact_dsn(dsn)} has no pgvector extension (CREATE EXTENSION vector)"
-        )
+        raise _no_pgvector(dsn)
     return conn
+
+
+def _no_pgvector(dsn: str) -> DatabaseConfigError:
+    return DatabaseConfigError(f"the database at {redact_dsn(dsn)} has no pgvector extension (CREATE EXTENSION vector)")
 
 
 def _answers(conn: psycopg.Connection, dsn: str) -> bool:
@@ -101,9 +101,8 @@ def _answers(conn: psycopg.Connection, dsn: str) -> bool:
 
 
 def _wait_for(sock: int, deadline: float, dsn: str, *, write: bool = False) -> None:
-    left = deadline - time.monotonic()
-    ready = select.select([], [sock], [], max(left, 0)) if write else select.select([sock], [], [], max(left, 0))
-    if not any(ready):
+    left = max(deadline - time.monotonic(), 0)
+    if not any(select.select([] if write else [sock], [sock] if write else [], [], left)):
         raise DatabaseConfigError(
             f"cannot connect to Postgres at {redact_dsn(dsn)}: it did not answer in {CONNECT_TIMEOUT_S} s"
         )
