@@ -7,20 +7,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 DEMO_QUERY ?= skip rows that are already stored
+# Test processes, a file each at a time, each with its own Ray, Postgres and models: the suite's
+# tests wait on processes they start for much of their time, so two keep a 2-core machine busy.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench install chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip compiles each package's modules one file after another; compileall does it on every core.
+define install_with
+	$(PIP) --no-compile "$(TORCH_SPEC)"
+	$(PIP) --no-compile -e "$(1)"
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true  # a few files of packages are not Python 3
+endef
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e .
+	$(call install_with,.)
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) -e ".[test]"
-	touch $@
+# one resolution for the project and its test tools where neither is installed yet
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(if $(wildcard $(VENV)/.installed),$(PIP) -e ".[test]",$(call install_with,.[test]))
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 
@@ -34,7 +44,7 @@ lint: $(VENV)/.test-installed
 test: $(VENV)/.test-installed
 	@command -v chromium >/dev/null || $(MAKE) --no-print-directory chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Debian's chromium renders `vectorize report` in the tests; without it that test is skipped.
 chromium:

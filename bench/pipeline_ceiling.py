@@ -5,8 +5,10 @@ skip-known lookups, the text claims and the sink's COPY.
 For each size: a first run into an empty collection, then an unchanged rerun; rows/s of each,
 and the peak resident memory of the driver and of each kind of Ray process. The runs ask for no
 vector index (``--index none``): building one is the search benchmark's to measure.
+``--text-search none``: collections without the keyword index, whose words Postgres otherwise
+parses and indexes on each write.
 
-    python bench/pipeline_ceiling.py [--rows 100000 1000000]
+    python bench/pipeline_ceiling.py [--rows 100000 1000000] [--text-search none]
 """
 
 from __future__ import annotations
@@ -69,11 +71,13 @@ class MemorySampler:
         self._thread.join()
 
 
-def one_run(source, dsn: str, table: str) -> tuple[float, dict, dict[str, int], dict[str, int]]:
+def one_run(source, dsn: str, table: str, text_search: str | None) -> tuple[float, dict, dict, dict]:
     from jobs.launch import run_job
     from vectorize.settings import RunSettings
 
-    settings = RunSettings.of(source=str(source), table=table, dsn=dsn, provider="null", model="null", index="none")
+    settings = RunSettings.of(
+        source=str(source), table=table, dsn=dsn, provider="null", model="null", index="none", text_search=text_search
+    )
     with MemorySampler() as memory:
         started = time.perf_counter()
         summary = run_job(settings)
@@ -98,6 +102,8 @@ def _write_source(rows: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--text-search", help="the collection's keyword index (default: a run's default, simple; "
+                        "none: no keyword index)")  # fmt: skip
     args = parser.parse_args()
     from vectorize.ray_runtime import ensure_ray
 
@@ -106,16 +112,18 @@ def main() -> None:
     results = []
     for n in args.rows:
         source, server = generated_workspace(n)
-        first = one_run(source, server.get_uri(), "ceiling")
+        first = one_run(source, server.get_uri(), "ceiling", args.text_search)
         print(f"{n} rows: first run {first[0]:.1f}s", file=sys.stderr)
         with source.open("a") as fh:  # the same rows, another digest: every row is read again
             fh.write("\n")
-        rerun = one_run(source, server.get_uri(), "ceiling")
+        rerun = one_run(source, server.get_uri(), "ceiling", args.text_search)
         print(f"{n} rows: rerun {rerun[0]:.1f}s", file=sys.stderr)
         results.append((n, first, rerun))
         server.cleanup()
 
-    print(f"\nnull provider ({null_provider.DIMENSIONS} dimensions), rows from {CORPUS.name}, {os.cpu_count()} cores\n")
+    keyword = args.text_search or "simple"
+    print(f"\nnull provider ({null_provider.DIMENSIONS} dimensions), rows from {CORPUS.name}, {os.cpu_count()} cores, "
+          f"--text-search {keyword}\n")  # fmt: skip
     print("| rows | run | seconds | rows/s | embedded | unchanged | failed |")
     print("|---|---|---|---|---|---|---|")
     for n, first, rerun in results:

@@ -1,4 +1,5 @@
-"""One Ray instance, one Postgres with pgvector and one tiny model per test session."""
+"""One Ray instance, one Postgres with pgvector and one tiny model per test process (under xdist, each
+worker process has its own)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ _names = itertools.count()
 
 def pytest_configure(config) -> None:
     """One token for Ray's token authentication in ~/.ray/auth_token before anything starts a
-    Ray (the suite's own and the loopback cluster's nodes), so that no two of them write it."""
+    Ray (the suite's own and the loopback cluster's nodes), so that no two of them write it; under
+    xdist, the controlling process writes it before its workers start."""
+    if hasattr(config, "workerinput"):
+        return
     ray_cli = Path(sys.executable).with_name("ray")
     subprocess.run([str(ray_cli), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
 

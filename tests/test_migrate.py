@@ -17,7 +17,7 @@ from jobs.migrate import migrate
 from tests.corpus import ROOT, commit_rows, write_jsonl
 from tests.helpers import kill_once_stored, query, run
 from vectorize.cli import main as cli_main
-from vectorize.errors import ModelMismatchError
+from vectorize.errors import ConfigError, ModelMismatchError
 from vectorize.providers.base import ProviderRequest, embed_blocking, provider_spec
 from vectorize.search import search
 from vectorize.settings import RunSettings
@@ -146,6 +146,38 @@ def _reader_searches(dsn: str, role: str, table: str, vector: np.ndarray) -> str
 
 def _may(dsn: str, role: str, table: str, privilege: str) -> bool:
     return query(dsn, "SELECT has_table_privilege(%s, %s, %s)", role, f'"{table}"', privilege)[0][0]
+
+
+def test_keyword_search_dropped_by_a_storage_migration_comes_back_with_the_rollback(
+    tmp_path, tiny_model, pg_dsn, table_name
+):
+    rows = rows_of(30)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    run(source, table_name, tiny_model, pg_dsn)
+    _, vectors = query_vectors(tiny_model, [rows[0]["text"]])
+    word = max(rows[0]["text"].split(), key=len)
+
+    def by_words() -> list[str]:
+        with psycopg.connect(pg_dsn) as conn:
+            register_vector(conn)
+            identity = registered(conn, Collection(table_name)).identity
+            return [h.id for h in search(conn, table_name, vectors[0], 3, identity, mode="hybrid", words=word)]
+
+    def by_vector() -> list[tuple[str, float]]:
+        with psycopg.connect(pg_dsn) as conn:
+            register_vector(conn)
+            identity = registered(conn, Collection(table_name)).identity
+            return [(h.id, round(h.similarity, 4)) for h in search(conn, table_name, vectors[0], 5, identity)]
+
+    assert rows[0]["id"] in by_words()
+    nearest = by_vector()
+    report = migration(source, table_name, tiny_model, pg_dsn, text_search="none")
+    assert report.swapped and report.copied == 30 and report.build.embedded == 0
+    with pytest.raises(ConfigError, match="was made without keyword search \\(--text-search none\\)"):
+        by_words()
+    assert by_vector() == nearest  # the same vectors, copied
+    assert cli_main(["migrate", "--table", table_name, "--dsn", pg_dsn, "--rollback"]) == 0
+    assert rows[0]["id"] in by_words()
 
 
 def test_a_storage_change_copies_the_vectors_and_a_reading_role_follows_the_swap_and_rollback(

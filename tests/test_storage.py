@@ -93,6 +93,31 @@ def test_storage_other_than_the_collections_is_refused(tmp_path, pg_dsn, table_n
                            StorageRequest(text_search="klingon"))  # fmt: skip
 
 
+def test_a_collection_without_keyword_search_is_searched_by_vector_and_refuses_words(
+    tmp_path, pg_dsn, table_name, tiny_model, capsys
+):
+    texts = ["the parser drops empty headers", "retry the upload after a reset", "rename the config flag"]
+    source = write_jsonl(tmp_path / "n.jsonl", [{"id": f"n{i}", "text": t} for i, t in enumerate(texts)])
+    assert run(source, table_name, tiny_model, pg_dsn, text_search="none").embedded == 3
+    columns = query(pg_dsn, "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)", table_name)
+    indexes = query(pg_dsn, "SELECT indexname FROM pg_indexes WHERE tablename = %s", table_name)
+    assert "text_search" not in {c for (c,) in columns} and "embedding" in {c for (c,) in columns}
+    assert not [i for (i,) in indexes if "text_search" in i] and f"{table_name}_metadata_idx" in {i for (i,) in indexes}
+    search_cli = ["search", texts[1], "--table", table_name, "--dsn", pg_dsn, "--json"]
+    assert cli_main(search_cli) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "n1"
+    for mode in ("keyword", "hybrid"):
+        assert cli_main([*search_cli, "--mode", mode]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (
+            f"vectorize: error: collection {table_name!r} was made without keyword search (--text-search none): "
+            "search it with --mode vector, or migrate it to storage with a --text-search configuration"
+        )
+    with pytest.raises(ConfigError, match="--text-search simple \\(it has none\\)"):
+        run(source, table_name, tiny_model, pg_dsn, text_search="simple")
+    assert run(source, table_name, tiny_model, pg_dsn, text_search="none").unchanged == 3
+
+
 @pytest.mark.parametrize(
     ("requested", "dims", "message"),
     [

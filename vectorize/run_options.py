@@ -76,7 +76,8 @@ def add_run_options(run: argparse.ArgumentParser, *, source_required: bool = Tru
     option(target, "--hnsw-ef-construction", TargetSettings, "hnsw_ef_construction",
            "HNSW candidates while building (default 64)", type=int)  # fmt: skip
     option(target, "--text-search", TargetSettings, "text_search", "the text search configuration of the "
-           "keyword index (default simple)")  # fmt: skip
+           "keyword index (default simple); none: no keyword index (keyword and hybrid search refused, "
+           "writes cheaper)")  # fmt: skip
 
     embedding = run.add_argument_group("model")
     option(

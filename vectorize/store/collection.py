@@ -87,6 +87,17 @@ class Collection:
         """An index's name: Postgres puts an index in its table's schema, so it takes no schema."""
         return sql.Identifier(f"{self.name}_{suffix}")
 
+    def _keyword_index(self, storage: Storage, ident: dict) -> list[sql.Composed]:
+        return [
+            sql.SQL(
+                """ALTER TABLE {t} ADD COLUMN IF NOT EXISTS text_search tsvector
+                   GENERATED ALWAYS AS (to_tsvector({config}::regconfig, text)) STORED"""
+            ).format(config=sql.Literal(storage.text_search), **ident),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (text_search)").format(
+                i=self.index("text_search_idx"), **ident
+            ),
+        ]
+
     def migrations(self, storage: Storage, dimensions: int) -> list[list[sql.Composed]]:
         """The collection's schema, one step a version (``vectorize.store.schema``)."""
         ident = {"t": self.table, "e": self.errors, "p": self.pending, "s": self.seen, "b": self.batches,
@@ -141,13 +152,7 @@ class Collection:
             ],
             # the stored text's words, for keyword and hybrid search; metadata, for filters
             [
-                sql.SQL(
-                    """ALTER TABLE {t} ADD COLUMN IF NOT EXISTS text_search tsvector
-                       GENERATED ALWAYS AS (to_tsvector({config}::regconfig, text)) STORED"""
-                ).format(config=sql.Literal(storage.text_search), **ident),
-                sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (text_search)").format(
-                    i=self.index("text_search_idx"), **ident
-                ),
+                *(self._keyword_index(storage, ident) if storage.keyword_search else []),
                 sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING gin (metadata jsonb_path_ops)").format(
                     i=self.index("metadata_idx"), **ident
                 ),

@@ -87,7 +87,7 @@ def prepare_collection(
                 found.storage if found.storage_recorded else _storage_in_table(conn, collection, identity.dimensions)
             )
         chosen = storage_for(storage or StorageRequest(), recorded, identity.dimensions, collection.name)
-        if found is None:
+        if found is None and chosen.keyword_search:
             _check_text_search(conn, chosen.text_search)
         conn.execute(
             sql.SQL(

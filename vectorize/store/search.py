@@ -67,6 +67,11 @@ def nearest(
 ) -> list[Hit]:
     """The ``k`` best rows for the query ``vector`` (and its ``words``, in keyword and hybrid
     modes); ``where``: metadata key: value pairs every hit must have."""
+    if mode != "vector" and not storage.keyword_search:
+        raise ConfigError(
+            f"collection {collection.name!r} was made without keyword search (--text-search none): search it "
+            "with --mode vector, or migrate it to storage with a --text-search configuration"
+        )
     if mode != "vector" and not _has_keyword_index(conn, collection):
         raise ConfigError(
             f"collection {collection.name!r} was made before keyword search: run `vectorize run` on it once "

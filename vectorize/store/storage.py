@@ -1,5 +1,5 @@
 """How a collection stores and indexes its vectors: the vector type, the index and its options,
-and the text search configuration of its keyword index. Chosen by a collection's first run,
+and the text search configuration of its keyword index (or none). Chosen by a collection's first run,
 recorded in the registry, and held by every later run: a run that asks for other storage is
 refused before any work (changing it is a migration).
 
@@ -19,6 +19,7 @@ from vectorize.errors import ConfigError
 
 VECTOR_TYPES = ("vector", "halfvec")
 INDEX_KINDS = ("hnsw", "hnsw-bq", "none")
+NO_TEXT_SEARCH = "none"  # no keyword index: keyword and hybrid search refused, each write cheaper
 MAX_COLUMN_DIMENSIONS = 16_000
 MAX_HNSW_DIMENSIONS = {"vector": 2_000, "halfvec": 4_000}
 MAX_BIT_DIMENSIONS = 64_000
@@ -65,6 +66,10 @@ class Storage:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def keyword_search(self) -> bool:
+        return self.text_search != NO_TEXT_SEARCH
 
     def column_type(self, dimensions: int) -> sql.Composed:
         return sql.SQL("{}({})").format(sql.SQL(self.vector_type), sql.Literal(dimensions))
