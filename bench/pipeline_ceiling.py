@@ -9,6 +9,7 @@ vector index (``--index none``): building one is the search benchmark's to measu
 parses and indexes on each write.
 
     python bench/pipeline_ceiling.py [--rows 100000 1000000] [--text-search none]
+    python bench/pipeline_ceiling.py --rows 200000 --compare-text-search 2
 """
 
 from __future__ import annotations
@@ -104,11 +105,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--text-search", help="the collection's keyword index (default: a run's default, simple; "
                         "none: no keyword index)")  # fmt: skip
+    parser.add_argument("--compare-text-search", type=int, metavar="ROUNDS", help="instead: collections with "
+                        "and without the keyword index side by side, alternating, this many rounds a size")  # fmt: skip
     args = parser.parse_args()
     from vectorize.ray_runtime import ensure_ray
 
     null_provider.register()
     ensure_ray()
+    if args.compare_text_search:
+        compare_keyword_index(args.rows, args.compare_text_search)
+        return
     results = []
     for n in args.rows:
         source, server = generated_workspace(n)
@@ -140,6 +146,39 @@ def main() -> None:
             growth = max(b[2][k] / a[2][k] for k in b[2] if a[2].get(k))
             print(f"\n{name}: rows/s {n1 / b[0]:,.0f} at {n1:,} vs {n0 / a[0]:,.0f} at {n0:,}; "
                   f"largest peak private-memory growth of one process {growth:.2f}x")  # fmt: skip
+
+
+def first_and_rerun(n: int, text_search: str | None) -> tuple[float, float]:
+    source, server = generated_workspace(n)
+    first = one_run(source, server.get_uri(), "ceiling", text_search)[0]
+    with source.open("a") as fh:  # the same rows, another digest: every row is read again
+        fh.write("\n")
+    rerun = one_run(source, server.get_uri(), "ceiling", text_search)[0]
+    server.cleanup()
+    print(f"{n} rows, --text-search {text_search}: first {first:.1f}s, rerun {rerun:.1f}s", file=sys.stderr)
+    return n / first, n / rerun
+
+
+def compare_keyword_index(sizes: list[int], rounds: int) -> None:
+    """rows/s with the keyword index (``simple``) and without (``none``), in alternating rounds."""
+    import statistics
+
+    lines, ratios = [], {}
+    for n in sizes:
+        for round_ in range(1, rounds + 1):
+            order = ("simple", "none") if round_ % 2 else ("none", "simple")
+            measured = {text_search: first_and_rerun(n, text_search) for text_search in order}
+            for i, run in enumerate(("first", "rerun")):
+                with_index, without = measured["simple"][i], measured["none"][i]
+                ratios.setdefault((n, run), []).append(without / with_index)
+                ratio = without / with_index
+                lines.append(f"| {n:,} {run} | {round_} | {with_index:,.0f} | {without:,.0f} | {ratio:.2f}x |")
+    print(f"\nnull provider, rows/s, rows from {CORPUS.name}, {os.cpu_count()} cores\n")
+    print("| rows | round | --text-search simple | --text-search none | none / simple |")
+    print("|---|---|---|---|---|")
+    print("\n".join(lines))
+    for (n, run), values in ratios.items():
+        print(f"| {n:,} {run} | median | | | **{statistics.median(values):.2f}x** |")
 
 
 def print_memory(results: list, title: str, kind: int) -> None:

@@ -17,7 +17,7 @@ from jobs.migrate import migrate
 from tests.corpus import ROOT, commit_rows, write_jsonl
 from tests.helpers import kill_once_stored, query, run
 from vectorize.cli import main as cli_main
-from vectorize.errors import ConfigError, ModelMismatchError
+from vectorize.errors import ConfigError, MigrationError, ModelMismatchError
 from vectorize.providers.base import ProviderRequest, embed_blocking, provider_spec
 from vectorize.search import search
 from vectorize.settings import RunSettings
@@ -448,3 +448,66 @@ def test_hostile_records_do_not_hold_the_swap_and_every_line_is_stored_or_an_err
     stored = query(pg_dsn, f'SELECT count(*) FROM "{table_name}"')[0][0]
     failed = query(pg_dsn, f'SELECT count(*) FROM "{table_name}_errors"')[0][0]
     assert stored == 14 and stored + failed == len(hostile)  # every line of the file is in one or the other
+
+
+def test_a_check_waiting_on_a_swap_measures_the_version_swapped_in(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
+):
+    from jobs.check import check_collection
+    from vectorize.store.versions import roll_back
+
+    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(30))
+    run(source, table_name, tiny_model, pg_dsn)
+    assert migration(source, table_name, other_tiny_model, pg_dsn).swapped
+    reports, failures = [], []
+
+    def checking() -> None:
+        try:
+            reports.append(check_collection(pg_dsn, table_name, sample=0))
+        except Exception as exc:  # the assertion below names it
+            failures.append(repr(exc))
+
+    with psycopg.connect(pg_dsn, autocommit=True) as swapper, swapper.transaction():
+        swapper.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize-versions:{table_name}",))
+        check = threading.Thread(target=checking)
+        check.start()
+        deadline = time.monotonic() + 60
+        while not query(pg_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            assert check.is_alive() and time.monotonic() < deadline, failures
+            time.sleep(0.1)
+        roll_back(swapper, table_name)  # the check waits, and then sees the rollback whole
+    check.join(60)
+    assert not failures and len(reports) == 1
+    assert reports[0].model == identity_of(pg_dsn, table_name).key
+    assert reports[0].figures.rows == 30 and reports[0].figures.other_model == 0
+
+
+def test_a_swap_while_a_check_looks_up_neighbours_refuses_it_in_one_line(
+    tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name, monkeypatch
+):
+    import jobs.neighbours
+    from jobs.check import check_collection
+    from jobs.migrate import roll_back
+
+    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(30))
+    run(source, table_name, tiny_model, pg_dsn)
+    assert migration(source, table_name, other_tiny_model, pg_dsn).swapped
+    swapped_to = identity_of(pg_dsn, table_name)
+    looked_up = jobs.neighbours.neighbour_similarities
+
+    def then_roll_back(*args):
+        found = looked_up(*args)
+        roll_back(pg_dsn, table_name)  # a real swap, between the sample and its verdicts
+        return found
+
+    monkeypatch.setattr(jobs.neighbours, "neighbour_similarities", then_roll_back)
+    with pytest.raises(MigrationError) as refused:
+        check_collection(pg_dsn, table_name, sample=20)
+    back = identity_of(pg_dsn, table_name)
+    assert str(refused.value) == (
+        f"collection {table_name!r} was swapped to {back.name} while it was checked (its sample from "
+        f"{swapped_to.name}): run `vectorize check` again"
+    )
+    monkeypatch.undo()
+    report = check_collection(pg_dsn, table_name, sample=20)
+    assert report.model == back.key and report.neighbours is not None

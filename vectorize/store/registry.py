@@ -168,7 +168,12 @@ def registered(conn, collection: Collection) -> Registered | None:
 def registered_model(dsn: str, collection: Collection) -> Registered:
     """The registry row of an existing collection."""
     with connect(dsn, vector=False) as conn:
-        found = _lookup(conn, collection)
+        return registered_model_on(conn, collection)
+
+
+def registered_model_on(conn, collection: Collection) -> Registered:
+    """The registry row of an existing collection, on an open connection."""
+    found = _lookup(conn, collection)
     if found is None:
         raise UnknownCollectionError(
             f"no collection {collection.name!r} in this database: "

@@ -14,6 +14,8 @@ before the swap or wholly after it, on one model's vectors.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -44,6 +46,23 @@ def search_lock(conn: psycopg.Connection, name: str) -> None:
     """Inside a transaction: hold collection ``name`` in its version until the transaction ends
     (a swap waits for it, and it for a swap)."""
     conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"vectorize-versions:{name}",))
+
+
+@contextmanager
+def snapshot_of_one_version(conn: psycopg.Connection, name: str) -> Iterator[None]:
+    """On an autocommit connection: a read-only REPEATABLE READ transaction whose snapshot is
+    taken with collection ``name`` held in its version, so the registry and the tables it reads
+    belong to one version (the transaction lock of ``search_lock`` would come after the
+    snapshot its own statement takes, and could miss a swap that committed while it waited)."""
+    key = f"vectorize-versions:{name}"
+    conn.execute("SELECT pg_advisory_lock_shared(hashtext(%s))", (key,))
+    try:
+        conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+        with conn.transaction():
+            yield
+    finally:
+        conn.isolation_level, conn.read_only = None, None
+        conn.execute("SELECT pg_advisory_unlock_shared(hashtext(%s))", (key,))
 
 
 def _swap_lock(conn: psycopg.Connection, name: str) -> None:
