@@ -12,6 +12,7 @@ DEMO_QUERY ?= skip rows that are already stored
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench install chromium
+.NOTPARALLEL:  # two installs into one .venv at once (make -j demo test) would break it
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

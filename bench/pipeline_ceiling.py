@@ -103,9 +103,10 @@ def _write_source(rows: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--text-search", help="the collection's keyword index (default: a run's default, simple; "
+    keyword = parser.add_mutually_exclusive_group()
+    keyword.add_argument("--text-search", help="the collection's keyword index (default: a run's default, simple; "
                         "none: no keyword index)")  # fmt: skip
-    parser.add_argument("--compare-text-search", type=int, metavar="ROUNDS", help="instead: collections with "
+    keyword.add_argument("--compare-text-search", type=int, metavar="ROUNDS", help="instead: collections with "
                         "and without the keyword index side by side, alternating, this many rounds a size")  # fmt: skip
     args = parser.parse_args()
     from vectorize.ray_runtime import ensure_ray
@@ -170,8 +171,8 @@ def compare_keyword_index(sizes: list[int], rounds: int) -> None:
             measured = {text_search: first_and_rerun(n, text_search) for text_search in order}
             for i, run in enumerate(("first", "rerun")):
                 with_index, without = measured["simple"][i], measured["none"][i]
-                ratios.setdefault((n, run), []).append(without / with_index)
                 ratio = without / with_index
+                ratios.setdefault((n, run), []).append(ratio)
                 lines.append(f"| {n:,} {run} | {round_} | {with_index:,.0f} | {without:,.0f} | {ratio:.2f}x |")
     print(f"\nnull provider, rows/s, rows from {CORPUS.name}, {os.cpu_count()} cores\n")
     print("| rows | round | --text-search simple | --text-search none | none / simple |")

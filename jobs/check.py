@@ -7,12 +7,11 @@ import logging
 
 from vectorize.db import connect
 from vectorize.errors import ConfigError, MigrationError
-from vectorize.identity import ModelIdentity
 from vectorize.quality.check_report import CheckReport
 from vectorize.quality.verdict import Limits, neighbour_figures, verdicts
 from vectorize.store.collection import Collection
 from vectorize.store.figures import measure
-from vectorize.store.registry import registered_model, registered_model_on
+from vectorize.store.registry import Registered, registered_model, registered_model_on
 from vectorize.store.run_lock import mark_dead_runs
 from vectorize.store.versions import snapshot_of_one_version
 
@@ -54,16 +53,20 @@ def check_collection(
         from vectorize.ray_runtime import ensure_ray
 
         ensure_ray(address)
-        similarities = neighbour_similarities(dsn, collection, keys)
-        _refuse_if_swapped(dsn, collection, found.identity)
+        try:
+            similarities = neighbour_similarities(dsn, collection, keys)
+        except Exception:
+            _refuse_if_swapped(dsn, collection, found)  # a version swapped under the lookups, said as such
+            raise
+        _refuse_if_swapped(dsn, collection, found)
         neighbours = neighbour_figures(similarities, limits.near_duplicate_similarity)
     return CheckReport(collection.name, found.identity.key, figures, neighbours, verdicts(figures, neighbours, limits))
 
 
-def _refuse_if_swapped(dsn: str, collection: Collection, checked: ModelIdentity) -> None:
-    now = registered_model(dsn, collection).identity
-    if now.key != checked.key:
+def _refuse_if_swapped(dsn: str, collection: Collection, checked: Registered) -> None:
+    now = registered_model(dsn, collection)
+    if (now.identity.key, now.storage) != (checked.identity.key, checked.storage):
         raise MigrationError(
-            f"collection {collection.name!r} was swapped to {now.name} while it was checked (its sample from "
-            f"{checked.name}): run `vectorize check` again"
+            f"collection {collection.name!r} was swapped to another version ({now.identity.name}) while it was "
+            f"checked (its sample from {checked.identity.name}): run `vectorize check` again"
         )

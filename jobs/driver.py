@@ -9,13 +9,14 @@ from vectorize.summary import RunSummary
 
 if TYPE_CHECKING:
     from jobs.dry_run import DryRunReport
+    from jobs.plan import RunPlan
 
 
-def drive_here(settings: RunSettings) -> RunSummary | DryRunReport:
+def drive_here(settings: RunSettings, plan: RunPlan | None = None) -> RunSummary | DryRunReport:
     if settings.runtime.dry_run:
         from jobs.dry_run import dry_run_here
 
         return dry_run_here(settings)
     from jobs.runner import run_here
 
-    return run_here(settings)
+    return run_here(settings, plan)

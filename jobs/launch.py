@@ -15,9 +15,12 @@ from vectorize.summary import RunSummary
 
 if TYPE_CHECKING:
     from jobs.dry_run import DryRunReport
+    from jobs.plan import RunPlan
 
 
-def run_job(settings: RunSettings) -> RunSummary | DryRunReport:
+def run_job(settings: RunSettings, plan: RunPlan | None = None) -> RunSummary | DryRunReport:
+    """``plan``: the run planned already from ``settings`` by the caller, for a driver here (a
+    driver on the cluster plans its own)."""
     try:
         address = settings.runtime.ray_address or os.environ.get("RAY_ADDRESS") or ""
         if address.startswith("ray://"):
@@ -26,7 +29,7 @@ def run_job(settings: RunSettings) -> RunSummary | DryRunReport:
             return run_through_client(settings, address)
         from jobs.driver import drive_here
 
-        return drive_here(settings)
+        return drive_here(settings, plan)
     except psycopg.OperationalError as exc:
         lost = lost_database(exc, given_dsn(settings.target.dsn) or "the embedded server")
         if lost is None:  # a failed statement (a deadlock, a full disk), not a lost connection

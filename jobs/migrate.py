@@ -110,7 +110,8 @@ def _storage_request(asked: StorageRequest, live: Storage, dimensions: int, name
 
 
 def _describe(identity: ModelIdentity, storage: Storage) -> str:
-    return f"{identity.name} ({identity.dimensions} dims, {storage.vector_type}, index {storage.index})"
+    return (f"{identity.name} ({identity.dimensions} dims, {storage.vector_type}, index {storage.index}, "
+            f"{storage.keyword_index})")  # fmt: skip
 
 
 def check_migration(versions: Versions, name: str, identity: ModelIdentity, storage: Storage) -> None:
@@ -162,8 +163,9 @@ def migrate(settings: RunSettings, min_coverage: float = 1.0) -> MigrationReport
     storage = storage_for(request, None, identity.dimensions, name)
     check_migration(versions, name, identity, storage)
     settings = replace(settings, target=replace(settings.target, migration=True, **asdict(request)))
+    plan = replace(plan, settings=settings, target=replace(plan.target, storage=request))  # the source and model once
     copied = _copy_same_model(dsn, live, current, plan, request) if current.identity.same_model(identity) else 0
-    build = run_job(settings)
+    build = run_job(settings, plan)
     assert isinstance(build, RunSummary)
     with connect(dsn, vector=False) as conn:
         figures = version_figures(conn, live.in_schema(NEXT_SCHEMA))

@@ -22,6 +22,7 @@ class VersionStatus:
     dimensions: int
     vector_type: str
     index: str
+    keyword_index: str  # "keyword index simple", or "no keyword index"
     rows: int
     ids: int
     failed_ids: int
@@ -31,7 +32,8 @@ class VersionStatus:
         failed = f", {self.failed_ids} ids failed" if self.failed_ids else ""
         if self.source_failed_ids:
             failed += f", {self.source_failed_ids} records the source cannot give"
-        return (f"{self.role:<9} {self.model} ({self.dimensions} dims, {self.vector_type}, index {self.index}): "
+        return (f"{self.role:<9} {self.model} ({self.dimensions} dims, {self.vector_type}, index {self.index}, "
+                f"{self.keyword_index}): "
                 f"{self.rows} rows, {self.ids} ids{failed}")  # fmt: skip
 
 
@@ -71,7 +73,8 @@ def _status(role: str, found: Registered, conn, collection: Collection) -> Versi
     figures = version_figures(conn, collection)
     identity, storage = found.identity, found.storage
     return VersionStatus(role, identity.name, identity.dimensions, storage.vector_type, storage.index,
-                         figures.rows, figures.ids, figures.failed_ids, figures.source_failed_ids)  # fmt: skip
+                         storage.keyword_index, figures.rows, figures.ids, figures.failed_ids,
+                         figures.source_failed_ids)  # fmt: skip
 
 
 def migration_status(dsn: str, name: str) -> MigrationStatus:

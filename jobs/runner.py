@@ -27,10 +27,11 @@ from vectorize.summary import ApiUsage, BatchApiFigures, BatchMetrics, RunSummar
 logger = logging.getLogger(__name__)
 
 
-def run_here(settings: RunSettings) -> RunSummary:
-    """The run, its driver in this process: planned (checked) first, then executed."""
+def run_here(settings: RunSettings, plan: RunPlan | None = None) -> RunSummary:
+    """The run, its driver in this process: planned (checked) first, unless ``plan`` is given,
+    then executed."""
     started = time.perf_counter()
-    return execute(plan_run(settings), started)
+    return execute(plan or plan_run(settings), started)
 
 
 def execute(plan: RunPlan, started: float | None = None) -> RunSummary:

@@ -148,7 +148,7 @@ def _may(dsn: str, role: str, table: str, privilege: str) -> bool:
     return query(dsn, "SELECT has_table_privilege(%s, %s, %s)", role, f'"{table}"', privilege)[0][0]
 
 
-def test_keyword_search_dropped_by_a_storage_migration_comes_back_with_the_rollback(
+def test_keyword_search_dropped_by_a_storage_migration_comes_back_by_rollback_or_a_migration(
     tmp_path, tiny_model, pg_dsn, table_name
 ):
     rows = rows_of(30)
@@ -178,6 +178,11 @@ def test_keyword_search_dropped_by_a_storage_migration_comes_back_with_the_rollb
     assert by_vector() == nearest  # the same vectors, copied
     assert cli_main(["migrate", "--table", table_name, "--dsn", pg_dsn, "--rollback"]) == 0
     assert rows[0]["id"] in by_words()
+    assert cli_main(["migrate", "--table", table_name, "--dsn", pg_dsn, "--rollback"]) == 0  # none live again
+    assert cli_main(["migrate", "--table", table_name, "--dsn", pg_dsn, "--drop-previous"]) == 0
+    added = migration(source, table_name, tiny_model, pg_dsn, text_search="simple")  # the index added later
+    assert added.swapped and added.copied == 30 and added.build.embedded == 0
+    assert rows[0]["id"] in by_words() and by_vector() == nearest
 
 
 def test_a_storage_change_copies_the_vectors_and_a_reading_role_follows_the_swap_and_rollback(
@@ -472,7 +477,9 @@ def test_a_check_waiting_on_a_swap_measures_the_version_swapped_in(
         check = threading.Thread(target=checking)
         check.start()
         deadline = time.monotonic() + 60
-        while not query(pg_dsn, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+        waiting = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                   "AND objid::bigint = hashtext(%s)::bigint & 4294967295")  # fmt: skip
+        while not query(pg_dsn, waiting, f"vectorize-versions:{table_name}"):
             assert check.is_alive() and time.monotonic() < deadline, failures
             time.sleep(0.1)
         roll_back(swapper, table_name)  # the check waits, and then sees the rollback whole
@@ -505,9 +512,27 @@ def test_a_swap_while_a_check_looks_up_neighbours_refuses_it_in_one_line(
         check_collection(pg_dsn, table_name, sample=20)
     back = identity_of(pg_dsn, table_name)
     assert str(refused.value) == (
-        f"collection {table_name!r} was swapped to {back.name} while it was checked (its sample from "
-        f"{swapped_to.name}): run `vectorize check` again"
+        f"collection {table_name!r} was swapped to another version ({back.name}) while it was checked (its "
+        f"sample from {swapped_to.name}): run `vectorize check` again"
     )
     monkeypatch.undo()
     report = check_collection(pg_dsn, table_name, sample=20)
     assert report.model == back.key and report.neighbours is not None
+
+
+def test_the_one_version_snapshot_is_repeatable_read_only_and_lets_go_of_its_lock(pg_dsn, table_name):
+    from vectorize.store.versions import snapshot_of_one_version
+
+    def held() -> int:
+        return query(pg_dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", pid)[0][0]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        with snapshot_of_one_version(conn, table_name):
+            assert conn.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
+            assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+            assert held() == 1
+        assert held() == 0
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), snapshot_of_one_version(conn, table_name):
+            conn.execute("CREATE TABLE written_in_a_check (x int)")
+        assert held() == 0 and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

@@ -111,7 +111,8 @@ def test_a_collection_without_keyword_search_is_searched_by_vector_and_refuses_w
         err = capsys.readouterr().err.strip()
         assert err == (
             f"vectorize: error: collection {table_name!r} was made without keyword search (--text-search none): "
-            "search it with --mode vector, or migrate it to storage with a --text-search configuration"
+            f"search it with --mode vector, or add the keyword index with `vectorize migrate --table {table_name} "
+            "--text-search simple`"
         )
     with pytest.raises(ConfigError, match="--text-search simple \\(it has none\\)"):
         run(source, table_name, tiny_model, pg_dsn, text_search="simple")

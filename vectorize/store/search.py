@@ -70,7 +70,8 @@ def nearest(
     if mode != "vector" and not storage.keyword_search:
         raise ConfigError(
             f"collection {collection.name!r} was made without keyword search (--text-search none): search it "
-            "with --mode vector, or migrate it to storage with a --text-search configuration"
+            f"with --mode vector, or add the keyword index with `vectorize migrate --table {collection.name} "
+            "--text-search simple`"
         )
     if mode != "vector" and not _has_keyword_index(conn, collection):
         raise ConfigError(

@@ -71,6 +71,11 @@ class Storage:
     def keyword_search(self) -> bool:
         return self.text_search != NO_TEXT_SEARCH
 
+    @property
+    def keyword_index(self) -> str:
+        """The keyword index in words, as the migration's messages name a version's storage."""
+        return f"keyword index {self.text_search}" if self.keyword_search else "no keyword index"
+
     def column_type(self, dimensions: int) -> sql.Composed:
         return sql.SQL("{}({})").format(sql.SQL(self.vector_type), sql.Literal(dimensions))
 

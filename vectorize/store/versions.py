@@ -53,16 +53,19 @@ def snapshot_of_one_version(conn: psycopg.Connection, name: str) -> Iterator[Non
     """On an autocommit connection: a read-only REPEATABLE READ transaction whose snapshot is
     taken with collection ``name`` held in its version, so the registry and the tables it reads
     belong to one version (the transaction lock of ``search_lock`` would come after the
-    snapshot its own statement takes, and could miss a swap that committed while it waited)."""
+    snapshot its own statement takes, and could miss a swap that committed while it waited).
+    A swap waits for the transaction to end (each of its tries for SWAP_LOCK_TIMEOUT)."""
+    if not conn.autocommit:
+        raise ValueError("snapshot_of_one_version takes an autocommit connection")
     key = f"vectorize-versions:{name}"
     conn.execute("SELECT pg_advisory_lock_shared(hashtext(%s))", (key,))
     try:
-        conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
         with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield
     finally:
-        conn.isolation_level, conn.read_only = None, None
-        conn.execute("SELECT pg_advisory_unlock_shared(hashtext(%s))", (key,))
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("SELECT pg_advisory_unlock_shared(hashtext(%s))", (key,))
 
 
 def _swap_lock(conn: psycopg.Connection, name: str) -> None:
@@ -168,9 +171,9 @@ def _carry_privileges(conn: psycopg.Connection, source: Collection, target: Coll
 def _exchange(conn: psycopg.Connection, name: str, incoming: str, moves: list[tuple[str, str]]) -> None:
     """The moves (from schema, to schema) of collection ``name``'s versions in one transaction,
     under the exclusive versions lock, the version in schema ``incoming`` becoming live with the
-    live one's privileges. Each try waits at most SWAP_LOCK_TIMEOUT for the tables: a
-    reader without the lock (``vectorize check``, a long query, ``pg_dump``) would otherwise hold
-    the swap, and every search queued behind it, for as long as it reads."""
+    live one's privileges. Each try waits at most SWAP_LOCK_TIMEOUT for the versions lock and the
+    tables: a reader (``vectorize check`` measuring the collection, a long query, ``pg_dump``)
+    would otherwise hold the swap, and every search queued behind it, for as long as it reads."""
     live = Collection(name)
     for attempt in range(1, SWAP_TRIES + 1):
         try:
@@ -185,7 +188,8 @@ def _exchange(conn: psycopg.Connection, name: str, incoming: str, moves: list[tu
             logger.warning("the swap of %s waited %s for its tables (try %d of %d)", name, SWAP_LOCK_TIMEOUT,
                            attempt, SWAP_TRIES)  # fmt: skip
     raise MigrationError(
-        f"the swap of collection {name!r} found its tables held by another reader {SWAP_TRIES} times "
+        f"the swap of collection {name!r} found its tables held by another reader (a `vectorize check`, a long "
+        f"query, pg_dump) {SWAP_TRIES} times "
         f"({SWAP_LOCK_TIMEOUT} each): nothing was swapped; run the same command again when it is done"
     )
 
