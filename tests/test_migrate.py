@@ -148,26 +148,35 @@ def _may(dsn: str, role: str, table: str, privilege: str) -> bool:
     return query(dsn, "SELECT has_table_privilege(%s, %s, %s)", role, f'"{table}"', privilege)[0][0]
 
 
+def _stored(tmp_path, count: int, model: str, dsn: str, table: str) -> tuple[list[dict], object, str, list]:
+    """A collection of ``count`` corpus rows made by a run of ``model``: the rows, their source,
+    the model's key and the vector of the first row's text."""
+    rows = rows_of(count)
+    source = write_jsonl(tmp_path / "docs.jsonl", rows)
+    run(source, table, model, dsn)
+    key, vectors = query_vectors(model, [rows[0]["text"]])
+    return rows, source, key, vectors
+
+
+def _searched(dsn: str, table: str, vector: np.ndarray, k: int, **mode) -> list[tuple[str, float]]:
+    """(id, similarity) of a search with the collection's model as the registry names it now."""
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        identity = registered(conn, Collection(table)).identity
+        return [(h.id, round(h.similarity, 4)) for h in search(conn, table, vector, k, identity, **mode)]
+
+
 def test_keyword_search_dropped_by_a_storage_migration_comes_back_by_rollback_or_a_migration(
     tmp_path, tiny_model, pg_dsn, table_name
 ):
-    rows = rows_of(30)
-    source = write_jsonl(tmp_path / "docs.jsonl", rows)
-    run(source, table_name, tiny_model, pg_dsn)
-    _, vectors = query_vectors(tiny_model, [rows[0]["text"]])
+    rows, source, _, vectors = _stored(tmp_path, 30, tiny_model, pg_dsn, table_name)
     word = max(rows[0]["text"].split(), key=len)
 
     def by_words() -> list[str]:
-        with psycopg.connect(pg_dsn) as conn:
-            register_vector(conn)
-            identity = registered(conn, Collection(table_name)).identity
-            return [h.id for h in search(conn, table_name, vectors[0], 3, identity, mode="hybrid", words=word)]
+        return [i for i, _ in _searched(pg_dsn, table_name, vectors[0], 3, mode="hybrid", words=word)]
 
     def by_vector() -> list[tuple[str, float]]:
-        with psycopg.connect(pg_dsn) as conn:
-            register_vector(conn)
-            identity = registered(conn, Collection(table_name)).identity
-            return [(h.id, round(h.similarity, 4)) for h in search(conn, table_name, vectors[0], 5, identity)]
+        return _searched(pg_dsn, table_name, vectors[0], 5)
 
     assert rows[0]["id"] in by_words()
     nearest = by_vector()
@@ -188,10 +197,7 @@ def test_keyword_search_dropped_by_a_storage_migration_comes_back_by_rollback_or
 def test_a_storage_change_copies_the_vectors_and_a_reading_role_follows_the_swap_and_rollback(
     tmp_path, tiny_model, pg_dsn, table_name
 ):
-    rows = rows_of(40)
-    source = write_jsonl(tmp_path / "docs.jsonl", rows)
-    run(source, table_name, tiny_model, pg_dsn)
-    key, vectors = query_vectors(tiny_model, [rows[0]["text"]])
+    _, source, key, vectors = _stored(tmp_path, 40, tiny_model, pg_dsn, table_name)
     role = f"reader_{table_name}"[:63]
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
@@ -459,10 +465,9 @@ def test_a_check_waiting_on_a_swap_measures_the_version_swapped_in(
     tmp_path, tiny_model, other_tiny_model, pg_dsn, table_name
 ):
     from jobs.check import check_collection
-    from vectorize.store.versions import roll_back
+    from vectorize.store.versions import roll_back, versions_lock_key
 
-    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(30))
-    run(source, table_name, tiny_model, pg_dsn)
+    _, source, _, _ = _stored(tmp_path, 30, tiny_model, pg_dsn, table_name)
     assert migration(source, table_name, other_tiny_model, pg_dsn).swapped
     reports, failures = [], []
 
@@ -473,13 +478,13 @@ def test_a_check_waiting_on_a_swap_measures_the_version_swapped_in(
             failures.append(repr(exc))
 
     with psycopg.connect(pg_dsn, autocommit=True) as swapper, swapper.transaction():
-        swapper.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize-versions:{table_name}",))
+        swapper.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (versions_lock_key(table_name),))
         check = threading.Thread(target=checking)
         check.start()
         deadline = time.monotonic() + 60
         waiting = ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
                    "AND objid::bigint = hashtext(%s)::bigint & 4294967295")  # fmt: skip
-        while not query(pg_dsn, waiting, f"vectorize-versions:{table_name}"):
+        while not query(pg_dsn, waiting, versions_lock_key(table_name)):
             assert check.is_alive() and time.monotonic() < deadline, failures
             time.sleep(0.1)
         roll_back(swapper, table_name)  # the check waits, and then sees the rollback whole
@@ -496,8 +501,7 @@ def test_a_swap_while_a_check_looks_up_neighbours_refuses_it_in_one_line(
     from jobs.check import check_collection
     from jobs.migrate import roll_back
 
-    source = write_jsonl(tmp_path / "docs.jsonl", rows_of(30))
-    run(source, table_name, tiny_model, pg_dsn)
+    _, source, _, _ = _stored(tmp_path, 30, tiny_model, pg_dsn, table_name)
     assert migration(source, table_name, other_tiny_model, pg_dsn).swapped
     swapped_to = identity_of(pg_dsn, table_name)
     looked_up = jobs.neighbours.neighbour_similarities

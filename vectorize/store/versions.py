@@ -42,10 +42,15 @@ SWAP_LOCK_TIMEOUT = "5s"
 SWAP_TRIES = 12
 
 
+def versions_lock_key(name: str) -> str:
+    """The advisory lock searches and checks share, and a swap takes alone."""
+    return f"vectorize-versions:{name}"
+
+
 def search_lock(conn: psycopg.Connection, name: str) -> None:
     """Inside a transaction: hold collection ``name`` in its version until the transaction ends
     (a swap waits for it, and it for a swap)."""
-    conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"vectorize-versions:{name}",))
+    conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (versions_lock_key(name),))
 
 
 @contextmanager
@@ -57,7 +62,7 @@ def snapshot_of_one_version(conn: psycopg.Connection, name: str) -> Iterator[Non
     A swap waits for the transaction to end (each of its tries for SWAP_LOCK_TIMEOUT)."""
     if not conn.autocommit:
         raise ValueError("snapshot_of_one_version takes an autocommit connection")
-    key = f"vectorize-versions:{name}"
+    key = versions_lock_key(name)
     conn.execute("SELECT pg_advisory_lock_shared(hashtext(%s))", (key,))
     try:
         with conn.transaction():
@@ -69,7 +74,7 @@ def snapshot_of_one_version(conn: psycopg.Connection, name: str) -> Iterator[Non
 
 
 def _swap_lock(conn: psycopg.Connection, name: str) -> None:
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"vectorize-versions:{name}",))
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (versions_lock_key(name),))
 
 
 @dataclass(frozen=True)
