@@ -85,7 +85,7 @@ def _checked_inputs(settings: RunSettings, long_text: str | None = None) -> tupl
         embedding.provider_name,
         embedding.model,
         remote=embedding.remote,
-        probe_within_s=settings.runtime.stall_timeout_s,
+        probe_within_s=settings.runtime.start_within_s,
         encode_batch_size=embedding.encode_batch_size,
         probe=not settings.runtime.dry_run,
     )

@@ -20,6 +20,7 @@ from vectorize.console import last_words
 from vectorize.db import redact_dsn
 from vectorize.errors import ProviderStopError, StallError, StoreError, VectorizeError
 from vectorize.providers.base import ActorPlan
+from vectorize.settings import START_ALLOWANCE_S
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +45,30 @@ class ProgressMeter:
         return dict(self._rows), time.monotonic() - self._last
 
 
-def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> tuple[str, type[VectorizeError]]:
-    """What a stalled run is most likely waiting for: resources the cluster lacks, a database
-    that does not answer (asked with a bounded probe: then a StoreError), else the model
-    (``service``: the remote provider's address)."""
+def missing_resources(plan: ActorPlan) -> str | None:
+    """What the embedding actors need and the cluster lacks, said with what to do; None if nothing."""
     resources = ray.cluster_resources()
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
     if plan.gpus_per_actor > gpus:
         return (
             f"its embedding actors need {plan.gpus_per_actor:g} GPU each and the cluster has {gpus:g}: "
             "add GPU nodes (or let the autoscaler add them), or run on CPUs with --gpus-per-actor 0"
-        ), StallError
+        )
     if plan.cpus_per_actor > cpus:
         return (
             f"its embedding actors need {plan.cpus_per_actor:g} CPUs each and the cluster has {cpus:g}: "
             "lower --cpus-per-actor or add nodes"
-        ), StallError
+        )
+    return None
+
+
+def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> tuple[str, type[VectorizeError]]:
+    """What a stalled run is most likely waiting for: resources the cluster lacks, a database
+    that does not answer (asked with a bounded probe: then a StoreError), else the model
+    (``service``: the address of the remote provider the pipeline calls)."""
+    missing = missing_resources(plan)
+    if missing is not None:
+        return missing, StallError
     if not database_answers(dsn):
         return (
             f"the database at {redact_dsn(dsn)} does not answer (a query waited {PROBE_S:g} s): "
@@ -68,9 +77,8 @@ def waiting_for(plan: ActorPlan, dsn: str, service: str | None = None) -> tuple[
     if service:
         why = f"the database answers; the embedding service at {service} does not: check it, then run again"
         return why, StallError
-    return (
-        "the database answers; the embedding actors made no progress: see the workers' logs (ray logs, or --debug)"
-    ), StallError
+    why = "the database answers; the pipeline made no progress: see the workers' logs (ray logs, or --debug)"
+    return why, StallError
 
 
 def report_counts(meter: Any, counts: dict[str, int]) -> None:
@@ -85,11 +93,16 @@ class StallWatch:
     """Interrupts the driver's main thread once the meter has not moved for ``timeout_s``, or
     once the provider refused the run (``refusal()`` gives its message) and the texts it had
     answered are written (no embedded row written for :data:`DRAIN_S`); ``check(exc)`` then
-    turns the interruption into the error that says why."""
+    turns the interruption into the error that says why.
+
+    Until the first rows are written the run is starting (Ray starting its worker processes, the
+    actors loading their model): that is given at least :data:`START_S`, unless ``missing()``
+    names resources the cluster lacks, which no waiting brings."""
 
     POLL_S = 1.0
     GRACE_S = 45.0  # after the stall, for the run to stop and record its end; then the process exits
     DRAIN_S = 5.0
+    START_S = START_ALLOWANCE_S
 
     def __init__(
         self,
@@ -97,10 +110,12 @@ class StallWatch:
         timeout_s: float,
         waiting_for: Callable[[], tuple[str, type[VectorizeError]]],
         refusal: Callable[[], str | None] | None = None,
+        missing: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.meter = meter
         self.timeout_s = timeout_s
         self.waiting_for = waiting_for
+        self.missing = missing
         self.refusal = refusal
         self.stalled: VectorizeError | None = None
         self.refused: ProviderStopError | None = None
@@ -157,19 +172,21 @@ class StallWatch:
                     logger.info("stopping the run: %s", message)
                     signal.pthread_kill(self._main, signal.SIGINT)
                     return
-            if self.timeout_s > 0 and idle >= self.timeout_s:
+            if self.timeout_s > 0 and idle >= self.timeout_s and self._stalled(rows, idle):
                 done = ", ".join(f"{n} {stage}" for stage, n in sorted(rows.items())) or "no rows finished"
                 why, error = self.waiting_for()
-                self.stalled = error(
-                    f"the run made no progress for {idle:.0f} s (--stall-timeout {self.timeout_s:g}); "
-                    f"so far: {done}; {why}"
-                )
+                given = f"--stall-timeout {self.timeout_s:g}" + (f", {self.START_S:g} s to start" if not rows else "")
+                self.stalled = error(f"the run made no progress for {idle:.0f} s ({given}); so far: {done}; {why}")
                 logger.info("stopping the run: %s", self.stalled)
                 self._deadline = threading.Timer(self.GRACE_S, self._give_up)
                 self._deadline.daemon = True
                 self._deadline.start()
                 signal.pthread_kill(self._main, signal.SIGINT)
                 return
+
+    def _stalled(self, rows: dict[str, int], idle: float) -> bool:
+        """Past the stall timeout: stalled, unless the run is still starting and can start."""
+        return bool(rows) or idle >= self.START_S or self.missing() is not None
 
     def disarm(self) -> None:
         """The run has stopped: no need to end the process."""

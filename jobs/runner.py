@@ -95,7 +95,7 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     from jobs.batch_events import RunContext
     from jobs.live_figures import LiveFigures
     from jobs.pipeline import run_pipeline
-    from jobs.progress import StallWatch, waiting_for
+    from jobs.progress import StallWatch, missing_resources, waiting_for
     from jobs.run_actor import RunActor
     from vectorize.ray_runtime import check_embedded_database_reach, ensure_ray, on_driver_node
 
@@ -114,7 +114,9 @@ def _embed(plan: RunPlan, job: TargetRun, summary: RunSummary) -> tuple[WriteCou
     budgets = provider.start_budgets(on_driver_node())
     prepare_fn, prepare_ctx, sink = job.stage(summary, run_actor)
     refusal = budgets.refusal if budgets is not None else None
-    watch = StallWatch(run_actor, runtime.stall_timeout_s, lambda: waiting_for(actors, dsn, provider.service), refusal)
+    called = None if is_deferred(provider) else provider.service  # a deferred provider is called after the pipeline
+    watch = StallWatch(run_actor, runtime.stall_timeout_s, lambda: waiting_for(actors, dsn, called), refusal,
+                       missing=lambda: missing_resources(actors))  # fmt: skip
     run = RunContext(summary.run_id, summary.collection, run_actor, open_early=job.surely_embeds)
     try:
         with watch, LiveFigures(dsn, summary, run_actor):

@@ -15,6 +15,9 @@ from vectorize.store.storage import StorageRequest
 # Longer than an autoscaler takes to start and set up a GPU node, or a slow query's first
 # block; short enough that a pool waiting for nodes that never come does not hold a job for hours.
 DEFAULT_STALL_TIMEOUT_S = 1800.0
+# A run's start (Ray starting its worker processes, actors loading their model, the provider's
+# first answer) on a busy cluster can outlast a short stall timeout: it is given at least this.
+START_ALLOWANCE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ class RuntimeSettings:
     progress: bool = False
     worker_logs: bool = False
     dry_run: bool = False  # read and prepare, count and estimate; write and embed nothing
+
+    @property
+    def start_within_s(self) -> float:
+        """The bound on a run's start: the stall timeout, at least :data:`START_ALLOWANCE_S`; 0: none."""
+        return max(self.stall_timeout_s, START_ALLOWANCE_S) if self.stall_timeout_s > 0 else 0.0
 
     def __post_init__(self) -> None:
         if self.writers < 1:

@@ -96,7 +96,7 @@ async def _bounded_probe(settings: RemoteSettings, within_s: float | None) -> np
     except TimeoutError:
         raise ConfigError(
             f"{client_spec(settings).where} did not answer the first request within {within_s:g} s "
-            "(--stall-timeout): check that it is up and serves embeddings"
+            "(a run's start, or --stall-timeout if longer): check that it is up and serves embeddings"
         ) from None
 
 
@@ -144,7 +144,7 @@ def check_batch_api(settings: RemoteSettings) -> None:
 def remote_identity(settings: RemoteSettings, within_s: float | None = None) -> ModelIdentity:
     """The model identity of a remote model, checked with one small request (which also checks
     the endpoint, the key and the model before any work), its retries included given at most
-    ``within_s`` seconds (the run's stall timeout)."""
+    ``within_s`` seconds (the bound on the run's start)."""
     vector = asyncio.run(_bounded_probe(settings, within_s))
     known = settings.known_model
     expected = settings.dimensions or (known.dimensions if known else None)
